@@ -1,0 +1,33 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Both create .venv if missing and install the project into it. An installed
+# torch is kept (the venv sees the system site-packages); otherwise TORCH_SPEC
+# is installed first, so no other package can pull a CUDA build of torch.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null \
+	  && echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
+	  || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) analyze.py --config configs/analyze/gaussian.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache

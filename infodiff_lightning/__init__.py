@@ -1,0 +1,1 @@
+"""infodiff-lightning."""

@@ -1,0 +1,57 @@
+"""The denoiser protocol every model family implements.
+
+A denoiser predicts the noise eps_hat(x_alpha, alpha | c) of eq. (1) in logsnr.py.
+Conditions travel in *columns*: one column holds one condition per image, either a
+tensor whose leading dimension indexes images (analytic denoisers, class labels) or a
+list (prompts). Estimators gather entries of several columns into one micro-batch, so
+``eps_hat`` receives a column of exactly B conditions for B noisy inputs.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, Union, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Column = Union[Tensor, Sequence[Any]]
+
+__all__ = ["Column", "Denoiser", "column_len", "take", "concat"]
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """eps_hat(x_alpha (B, ...), alpha (B,), conditions: Column of B) -> (B, ...).
+
+    ``null_conditions(n)`` is a column of n unconditional entries (empty prompt, null
+    class, nothing observed). ``alpha_range`` is the log-SNR range the model was
+    trained on (None when any alpha is valid, as for analytic denoisers).
+    """
+
+    alpha_range: tuple[float, float] | None
+
+    def eps_hat(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor: ...
+
+    def null_conditions(self, n: int) -> Column: ...
+
+
+def column_len(col: Column) -> int:
+    return int(col.shape[0]) if isinstance(col, Tensor) else len(col)
+
+
+def take(col: Column, index: Tensor) -> Column:
+    """Entries ``index`` of a column, keeping its kind (tensor or list)."""
+    if isinstance(col, Tensor):
+        return col[index.to(col.device)]
+    return [col[i] for i in index.tolist()]
+
+
+def concat(cols: Sequence[Column]) -> Column:
+    """Concatenate columns of the same kind."""
+    if all(isinstance(c, Tensor) for c in cols):
+        return torch.cat(list(cols), 0)
+    if any(isinstance(c, Tensor) for c in cols):
+        raise ValueError("condition columns mix tensors and lists; use one kind for all columns")
+    out: list = []
+    for c in cols:
+        out.extend(c)
+    return out

@@ -1,0 +1,74 @@
+"""Monte-Carlo draws (alpha, weight, eps) shared by every condition of an image.
+
+Sharing the draws across conditions (common random numbers) makes differences and
+rankings between conditions sharp. Draws can be made from one generator
+(:func:`sample_draws`) or keyed by sample id (:func:`draws_for_ids`), so that an
+evaluation split over any number of devices sees the same draws for the same sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .integrate import AlphaSampler
+
+__all__ = ["Draws", "sample_draws", "draws_for_ids", "id_generator"]
+
+
+@dataclass
+class Draws:
+    """alpha and weight (N, S) and eps (N, S, *shape) for N images and S draws each."""
+
+    alpha: Tensor
+    weight: Tensor
+    eps: Tensor
+
+    def __post_init__(self) -> None:
+        if self.alpha.ndim != 2:
+            raise ValueError(f"Draws.alpha must be (N, S), got shape {tuple(self.alpha.shape)}")
+        if self.weight.shape != self.alpha.shape:
+            raise ValueError(f"Draws.weight {tuple(self.weight.shape)} must match alpha {tuple(self.alpha.shape)}")
+        if self.eps.shape[:2] != self.alpha.shape:
+            raise ValueError(f"Draws.eps must start with (N, S) = {tuple(self.alpha.shape)}, got {tuple(self.eps.shape)}")
+        if self.alpha.shape[1] < 1:
+            raise ValueError("Draws need at least one draw per image (S >= 1)")
+
+    @property
+    def n_images(self) -> int:
+        return int(self.alpha.shape[0])
+
+    @property
+    def n_draws(self) -> int:
+        return int(self.alpha.shape[1])
+
+    def select(self, index: Tensor) -> "Draws":
+        return Draws(self.alpha[index], self.weight[index], self.eps[index])
+
+
+def sample_draws(n_images: int, n_draws: int, shape: tuple[int, ...], sampler: AlphaSampler,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Draws:
+    """N x S draws from one generator (on CPU; moved to the model's device per micro-batch)."""
+    if n_images < 1 or n_draws < 1:
+        raise ValueError(f"need n_images >= 1 and n_draws >= 1, got {n_images}, {n_draws}")
+    alpha, weight = sampler.sample((n_images, n_draws), generator)
+    eps = torch.randn((n_images, n_draws, *shape), generator=generator, dtype=dtype)
+    return Draws(alpha, weight, eps)
+
+
+def id_generator(seed: int, sample_id: int) -> torch.Generator:
+    """A generator determined by (seed, sample id) alone, never by rank or batch."""
+    mixed = (int(seed) * 0x9E3779B97F4A7C15 + int(sample_id) * 0xBF58476D1CE4E5B9) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+def draws_for_ids(ids, n_draws: int, shape: tuple[int, ...], sampler: AlphaSampler, seed: int = 0,
+                  dtype: torch.dtype = torch.float32) -> Draws:
+    """Draws for each sample id, each from its own id-keyed generator."""
+    ids = [int(i) for i in (ids.tolist() if isinstance(ids, Tensor) else ids)]
+    if not ids:
+        raise ValueError("draws_for_ids: no sample ids given")
+    parts = [sample_draws(1, n_draws, shape, sampler, id_generator(seed, i), dtype) for i in ids]
+    return Draws(torch.cat([p.alpha for p in parts]), torch.cat([p.weight for p in parts]),
+                 torch.cat([p.eps for p in parts]))

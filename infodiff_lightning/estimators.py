@@ -1,0 +1,245 @@
+"""Information estimators of Kong et al. (ICLR 2024) and Kong et al. (2023), in nats.
+
+With the squared errors of one denoiser pass (evaluate.py) and importance weights w:
+
+    standard   i(x; y | c)  = 1/2 E_q[ w (||eps - eps_hat(.|c)||^2 - ||eps - eps_hat(.|y,c)||^2) ]   (eq. 5)
+    orthogonal io(x; y | c) = 1/2 E_q[ w  ||eps_hat(.|c) - eps_hat(.|y,c)||^2 ]                       (eq. 7)
+
+c = null gives pointwise MI, c = "the prompt without the word" gives CMI of the word.
+Each estimate is the mean of per-draw terms t_s = 1/2 w_s (...) with standard error
+std(t)/sqrt(S); a dataset-level value is the mean over images, with standard error
+std over images / sqrt(N) (which includes both sampling and integration noise).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .denoisers.base import Column, Denoiser
+from .draws import Draws, sample_draws
+from .evaluate import Errors, denoiser_errors
+from .integrate import AlphaSampler, TruncatedLogistic
+
+__all__ = [
+    "Estimate", "default_sampler", "make_draws", "information_terms", "informations",
+    "pointwise_mi", "conditional_mi", "mmse_curve", "MMSECurve", "nll", "bits_per_dim",
+]
+
+ESTIMATORS = ("standard", "orthogonal")
+
+
+@dataclass
+class Estimate:
+    """Per-image estimates (N,), their standard errors, and what they cost."""
+
+    value: Tensor
+    stderr: Tensor
+    n_evals: int
+    terms: Tensor | None = None  # (N, S) per-draw terms; value = terms.mean(1)
+    map: Tensor | None = None  # (N, *map_shape); sums to value for orthogonal maps
+    extra: dict = field(default_factory=dict)
+
+    def mean(self) -> tuple[float, float]:
+        """Dataset-level mean over images and its standard error."""
+        n = self.value.numel()
+        if n == 1:
+            return float(self.value), float(self.stderr)
+        return float(self.value.mean()), float(self.value.std() / math.sqrt(n))
+
+
+def summarize(terms: Tensor, n_evals: int, keep_terms: bool = False, map: Tensor | None = None) -> Estimate:
+    """Mean of per-draw terms (N, S) per image, with std(t)/sqrt(S) standard errors."""
+    s = terms.shape[1]
+    stderr = terms.std(1) / math.sqrt(s) if s > 1 else torch.full(terms.shape[:1], float("nan"), dtype=terms.dtype)
+    return Estimate(terms.mean(1), stderr, n_evals, terms if keep_terms else None, map)
+
+
+def default_sampler(denoiser: Denoiser) -> AlphaSampler:
+    """The reference truncated logistic (loc 1, scale 2, clip 3), kept inside the
+    denoiser's trained log-SNR range."""
+    return TruncatedLogistic(1.0, 2.0, 3.0).restricted(getattr(denoiser, "alpha_range", None))
+
+
+def make_draws(denoiser: Denoiser, x: Tensor, n_draws: int, sampler: AlphaSampler | None,
+               generator: torch.Generator | int | None) -> Draws:
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    sampler = default_sampler(denoiser) if sampler is None else sampler
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return sample_draws(int(x.shape[0]), n_draws, tuple(x.shape[1:]), sampler, generator, dtype)
+
+
+def _check_alpha_range(denoiser: Denoiser, draws: Draws) -> None:
+    rng = getattr(denoiser, "alpha_range", None)
+    if rng is None:
+        return
+    lo, hi = float(draws.alpha.min()), float(draws.alpha.max())
+    if lo < rng[0] - 1e-6 or hi > rng[1] + 1e-6:
+        raise ValueError(f"draws span alpha [{lo:.3f}, {hi:.3f}] outside the model's trained range "
+                         f"[{rng[0]:.3f}, {rng[1]:.3f}]; use sampler.restricted(denoiser.alpha_range)")
+
+
+def information_terms(errors: Errors, pair_index: int, pair: tuple[int, int], estimator: str) -> Tensor:
+    """Per-draw terms (N, S) of eq. 5 (standard) or eq. 7 (orthogonal) for one pair."""
+    if estimator == "orthogonal":
+        d = errors.gap[..., pair_index]
+    elif estimator == "standard":
+        d = errors.mse[..., pair[0]] - errors.mse[..., pair[1]]
+    else:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    return 0.5 * errors.weight * d
+
+
+def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs: Sequence[tuple[int, int]], *,
+                 estimator: str = "orthogonal", n_draws: int = 64, sampler: AlphaSampler | None = None,
+                 generator: torch.Generator | int | None = None, draws: Draws | None = None,
+                 maps: bool = False, microbatch: int = 4096, return_terms: bool = False) -> list[Estimate]:
+    """Information of column ``cond`` relative to column ``ref`` for each pair (ref, cond),
+    all from one pass with shared draws. ``maps`` adds per-element maps (orthogonal maps
+    for the orthogonal estimator, error-difference maps for the standard one)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if not pairs:
+        raise ValueError("informations: give at least one (reference, condition) pair")
+    if draws is None:
+        draws = make_draws(denoiser, x, n_draws, sampler, generator)
+    _check_alpha_range(denoiser, draws)
+    err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None, microbatch=microbatch)
+    out = []
+    for p, pair in enumerate(pairs):
+        terms = information_terms(err, p, pair, estimator)
+        est = summarize(terms, err.n_evals, return_terms, None if err.maps is None else err.maps[:, p])
+        est.extra["alpha"] = err.alpha if return_terms else None
+        out.append(est)
+    return out
+
+
+def pointwise_mi(denoiser: Denoiser, x: Tensor, condition: Column, **kw) -> Estimate:
+    """i(x; y) for each image x with its condition y (reference: the null condition)."""
+    n = int(x.shape[0])
+    return informations(denoiser, x, [denoiser.null_conditions(n), condition], [(0, 1)], **kw)[0]
+
+
+def conditional_mi(denoiser: Denoiser, x: Tensor, condition: Column, context: Column, **kw) -> Estimate:
+    """i(x; w | c): ``condition`` is (w, c) (e.g. the full prompt), ``context`` is c alone
+    (e.g. the prompt without the word). Two conditions per draw, not three."""
+    return informations(denoiser, x, [context, condition], [(0, 1)], **kw)[0]
+
+
+@dataclass
+class MMSECurve:
+    """mmse[k, g] = E ||eps - eps_hat(x_alpha_g | c_k)||^2 averaged over images and eps."""
+
+    alpha: Tensor  # (G,)
+    mmse: Tensor  # (K, G)
+    stderr: Tensor  # (K, G)
+    n_evals: int
+
+    def gap(self, ref: int = 0, cond: int = 1) -> tuple[Tensor, Tensor]:
+        """mmse(ref) - mmse(cond) per alpha; the MI integrand is half of it."""
+        return self.mmse[ref] - self.mmse[cond], (self.stderr[ref] ** 2 + self.stderr[cond] ** 2).sqrt()
+
+
+def mmse_curve(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], alphas: Tensor, *, n_eps: int = 8,
+               generator: torch.Generator | int | None = None, microbatch: int = 4096) -> MMSECurve:
+    """MMSE of each condition column at each log-SNR in ``alphas`` (shared eps draws)."""
+    alphas = torch.as_tensor(alphas, dtype=torch.float64).flatten()
+    if alphas.numel() == 0:
+        raise ValueError("mmse_curve: empty alpha grid")
+    if n_eps < 1:
+        raise ValueError(f"n_eps must be >= 1, got {n_eps}")
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    n, g = int(x.shape[0]), alphas.numel()
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    a = alphas.repeat_interleave(n_eps).expand(n, -1).clone()
+    eps = torch.randn((n, g * n_eps, *x.shape[1:]), generator=generator, dtype=dtype)
+    draws = Draws(a, torch.ones_like(a), eps)
+    _check_alpha_range(denoiser, draws)
+    err = denoiser_errors(denoiser, x, columns, draws, microbatch=microbatch)
+    per = err.mse.reshape(n, g, n_eps, -1).permute(3, 1, 0, 2).reshape(err.mse.shape[-1], g, n * n_eps)
+    m = per.shape[-1]
+    stderr = per.std(-1) / math.sqrt(m) if m > 1 else torch.zeros_like(per[..., 0])
+    return MMSECurve(alphas, per.mean(-1), stderr, err.n_evals)
+
+
+class _GaussianReference:
+    """The exact denoiser of the reference N(mean, cov); cov full (d, d) or diagonal (d,)."""
+
+    alpha_range = None
+
+    def __init__(self, mean: Tensor, cov: Tensor, d: int):
+        mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+        if mean.numel() == 1:
+            mean = mean.expand(d)
+        if mean.numel() != d:
+            raise ValueError(f"reference mean has {mean.numel()} entries, data have dimension {d}")
+        if cov.ndim <= 1:
+            lam = cov.flatten().expand(d).clone() if cov.numel() == 1 else cov.flatten()
+            vec = None
+        else:
+            lam, vec = torch.linalg.eigh(0.5 * (cov + cov.T))
+        if lam.numel() != d or not bool((lam > 0).all()):
+            raise ValueError(f"reference covariance must be positive definite of dimension {d}")
+        self.mean, self.lam, self.vec = mean, lam, vec
+
+    def null_conditions(self, n):
+        return [None] * n
+
+    def eps_hat(self, x_alpha, alpha, conditions):
+        shape = x_alpha.shape
+        xa = x_alpha.reshape(shape[0], -1).to(torch.float64)
+        al = alpha.to(torch.float64)[:, None]
+        a2, b2 = torch.sigmoid(al), torch.sigmoid(-al)
+        r = xa - a2.sqrt() * self.mean
+        if self.vec is not None:
+            r = r @ self.vec
+        r = r * b2.sqrt() / (a2 * self.lam + b2)
+        if self.vec is not None:
+            r = r @ self.vec.T
+        return r.reshape(shape).to(x_alpha.dtype)
+
+    def neg_log_prob(self, x: Tensor) -> Tensor:
+        r = x.reshape(x.shape[0], -1).to(torch.float64) - self.mean
+        if self.vec is not None:
+            r = r @ self.vec
+        d = self.lam.numel()
+        return 0.5 * ((r**2 / self.lam).sum(1) + self.lam.log().sum() + d * math.log(2 * math.pi))
+
+
+def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, reference_mean=0.0, reference_cov=1.0,
+        n_draws: int = 256, sampler: AlphaSampler | None = None, generator: torch.Generator | int | None = None,
+        draws: Draws | None = None, microbatch: int = 4096) -> Estimate:
+    """-log p(x [| c]) in nats, pointwise (Kong et al. 2023, with a Gaussian reference G):
+
+        -log p(x) = -log p_G(x) + 1/2 Int E_eps[ ||eps - eps_hat(x_a)||^2 - ||eps - eps_hat_G(x_a)||^2 ] da
+
+    eps_hat_G is the exact denoiser of G = N(reference_mean, reference_cov). Averaged over
+    x ~ G this is the DESIGN form h_G + 1/2 Int (mmse - mmse_G) da; the pointwise form
+    shares (alpha, eps) between the two denoisers, which cancels most of the noise.
+    The alpha range is truncated to the sampler's range: widen it for small variances.
+    """
+    n = int(x.shape[0])
+    d = int(x[0].numel())
+    ref = _GaussianReference(reference_mean, reference_cov, d)
+    if draws is None:
+        draws = make_draws(denoiser, x, n_draws, sampler, generator)
+    _check_alpha_range(denoiser, draws)
+    cond = denoiser.null_conditions(n) if condition is None else condition
+    model = denoiser_errors(denoiser, x, [cond], draws, microbatch=microbatch)
+    gauss = denoiser_errors(ref, x, [ref.null_conditions(n)], draws, microbatch=microbatch)
+    terms = 0.5 * model.weight * (model.mse[..., 0] - gauss.mse[..., 0])
+    est = summarize(terms, model.n_evals)
+    offset = ref.neg_log_prob(x).to(est.value.dtype)
+    return Estimate(est.value + offset, est.stderr, est.n_evals, extra={"dim": d})
+
+
+def bits_per_dim(estimate: Estimate) -> tuple[Tensor, Tensor]:
+    """-log2 p(x) / d for an :func:`nll` estimate (continuous density; no dequantisation)."""
+    d = estimate.extra["dim"]
+    return estimate.value / (d * math.log(2)), estimate.stderr / (d * math.log(2))

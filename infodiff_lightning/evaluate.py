@@ -1,0 +1,124 @@
+"""One pass of the denoiser over images x conditions x draws, in micro-batches.
+
+Everything the estimators need comes from the squared errors of this pass:
+
+    mse[n, s, k]  = ||eps_ns - eps_hat(x_alpha_ns, alpha_ns | c_nk)||^2
+    gap[n, s, p]  = ||eps_hat(. | c_ref) - eps_hat(. | c_cond)||^2       for pair p = (ref, cond)
+    map[n, p, j]  = mean_s 1/2 w_ns d_j                                   per element j
+
+where d_j is the squared gap (orthogonal map) or the error difference (standard map),
+summed over the channel axis for images. A micro-batch holds whole (image, draw) units
+with all K conditions of that unit, so every condition of an image sees the same
+(alpha, eps): common random numbers. Nothing in the loop synchronises with the host.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .denoisers.base import Column, Denoiser, column_len, concat, take
+from .draws import Draws
+from .logsnr import noise_channel
+
+__all__ = ["Errors", "denoiser_errors"]
+
+
+@dataclass
+class Errors:
+    """Per-draw squared errors of one pass (see module docstring), on CPU."""
+
+    mse: Tensor  # (N, S, K)
+    gap: Tensor  # (N, S, P)
+    maps: Tensor | None  # (N, P, *map_shape) or None
+    weight: Tensor  # (N, S)
+    alpha: Tensor  # (N, S)
+    n_evals: int
+
+
+def _map_reduce(d: Tensor, channel_dim: int | None) -> Tensor:
+    return d.sum(channel_dim) if channel_dim is not None else d
+
+
+def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], draws: Draws,
+                    pairs: Sequence[tuple[int, int]] = (), maps: str | None = None,
+                    channel_dim: int | str | None = "auto", microbatch: int = 4096) -> Errors:
+    """Evaluate eps_hat for every (image n, draw s, condition k) and reduce to errors.
+
+    ``x``: (N, *shape) clean inputs (for latent models, the latents). ``columns``: K
+    condition columns of N entries each. ``pairs``: (ref, cond) column indices whose
+    gaps are wanted. ``maps``: None, "orthogonal" or "standard" per-element maps for
+    every pair. ``channel_dim``: axis of one sample summed in maps ("auto": the channel
+    axis of (C, H, W) inputs, none for vectors). ``microbatch``: denoiser inputs per call.
+    """
+    n, k = int(x.shape[0]), len(columns)
+    if n == 0:
+        raise ValueError("no images given (x has zero rows)")
+    if k == 0:
+        raise ValueError("no condition columns given")
+    for i, col in enumerate(columns):
+        if column_len(col) != n:
+            raise ValueError(f"condition column {i} has {column_len(col)} entries but x has {n} images")
+    if draws.n_images != n or tuple(draws.eps.shape[2:]) != tuple(x.shape[1:]):
+        raise ValueError(f"draws are for {draws.n_images} images of shape {tuple(draws.eps.shape[2:])}, "
+                         f"but x is {tuple(x.shape)}")
+    for p in pairs:
+        if not all(0 <= i < k for i in p) or len(p) != 2:
+            raise ValueError(f"pair {p} does not index two of the {k} condition columns")
+    if maps not in (None, "orthogonal", "standard"):
+        raise ValueError(f"maps must be None, 'orthogonal' or 'standard', got {maps!r}")
+    if microbatch < 1:
+        raise ValueError(f"microbatch must be >= 1, got {microbatch}")
+    if channel_dim == "auto":
+        channel_dim = 0 if x.ndim == 4 else None
+
+    s = draws.n_draws
+    shape = tuple(x.shape[1:])
+    # Errors are accumulated in at least float32 whatever the model's dtype (fp16
+    # sums of squares over a latent lose digits and can overflow).
+    device = x.device
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    units = max(1, microbatch // k)
+    total = n * s
+    mse = torch.empty(total, k, dtype=dtype, device=device)
+    gap = torch.empty(total, len(pairs), dtype=dtype, device=device)
+    map_shape = _map_reduce(torch.empty(shape, device="meta"), channel_dim).shape
+    map_acc = torch.zeros(n, len(pairs), *map_shape, dtype=dtype, device=device) if maps and pairs else None
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    # Flat draw index u -> (image u // s, draw u % s); CPU indices, so no device sync.
+    for start in range(0, total, units):
+        u = torch.arange(start, min(start + units, total))
+        img, drw = u // s, u % s
+        eps = draws.eps[img, drw].to(device=device, dtype=dtype, non_blocking=True)
+        alpha = draws.alpha[img, drw].to(device=device, non_blocking=True)
+        x_alpha = noise_channel(x[img.to(device)].to(dtype), alpha, eps).to(x.dtype)
+        cond = concat([take(col, img) for col in columns])
+        rep = x_alpha.repeat(k, *([1] * len(shape)))
+        e_hat = denoiser.eps_hat(rep, alpha.repeat(k), cond).to(dtype).reshape(k, len(u), *shape)
+        finite &= torch.isfinite(e_hat).all()
+        ud = u.to(device)
+        mse[ud] = ((eps.unsqueeze(0) - e_hat) ** 2).flatten(2).sum(-1).T
+        if pairs:
+            w = draws.weight[img, drw].to(device=device, dtype=dtype)
+            for p, (ref, cnd) in enumerate(pairs):
+                diff = e_hat[ref] - e_hat[cnd]
+                sq = diff**2
+                gap[ud, p] = sq.flatten(1).sum(1)
+                if map_acc is not None:
+                    if maps == "standard":
+                        sq = (eps - e_hat[ref]) ** 2 - (eps - e_hat[cnd]) ** 2
+                    contrib = 0.5 * w.reshape(-1, *([1] * len(shape))) * sq
+                    map_acc[:, p].index_add_(0, img.to(device), _map_reduce(contrib, None if channel_dim is None else channel_dim + 1))
+    if not bool(finite):
+        raise ValueError("the denoiser returned non-finite values (NaN or inf) for some inputs; "
+                         "check its dtype (fp16 overflow?) and the alpha range")
+    return Errors(
+        mse=mse.reshape(n, s, k).cpu(),
+        gap=gap.reshape(n, s, len(pairs)).cpu(),
+        maps=None if map_acc is None else (map_acc / s).cpu(),
+        weight=draws.weight.to(dtype).cpu(),
+        alpha=draws.alpha.cpu(),
+        n_evals=n * s * k,
+    )

@@ -1,0 +1,165 @@
+"""Importance samplers over log-SNR: draws alpha ~ q with exact weights 1/q(alpha).
+
+An integral Int f(alpha) d alpha over [lo, hi] is estimated by mean_i f(a_i) w(a_i) with
+w = 1/q. The weights are the true inverse densities of the *truncated* proposal, so the
+estimate is unbiased on the truncated range (a pitfall of the reference code, which
+weights by the untruncated logistic density).
+
+Every sampler returns ``(alpha, weight)`` of shape ``shape``; stratified versions place
+one uniform draw in each of n equal-probability strata along the last dimension (the
+draws of one image), which lowers the variance at equal count. The standard errors
+reported elsewhere treat the draws as independent, which is conservative for
+stratified draws.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["AlphaSampler", "TruncatedLogistic", "Uniform", "Grid", "intersect_range"]
+
+
+def _check_range(lo: float, hi: float, what: str) -> None:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{what}: the alpha range [{lo}, {hi}] must be finite")
+    if not hi > lo:
+        raise ValueError(f"{what}: empty alpha range [{lo}, {hi}] (need hi > lo)")
+
+
+def intersect_range(a: tuple[float, float], b: tuple[float, float] | None) -> tuple[float, float]:
+    """Intersection of two alpha ranges; raises if it is empty."""
+    if b is None:
+        return a
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    if not hi > lo:
+        raise ValueError(f"empty alpha range: {a} does not overlap the model's trained range {b}")
+    return lo, hi
+
+
+def _unit_draws(shape: tuple[int, ...], stratified: bool, generator: torch.Generator | None) -> Tensor:
+    """Uniform(0,1) draws; stratified along the last dim: u_i in [i/n, (i+1)/n)."""
+    if len(shape) == 0 or any(s <= 0 for s in shape):
+        raise ValueError(f"need a positive number of draws, got shape {shape}")
+    u = torch.rand(shape, generator=generator, dtype=torch.float64)
+    if stratified:
+        n = shape[-1]
+        u = (torch.arange(n, dtype=torch.float64) + u) / n
+    return u
+
+
+class AlphaSampler:
+    """Base class: ``sample(shape, generator) -> (alpha, weight)`` on ``[lo, hi]``."""
+
+    lo: float
+    hi: float
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def restricted(self, alpha_range: tuple[float, float] | None) -> "AlphaSampler":
+        """The same proposal truncated to the intersection with ``alpha_range``."""
+        raise NotImplementedError
+
+    @property
+    def range(self) -> tuple[float, float]:
+        return self.lo, self.hi
+
+
+@dataclass
+class TruncatedLogistic(AlphaSampler):
+    """Logistic(loc, scale) truncated to [loc - clip*scale, loc + clip*scale] (and to
+    [lo, hi] when given). Density q(a) = pdf(a) / (F(hi) - F(lo)); weight 1/q(a).
+    The default (loc 1, scale 2, clip 3) is the reference choice for SD 2.1."""
+
+    loc: float = 1.0
+    scale: float = 2.0
+    clip: float = 3.0
+    stratified: bool = False
+    lo: float | None = None
+    hi: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"TruncatedLogistic: scale must be > 0, got {self.scale}")
+        if not self.clip > 0:
+            raise ValueError(f"TruncatedLogistic: clip must be > 0, got {self.clip}")
+        lo, hi = self.loc - self.clip * self.scale, self.loc + self.clip * self.scale
+        if self.lo is not None:
+            lo = max(lo, self.lo)
+        if self.hi is not None:
+            hi = min(hi, self.hi)
+        _check_range(lo, hi, "TruncatedLogistic")
+        self.lo, self.hi = float(lo), float(hi)
+
+    def _cdf(self, a: float) -> float:
+        return 1.0 / (1.0 + math.exp(-(a - self.loc) / self.scale))
+
+    def log_density(self, alpha: Tensor) -> Tensor:
+        z = (alpha - self.loc) / self.scale
+        log_pdf = -z - 2 * torch.nn.functional.softplus(-z) - math.log(self.scale)
+        return log_pdf - math.log(self._cdf(self.hi) - self._cdf(self.lo))
+
+    def sample(self, shape, generator=None):
+        f_lo, f_hi = self._cdf(self.lo), self._cdf(self.hi)
+        u = f_lo + (f_hi - f_lo) * _unit_draws(tuple(shape), self.stratified, generator)
+        alpha = (self.loc + self.scale * torch.logit(u)).clamp(self.lo, self.hi)
+        return alpha, torch.exp(-self.log_density(alpha))
+
+    def restricted(self, alpha_range):
+        if alpha_range is None:
+            return self
+        lo, hi = intersect_range((self.lo, self.hi), alpha_range)
+        return TruncatedLogistic(self.loc, self.scale, self.clip, self.stratified, lo, hi)
+
+
+@dataclass
+class Uniform(AlphaSampler):
+    """Uniform on [lo, hi]; weight = hi - lo."""
+
+    lo: float = -10.0
+    hi: float = 10.0
+    stratified: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range(self.lo, self.hi, "Uniform")
+
+    def sample(self, shape, generator=None):
+        u = _unit_draws(tuple(shape), self.stratified, generator)
+        alpha = self.lo + (self.hi - self.lo) * u
+        return alpha, torch.full_like(alpha, self.hi - self.lo)
+
+    def restricted(self, alpha_range):
+        if alpha_range is None:
+            return self
+        lo, hi = intersect_range((self.lo, self.hi), alpha_range)
+        return Uniform(lo, hi, self.stratified)
+
+
+@dataclass
+class Grid(AlphaSampler):
+    """Midpoint rule: alpha_i = lo + (i + 1/2)(hi - lo)/n, n = last dim of ``shape``.
+    Every weight is hi - lo because the estimators average over the n draws."""
+
+    lo: float = -10.0
+    hi: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_range(self.lo, self.hi, "Grid")
+
+    def sample(self, shape, generator=None):
+        shape = tuple(shape)
+        if len(shape) == 0 or any(s <= 0 for s in shape):
+            raise ValueError(f"need a positive number of draws, got shape {shape}")
+        n = shape[-1]
+        alpha = self.lo + (self.hi - self.lo) * (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        alpha = alpha.expand(shape).clone()
+        return alpha, torch.full_like(alpha, self.hi - self.lo)
+
+    def restricted(self, alpha_range):
+        if alpha_range is None:
+            return self
+        lo, hi = intersect_range((self.lo, self.hi), alpha_range)
+        return Grid(lo, hi)
