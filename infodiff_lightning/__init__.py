@@ -1,1 +1,21 @@
-"""infodiff-lightning."""
+"""infodiff-lightning: exact information-theoretic analysis of diffusion models.
+
+The functional core (plain torch functions) is importable from the top level; Lightning
+shells live in ``infodiff_lightning.modules``, torchmetrics in ``infodiff_lightning.metrics``.
+"""
+from .draws import Draws, draws_for_ids, sample_draws
+from .estimators import (Estimate, MMSECurve, bits_per_dim, conditional_mi, default_sampler, informations, mmse_curve,
+                         nll, pointwise_mi)
+from .evaluate import Errors, denoiser_errors
+from .integrate import AlphaSampler, Grid, TruncatedLogistic, Uniform
+from .logsnr import (logsnr_from_alphas_cumprod, logsnr_from_timestep, noise_channel, timestep_from_logsnr,
+                     trained_logsnr_range)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Draws", "draws_for_ids", "sample_draws", "Estimate", "MMSECurve", "bits_per_dim", "conditional_mi",
+    "default_sampler", "informations", "mmse_curve", "nll", "pointwise_mi", "Errors", "denoiser_errors",
+    "AlphaSampler", "Grid", "TruncatedLogistic", "Uniform", "logsnr_from_alphas_cumprod", "logsnr_from_timestep",
+    "noise_channel", "timestep_from_logsnr", "trained_logsnr_range",
+]

@@ -17,13 +17,13 @@ import math
 import torch
 from torch import Tensor
 
+from .analytic import AnalyticSystem
+
 __all__ = ["JointGaussian", "CorrelatedGaussian"]
 
 
-class JointGaussian:
+class JointGaussian(AnalyticSystem):
     """(X, Y) ~ N(mean, cov) with X the first ``dim_x`` coordinates."""
-
-    alpha_range = None
 
     def __init__(self, mean: Tensor, cov: Tensor, dim_x: int):
         mean = torch.as_tensor(mean, dtype=torch.float64)

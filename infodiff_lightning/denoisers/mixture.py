@@ -18,12 +18,12 @@ import math
 import torch
 from torch import Tensor
 
+from .analytic import AnalyticSystem
+
 __all__ = ["DiscreteMixture", "GaussianMixture"]
 
 
-class DiscreteMixture:
-    alpha_range = None
-
+class DiscreteMixture(AnalyticSystem):
     def __init__(self, labels: Tensor, probs: Tensor, means: Tensor, sigma: float = 1.0):
         labels = torch.as_tensor(labels, dtype=torch.long)
         if labels.ndim == 1:

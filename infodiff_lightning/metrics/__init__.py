@@ -1,0 +1,4 @@
+"""torchmetrics for information estimates (fixed-size sum states, DDP-exact)."""
+from .information import ConditionalMutualInformation, InformationMap, MutualInformation, PointwiseInformation
+
+__all__ = ["PointwiseInformation", "MutualInformation", "ConditionalMutualInformation", "InformationMap"]

@@ -1,0 +1,4 @@
+"""LightningModules: analysis jobs and fine-tuning."""
+from .ground_truth import GroundTruthAnalysis
+
+__all__ = ["GroundTruthAnalysis"]
