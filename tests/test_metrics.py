@@ -1,0 +1,59 @@
+"""torchmetrics shells: sum states make updates additive and syncs exact."""
+import math
+
+import pytest
+import torch
+
+from infodiff_lightning.estimators import Estimate
+from infodiff_lightning.metrics import InformationMap, PointwiseInformation
+
+
+def test_mean_and_stderr_are_those_of_the_values():
+    values = torch.tensor([1.0, 2.0, 4.0, 9.0])
+    m = PointwiseInformation()
+    m.update(values)
+    r = m.compute()
+    assert float(r["mean"]) == pytest.approx(4.0)
+    assert float(r["stderr"]) == pytest.approx(float(values.std()) / 2)  # std / sqrt(4)
+    assert int(r["count"]) == 4
+
+
+def test_updates_in_two_halves_equal_one_update():
+    values = torch.randn(101, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole, halves = PointwiseInformation(), PointwiseInformation()
+    whole.update(values)
+    halves.update(values[:50])
+    halves.update(values[50:])
+    a, b = whole.compute(), halves.compute()
+    assert float(a["mean"]) == pytest.approx(float(b["mean"]), rel=1e-12)
+    assert float(a["stderr"]) == pytest.approx(float(b["stderr"]), rel=1e-9)
+
+
+def test_states_are_fixed_size_sums():
+    m = PointwiseInformation()
+    m.update(torch.ones(1000))
+    assert all(getattr(m, s).numel() == 1 for s in m._defaults)
+    assert all(m._reductions[s] is not None for s in m._defaults)
+
+
+def test_estimate_updates_count_denoiser_evaluations():
+    m = PointwiseInformation()
+    m.update(Estimate(torch.ones(3), torch.zeros(3), n_evals=48))
+    assert int(m.compute()["n_evals"]) == 48
+
+
+def test_compute_without_samples_is_an_error():
+    with pytest.raises(ValueError, match="zero samples"):
+        PointwiseInformation().compute()
+
+
+def test_map_metric_averages_maps():
+    m = InformationMap((2, 3))
+    m.update(torch.ones(4, 2, 3))
+    m.update(torch.zeros(4, 2, 3))
+    assert torch.allclose(m.compute(), torch.full((2, 3), 0.5, dtype=torch.float64))
+
+
+def test_map_of_the_wrong_shape_is_an_error():
+    with pytest.raises(ValueError, match="expected \\(2, 3\\)"):
+        InformationMap((2, 3)).update(torch.ones(1, 3, 2))
