@@ -1,0 +1,4 @@
+"""Lightning callbacks of infodiff-lightning."""
+from .information_monitor import InformationMonitor
+
+__all__ = ["InformationMonitor"]

@@ -1,0 +1,260 @@
+"""InformationMonitor: track what a model learns about words and pixels while it trains.
+
+Every ``every_n_steps`` optimizer steps (and/or at validation end) the monitor measures a
+fixed probe set with fixed (alpha, eps) draws, so successive points of a curve differ
+only because the model changed:
+
+- info/mi/value, info/mi/stderr            image-level io(x; caption)
+- info/cmi/<word>/value, .../stderr         io(x; word | caption without the word), over
+                                            the probe captions that contain the word
+- info/pid/<w1>+<w2>/<term>/value, ...      conditional PID terms of word pairs (if pairs)
+- images info/maps/<word>                   CMI heat map over the first probe image with the word
+- figure info/mmse                          MMSE of null and full caption over log-SNR
+- info/monitor/time_share, info/monitor/ema share of wall time spent here; 1 if EMA weights measured
+
+The probe is split across ranks and reduced with torchmetrics; every rank calls every
+collective, only TensorBoard writing is rank zero.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from infodiff_lightning.conditions import Condition, remove_word, word_spans
+from infodiff_lightning.draws import Draws, draws_for_ids
+from infodiff_lightning.estimators import default_sampler, information_terms, summarize
+from infodiff_lightning.evaluate import denoiser_errors
+from infodiff_lightning.metrics import InformationMap, PointwiseInformation
+from infodiff_lightning.pid import PID_TERMS, pid_from_terms
+from infodiff_lightning.viz import mmse_figure, overlay
+
+__all__ = ["InformationMonitor"]
+
+
+def _contains(caption: str, word: str, tokenizer) -> bool:
+    try:
+        remove_word(caption, word, method="delete", tokenizer=tokenizer)
+        return True
+    except ValueError:
+        return False
+
+
+class InformationMonitor(Callback):
+    """Measure MI, per-word CMI (and PID of word pairs) on a fixed probe set during fit.
+
+    Args:
+        words: words whose CMI is tracked (each must occur in some probe caption).
+        pairs: word pairs whose conditional PID is tracked (given the rest of the caption).
+        probe_size: number of probe items taken from ``datamodule.probe_items``.
+        every_n_steps: cadence in optimizer steps (None: off); must be >= 1.
+        at_validation_end: also measure after each validation loop.
+        n_draws: (alpha, eps) draws per probe image, fixed for the whole run.
+        condition: how a word is removed: "delete", "placeholder" or "mask".
+        maps: log CMI heat-map overlays; mmse_points: alpha grid size for the MMSE figure (0: off).
+        use_ema: measure the EMA weights when the module keeps them.
+        seed, microbatch: draws seed; denoiser inputs per call.
+    """
+
+    def __init__(self, words: Sequence[str] = (), pairs: Sequence[Sequence[str]] = (), probe_size: int = 8,
+                 every_n_steps: int | None = 50, at_validation_end: bool = False, n_draws: int = 16,
+                 condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
+                 use_ema: bool = True, seed: int = 0, microbatch: int = 256):
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"InformationMonitor: every_n_steps must be >= 1 (or null to disable), got {every_n_steps}")
+        if every_n_steps is None and not at_validation_end:
+            raise ValueError("InformationMonitor: no cadence: set every_n_steps and/or at_validation_end")
+        if probe_size < 1 or n_draws < 2:
+            raise ValueError(f"InformationMonitor: need probe_size >= 1 and n_draws >= 2, got {probe_size}, {n_draws}")
+        self.words = list(words)
+        self.pairs = [tuple(p) for p in pairs]
+        if any(len(p) != 2 for p in self.pairs):
+            raise ValueError(f"InformationMonitor: pairs must be pairs of words, got {self.pairs}")
+        self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
+        self.n_draws, self.condition, self.maps = n_draws, condition, maps
+        self.mmse_points, self.mmse_eps, self.use_ema = mmse_points, mmse_eps, use_ema
+        self.seed, self.microbatch = seed, microbatch
+        self.history: list[int] = []  # steps measured (saved with the checkpoint)
+        self.monitor_seconds = 0.0
+        self._fit_start = None
+        self._probe: list[dict] | None = None
+
+    # ---- start-up checks: fail before any training time is spent ---------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "probe_items"):
+            raise ValueError("InformationMonitor needs a datamodule with probe_items(n) (e.g. CaptionedShapesData)")
+        probe = dm.probe_items(self.probe_size)
+        size = pl_module.image_size
+        for item in probe:
+            if tuple(item["image"].shape) != (3, size, size):
+                raise ValueError(f"InformationMonitor: probe image {item['id']} has shape {tuple(item['image'].shape)}, "
+                                 f"the model takes (3, {size}, {size})")
+        tok = pl_module.tokenizer
+        for w in self.words + [w for p in self.pairs for w in p]:
+            if not any(_contains(it["caption"], w, tok) for it in probe):
+                raise ValueError(f"InformationMonitor: word {w!r} occurs in none of the {len(probe)} probe captions")
+        for w1, w2 in self.pairs:
+            if not any(_contains(it["caption"], w1, tok) and _contains(it["caption"], w2, tok) for it in probe):
+                raise ValueError(f"InformationMonitor: no probe caption contains both {w1!r} and {w2!r}")
+        self._probe = probe
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+
+    # ---- cadence ----------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step  # counts optimizer steps, so gradient accumulation is handled
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step not in self.history:
+            self.measure(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.at_validation_end and not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.measure(trainer, pl_module, record=trainer.global_step not in self.history)
+
+    # ---- measurement -------------------------------------------------------------
+    def _without(self, caption: str, words: Sequence[str], tok):
+        """The caption with ``words`` removed by the configured method (unchanged where a
+        word is absent: the gap to the full caption is then exactly zero)."""
+        present = [w for w in words if _contains(caption, w, tok)]
+        if not present:
+            return caption
+        if self.condition == "mask":  # one Condition masking every removed word's tokens
+            spans = sorted(sp for w in present for sp in word_spans(caption, w, tok))
+            return Condition(caption, tuple(spans))
+        for w in present:
+            caption = remove_word(caption, w, method=self.condition, tokenizer=tok)
+        return caption
+
+    def _columns(self, captions: list[str], tok) -> dict:
+        """Condition columns: null, full caption, caption minus each word and each pair."""
+        cols = {"null": [""] * len(captions), "full": list(captions)}
+        for w in self.words + [w for p in self.pairs for w in p]:
+            cols[f"-{w}"] = [self._without(c, [w], tok) for c in captions]
+        for w1, w2 in self.pairs:
+            cols[f"-{w1}-{w2}"] = [self._without(c, [w1, w2], tok) for c in captions]
+        return cols
+
+    def _new_metrics(self, device, map_shape, n_alpha):
+        m = {"mi": PointwiseInformation()}
+        for w in self.words:
+            m[f"cmi/{w}"] = PointwiseInformation()
+        for w1, w2 in self.pairs:
+            for term in PID_TERMS:
+                m[f"pid/{w1}+{w2}/{term}"] = PointwiseInformation()
+        if self.mmse_points:
+            m["mmse_curve"] = InformationMap((2, n_alpha))
+        return {k: v.to(device) for k, v in m.items()}
+
+    @torch.no_grad()
+    def measure(self, trainer, pl_module, record: bool = True) -> dict:
+        t0 = time.perf_counter()
+        rank, world = trainer.global_rank, trainer.world_size
+        local = self._probe[rank::world]
+        was_training = pl_module.training
+        pl_module.eval()
+        results: dict = {}
+        try:
+            with pl_module.ema_weights(self.use_ema) as on_ema:
+                denoiser = pl_module.denoiser()
+                sampler = default_sampler(denoiser)
+                alphas = torch.linspace(*sampler.range, self.mmse_points, dtype=torch.float64) if self.mmse_points else None
+                shape = pl_module.sample_shape
+                metrics = self._new_metrics(pl_module.device, shape[1:], self.mmse_points)
+                local_maps = {}
+                if local:
+                    local_maps = self._measure_local(pl_module, denoiser, local, sampler, alphas, metrics)
+                for name, metric in metrics.items():  # collectives: every rank, same order
+                    results[name] = metric.compute()
+            self._log(trainer, pl_module, results, local, local_maps, alphas, bool(on_ema))
+        finally:
+            pl_module.train(was_training)
+        if record:
+            self.history.append(trainer.global_step)
+        self.monitor_seconds += time.perf_counter() - t0
+        return results
+
+    def _measure_local(self, pl_module, denoiser, items, sampler, alphas, metrics) -> dict:
+        tok = pl_module.tokenizer
+        ids = [it["id"] for it in items]
+        captions = [it["caption"] for it in items]
+        x = pl_module.encode_images(torch.stack([it["image"] for it in items]))
+        cols = self._columns(captions, tok)
+        names = list(cols)
+        idx = {n: i for i, n in enumerate(names)}
+        pairs = [(idx["null"], idx["full"])] + [(idx[f"-{w}"], idx["full"]) for w in self.words]
+        for w1, w2 in self.pairs:
+            ref = idx[f"-{w1}-{w2}"]
+            pairs += [(ref, idx[f"-{w2}"]), (ref, idx[f"-{w1}"]), (ref, idx["full"])]
+        # Fixed for the whole run: keyed by (seed, probe id), never by step or rank.
+        draws = draws_for_ids(ids, self.n_draws, tuple(x.shape[1:]), sampler, self.seed)
+        err = denoiser_errors(denoiser, x, [cols[n] for n in names], draws, pairs,
+                              maps="orthogonal" if self.maps else None, microbatch=self.microbatch)
+        est = [summarize(information_terms(err, p, pr, "orthogonal"), err.n_evals,
+                         map=None if err.maps is None else err.maps[:, p]) for p, pr in enumerate(pairs)]
+        metrics["mi"].update(est[0])
+        local_maps = {}
+        for j, w in enumerate(self.words, start=1):
+            has = torch.tensor([_contains(c, w, tok) for c in captions])
+            if bool(has.any()):
+                metrics[f"cmi/{w}"].update(est[j].value[has])
+                if est[j].map is not None:
+                    first = int(has.nonzero()[0])
+                    local_maps[w] = (items[first]["image"], est[j].map[first])
+        base = 1 + len(self.words)
+        for q, (w1, w2) in enumerate(self.pairs):
+            has = torch.tensor([_contains(c, w1, tok) and _contains(c, w2, tok) for c in captions])
+            if bool(has.any()):
+                # Conditional PID given the rest of the caption: ref = caption minus both words.
+                t1, t2, t12 = (information_terms(err, base + 3 * q + j, pairs[base + 3 * q + j], "orthogonal")
+                               for j in range(3))
+                result = pid_from_terms(t1, t2, t12)
+                for term, e in zip(PID_TERMS, result.terms()):
+                    metrics[f"pid/{w1}+{w2}/{term}"].update(e.value[has])
+        if alphas is not None:
+            n_eps = self.mmse_eps
+            a = alphas.repeat_interleave(n_eps).expand(len(items), -1).clone()
+            g = torch.Generator().manual_seed(self.seed + 1)
+            eps = torch.randn((len(items), a.shape[1], *x.shape[1:]), generator=g)
+            curve = denoiser_errors(denoiser, x, [cols["null"], cols["full"]], Draws(a, torch.ones_like(a), eps),
+                                    microbatch=self.microbatch)
+            per_image = curve.mse.reshape(len(items), len(alphas), n_eps, 2).mean(2).permute(0, 2, 1)  # (N, 2, G)
+            metrics["mmse_curve"].update(per_image)
+        return local_maps
+
+    def _log(self, trainer, pl_module, results, local, local_maps, alphas, on_ema: bool) -> None:
+        if not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        scalars = {}
+        for name, r in results.items():
+            if isinstance(r, dict):
+                scalars[f"info/{name}/value"] = float(r["mean"])
+                scalars[f"info/{name}/stderr"] = float(r["stderr"]) if float(r["count"]) > 1 else 0.0
+        elapsed = time.perf_counter() - (self._fit_start or time.perf_counter())
+        scalars["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
+        scalars["info/monitor/ema"] = 1.0 if on_ema else 0.0
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+            if isinstance(logger, TensorBoardLogger):
+                exp = logger.experiment
+                for w, (image, heat) in local_maps.items():
+                    exp.add_image(f"info/maps/{w}", overlay(image, heat), global_step=step)
+                if "mmse_curve" in results:
+                    fig = mmse_figure(alphas, results["mmse_curve"], ["null prompt", "caption"],
+                                      title=f"step {step}" + (" (EMA weights)" if on_ema else ""))
+                    exp.add_figure("info/mmse", fig, global_step=step)
+
+    # ---- checkpointing -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"history": list(self.history), "monitor_seconds": self.monitor_seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.monitor_seconds = float(state_dict.get("monitor_seconds", 0.0))

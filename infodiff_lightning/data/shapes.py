@@ -1,0 +1,101 @@
+"""A small generated captioned dataset: coloured shapes at named positions.
+
+Item i is drawn from a generator keyed by (seed, i), so the dataset needs no files and
+is the same on every machine and rank. Captions follow one template,
+"a <colour> <shape> on the <position>", and every caption word is visible in the image
+(colour -> pixel values, shape -> outline, position -> location), so the information
+of each word is non-zero for a model that learned the data.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..draws import id_generator
+
+__all__ = ["COLOURS", "SHAPES", "POSITIONS", "CaptionedShapes", "CaptionedShapesData", "render_shape"]
+
+COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "yellow": (1.0, 1.0, -1.0)}
+SHAPES = ("square", "circle", "cross")
+POSITIONS = ("left", "right", "top", "bottom")
+
+
+def render_shape(colour: str, shape: str, position: str, size: int, jitter: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """A (3, size, size) image in [-1, 1]: grey background, the shape in its half."""
+    img = torch.full((3, size, size), -0.6)
+    r = max(2, size // 5)
+    cy, cx = {"left": (size // 2, size // 4), "right": (size // 2, 3 * size // 4),
+              "top": (size // 4, size // 2), "bottom": (3 * size // 4, size // 2)}[position]
+    cy, cx = cy + jitter[0], cx + jitter[1]
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    dy, dx = (yy - cy).abs(), (xx - cx).abs()
+    if shape == "square":
+        mask = (dy <= r) & (dx <= r)
+    elif shape == "circle":
+        mask = (dy**2 + dx**2) <= r**2
+    elif shape == "cross":
+        mask = ((dy <= r) & (dx <= r // 3)) | ((dx <= r) & (dy <= r // 3))
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+    img[:, mask] = torch.tensor(COLOURS[colour])[:, None]
+    return img
+
+
+class CaptionedShapes(Dataset):
+    """``n`` items {"id", "image" (3, size, size) in [-1, 1], "caption"}; ids start at ``offset``."""
+
+    def __init__(self, n: int = 512, size: int = 16, seed: int = 0, offset: int = 0):
+        if n < 1 or size < 8:
+            raise ValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
+        self.n, self.size, self.seed, self.offset = n, size, seed, offset
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return ["a", "on", "the", *COLOURS, *SHAPES, *POSITIONS]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        sid = self.offset + i
+        g = id_generator(self.seed, sid)
+        c = list(COLOURS)[int(torch.randint(len(COLOURS), (), generator=g))]
+        s = SHAPES[int(torch.randint(len(SHAPES), (), generator=g))]
+        p = POSITIONS[int(torch.randint(len(POSITIONS), (), generator=g))]
+        j = torch.randint(-1, 2, (2,), generator=g).tolist()
+        return {"id": sid, "image": render_shape(c, s, p, self.size, tuple(j)), "caption": f"a {c} {s} on the {p}"}
+
+
+class CaptionedShapesData(L.LightningDataModule):
+    """Train / validation splits of :class:`CaptionedShapes` and a fixed probe set.
+
+    The probe set (first ``probe_size`` validation items) is what the
+    InformationMonitor measures at every evaluation.
+    """
+
+    def __init__(self, n_train: int = 512, n_val: int = 64, image_size: int = 16, batch_size: int = 32,
+                 seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set = CaptionedShapes(n_train, image_size, seed, offset=0)
+        self.val_set = CaptionedShapes(n_val, image_size, seed, offset=n_train)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return self.train_set.vocabulary
+
+    def probe_items(self, n: int) -> list[dict]:
+        if n > len(self.val_set):
+            raise ValueError(f"probe of {n} items asked, but the validation split has {len(self.val_set)}")
+        return [self.val_set[i] for i in range(n)]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
+                          num_workers=self.hparams.num_workers, drop_last=True,
+                          generator=torch.Generator().manual_seed(self.hparams.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)

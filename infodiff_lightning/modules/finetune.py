@@ -1,0 +1,255 @@
+"""Fine-tuning a diffusers text-to-image model with the standard denoising loss.
+
+    L = E_{x0, c, t, eps} w(t) || target(x0, eps, t) - f_theta(x_t, t, c) ||^2
+
+with target = eps, v = sqrt(abar) eps - sqrt(1 - abar) x0, or x0 by the scheduler's
+prediction type, and w(t) = 1 or the Min-SNR weight (Hang et al. 2023):
+min(snr, gamma)/snr (epsilon), min(snr, gamma)/(snr + 1) (v), min(snr, gamma) (sample).
+
+Caption dropout (empty prompt) and word dropout (whole words deleted the way the CMI
+estimator deletes them) keep the conditionals that CMI and PID query in distribution.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+
+from ..io import run_dir
+from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+from .components import drop_words, load_components, make_denoiser
+
+__all__ = ["DiffusionFineTuner"]
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class DiffusionFineTuner(L.LightningModule):
+    """Fine-tune the UNet (full or LoRA) of a diffusers text-to-image model.
+
+    Args:
+        pretrained: a diffusers folder (vae?, text_encoder, tokenizer, unet, scheduler) or hub id.
+        revision, variant: passed to from_pretrained.
+        scratch: build a tiny pixel-space model from this spec instead (no ``pretrained``).
+        lora_rank: 0 trains the full UNet; > 0 trains LoRA adapters (peft) on ``lora_targets``.
+        lora_alpha: LoRA scaling numerator (default: lora_rank).
+        train_text_encoder: also train the text encoder (frozen by default; the VAE always is).
+        ema_decay: keep an EMA of the trained weights (None: off).
+        min_snr_gamma: Min-SNR loss weighting (None: uniform).
+        gradient_checkpointing: trade compute for memory in the UNet (and text encoder).
+        learning_rate, weight_decay, warmup_steps, lr_schedule: AdamW and a diffusers schedule
+            ("constant", "linear", "cosine", ...), stepped per optimizer step.
+        caption_dropout: probability of training on the empty prompt.
+        word_dropout: probability of deleting each word of a caption (whole-word deletion).
+        export_dir: where the fine-tuned model is saved in diffusers format at the end of fit
+            (default: <run folder>/diffusers); LoRA runs save only the adapter (unet_lora/).
+    """
+
+    def __init__(self, pretrained: str | None = None, revision: str | None = None, variant: str | None = None,
+                 scratch: TinyTextToImageSpec | None = None, lora_rank: int = 0, lora_alpha: float | None = None,
+                 lora_targets: Sequence[str] = LORA_TARGETS, train_text_encoder: bool = False,
+                 ema_decay: float | None = None, min_snr_gamma: float | None = None,
+                 gradient_checkpointing: bool = False, learning_rate: float = 1e-4, weight_decay: float = 1e-2,
+                 warmup_steps: int = 0, lr_schedule: str = "constant", caption_dropout: float = 0.1,
+                 word_dropout: float = 0.0, export_dir: str | None = None, seed: int = 0):
+        super().__init__()
+        if (pretrained is None) == (scratch is None):
+            raise ValueError("give exactly one of `pretrained` (a diffusers folder or hub id) and `scratch` (a tiny model spec)")
+        for name, p in (("caption_dropout", caption_dropout), ("word_dropout", word_dropout)):
+            if not 0 <= p < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        if lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        self.save_hyperparameters()
+        if scratch is not None:
+            comps = build_tiny_text_to_image(scratch)
+            comps["vae"] = None
+        else:
+            comps = load_components(pretrained, revision=revision, variant=variant)
+        self.unet, self.text_encoder, self.vae = comps["unet"], comps["text_encoder"], comps.get("vae")
+        self.tokenizer, self.scheduler = comps["tokenizer"], comps["scheduler"]
+        if self.scheduler.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unsupported prediction_type {self.scheduler.config.prediction_type!r}")
+        for m in (self.vae, self.text_encoder):
+            if m is not None:
+                m.requires_grad_(False)
+        if lora_rank > 0:
+            from peft import LoraConfig
+
+            self.unet.requires_grad_(False)
+            self.unet.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
+                                             init_lora_weights="gaussian", target_modules=list(lora_targets)))
+        if train_text_encoder:
+            self.text_encoder.requires_grad_(True)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            if train_text_encoder:
+                self.text_encoder.gradient_checkpointing_enable()
+        # from_pretrained returns eval-mode modules; train what is trained, keep the rest in eval.
+        self.unet.train()
+        self.text_encoder.train(train_text_encoder)
+        if self.vae is not None:
+            self.vae.eval()
+        self.ema = None
+        if ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.trainable_parameters(), decay=ema_decay)
+        self._ema_step = 0
+        # Frozen weights come from `pretrained`; checkpoints keep only what training changes.
+        self.strict_loading = False
+
+    # ---- what is trained ------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_names(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one model input (latent or pixel) for images of the configured size."""
+        c = self.unet.config
+        return (c.in_channels, c.sample_size, c.sample_size)
+
+    @property
+    def image_size(self) -> int:
+        c = self.unet.config
+        return c.sample_size * (self.vae_scale_factor if self.vae is not None else 1)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    # ---- data to model inputs --------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Model inputs x0: pixels in [-1, 1], or VAE posterior means times the scaling factor."""
+        if images.ndim != 4 or images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
+        if self.vae is None:
+            return images.to(self.device, self.unet.dtype)
+        posterior = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
+        return posterior.mean * self.vae.config.scaling_factor
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def denoiser(self):
+        """A denoiser adapter over the live modules (fresh text cache each call)."""
+        return make_denoiser(unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                             scheduler=self.scheduler, vae=self.vae)
+
+    @contextlib.contextmanager
+    def ema_weights(self, use: bool = True):
+        """Temporarily swap in the EMA weights (no-op without EMA or when ``use`` is False)."""
+        if self.ema is None or not use:
+            yield False
+            return
+        params = self.trainable_parameters()
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield True
+        finally:
+            self.ema.restore(params)
+
+    # ---- training ----------------------------------------------------------
+    def _dropped_captions(self, captions: Sequence[str]) -> list[str]:
+        g = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+        out = []
+        for c in captions:
+            if float(torch.rand((), generator=g)) < self.hparams.caption_dropout:
+                out.append("")
+            elif self.hparams.word_dropout > 0:
+                out.append(drop_words(c, self.hparams.word_dropout, g, self.tokenizer))
+            else:
+                out.append(c)
+        return out
+
+    def loss(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        x0 = self.encode_images(images)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        emb = self.encode_prompts(captions)
+        pred = self.unet(x_t, t, encoder_hidden_states=emb).sample
+        kind = self.scheduler.config.prediction_type
+        target = noise if kind == "epsilon" else self.scheduler.get_velocity(x0, noise, t) if kind == "v_prediction" else x0
+        per = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+        if self.hparams.min_snr_gamma is not None:
+            from diffusers.training_utils import compute_snr
+
+            snr = compute_snr(self.scheduler, t)
+            clipped = snr.clamp(max=self.hparams.min_snr_gamma)
+            w = clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
+            per = per * w
+        return per.mean()
+
+    def training_step(self, batch, batch_idx: int):
+        loss = self.loss(batch["image"], self._dropped_captions(batch["caption"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int):
+        g = torch.Generator(device="cpu").manual_seed(self.hparams.seed + batch_idx)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31, (), generator=g)))
+            loss = self.loss(batch["image"], batch["caption"])
+        self.log("val/loss", loss, sync_dist=True, batch_size=len(batch["caption"]))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None and self.trainer.global_step != self._ema_step:  # an optimizer step happened
+            self._ema_step = self.trainer.global_step
+            self.ema.to(self.device)
+            self.ema.step(self.trainable_parameters())
+
+    def configure_optimizers(self):
+        from diffusers.optimization import get_scheduler
+
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=self.hparams.learning_rate,
+                                weight_decay=self.hparams.weight_decay)
+        sched = get_scheduler(self.hparams.lr_schedule, opt, num_warmup_steps=self.hparams.warmup_steps,
+                              num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints and export ----------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["ema_step"] = self._ema_step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self._ema_step = checkpoint.get("ema_step", 0)
+
+    def save_pretrained(self, folder: str | Path, use_ema: bool = True) -> Path:
+        """Save in diffusers format: all components, or only the LoRA adapter (unet_lora/)."""
+        folder = Path(folder)
+        with self.ema_weights(use_ema):
+            if self.hparams.lora_rank > 0:
+                self.unet.save_lora_adapter(str(folder / "unet_lora"))
+            else:
+                save_components({"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
+                                 "scheduler": self.scheduler, "vae": self.vae}, folder)
+        return folder
+
+    def on_fit_end(self) -> None:
+        folder = Path(self.hparams.export_dir) if self.hparams.export_dir else run_dir(self.trainer) / "diffusers"
+        if self.trainer.is_global_zero:
+            self.save_pretrained(folder)
+            rank_zero_info(f"fine-tuned model saved to {folder}")

@@ -1,0 +1,188 @@
+"""Fine-tuning with the InformationMonitor: CLI fit, TensorBoard, DDP, resume, LoRA, bad config."""
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from callbacks import InformationMonitor
+from infodiff_lightning.data import CaptionedShapesData
+from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+from infodiff_lightning.modules import DiffusionFineTuner
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ["a", "on", "the", "red", "green", "blue", "yellow", "square", "circle", "cross", "left", "right", "top", "bottom"]
+
+
+def small_config(tmp: Path, name: str, **monitor) -> Path:
+    """Override of configs/train/tiny_shapes.yaml: tiny data, a cheap monitor every step."""
+    mon = {"words": ["red", "bottom"], "pairs": [["green", "square"]], "probe_size": 4, "every_n_steps": 1, "n_draws": 4, "mmse_points": 3,
+           "mmse_eps": 1, "microbatch": 64, **monitor}
+    cfg = {
+        "trainer": {"max_steps": 2, "val_check_interval": None, "limit_val_batches": 0, "log_every_n_steps": 1,
+                    "enable_progress_bar": False, "default_root_dir": str(tmp), "accelerator": "cpu",
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(tmp), "name": name}},
+                    "callbacks": [{"class_path": "callbacks.InformationMonitor", "init_args": mon},
+                                  {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"save_last": True, "every_n_train_steps": 2}}]},
+        "data": {"init_args": {"n_train": 32, "n_val": 8, "batch_size": 8}},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def fit(tmp: Path, name: str, *extra: str, **monitor) -> Path:
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs/train/tiny_shapes.yaml"),
+           "--config", str(small_config(tmp, name, **monitor)), *extra]
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp / name
+
+
+def scalars(run: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    return fit(tmp, "run", "--model.init_args.learning_rate", "0.0") / "version_0"
+
+
+def test_two_step_fit_logs_information_scalars_at_each_step(two_step_run):
+    for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/stderr",
+                "info/monitor/time_share", "info/monitor/ema"):
+        assert sorted(scalars(two_step_run, tag)) == [1, 2], tag
+
+
+def test_two_step_fit_logs_heat_maps_and_mmse_figures(two_step_run):
+    acc = EventAccumulator(str(two_step_run), size_guidance={"images": 0})
+    acc.Reload()
+    images = acc.Tags()["images"]
+    assert "info/maps/red" in images and "info/maps/bottom" in images
+    assert "info/mmse" in images  # add_figure is stored as an image summary
+
+
+def test_monitor_says_it_measured_the_ema_weights(two_step_run):
+    assert set(scalars(two_step_run, "info/monitor/ema").values()) == {1.0}  # the config keeps an EMA
+
+
+def test_fit_saves_resolved_config_and_diffusers_export(two_step_run):
+    assert "InformationMonitor" in (two_step_run / "config.yaml").read_text()
+    assert (two_step_run / "diffusers" / "unet" / "config.json").exists()
+
+
+def test_fixed_draws_give_identical_points_when_the_model_does_not_change(two_step_run):
+    # learning rate 0: the weights never move, and the draws are fixed for the run, so
+    # the two points of every curve must be equal (no sampling noise between points).
+    mi = scalars(two_step_run, "info/mi/value")
+    assert mi[1] == mi[2] and mi[1] > 0
+
+
+def test_two_process_ddp_logs_the_single_process_values(two_step_run, tmp_path):
+    ddp = fit(tmp_path, "ddp", "--model.init_args.learning_rate", "0.0", "--trainer.devices", "2",
+              "--trainer.strategy", "ddp") / "version_0"
+    for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/value"):
+        one, two = scalars(two_step_run, tag), scalars(ddp, tag)
+        assert two[2] == pytest.approx(one[2], rel=1e-5), tag
+
+
+def test_resume_continues_steps_and_cadence_without_repeats(tmp_path):
+    first = fit(tmp_path, "resume", every_n_steps=2) / "version_0"
+    ckpt = first / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["global_step"] == 2
+    second = fit(tmp_path, "resume", "--trainer.max_steps", "4", "--ckpt_path", str(ckpt), every_n_steps=2) / "version_1"
+    assert sorted(scalars(second, "info/mi/value")) == [4]  # step 2 not measured again
+    final = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == 4
+    monitor_state = next(v for k, v in final["callbacks"].items() if "InformationMonitor" in k)
+    assert monitor_state["history"] == [2, 4]
+
+
+# ---- LoRA --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    comps = build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS))
+    return save_components(comps, tmp_path_factory.mktemp("base") / "tiny")
+
+
+def quick_fit(module, root, steps=2, callbacks=()):
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, default_root_dir=root,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=list(callbacks))
+    dm = CaptionedShapesData(n_train=16, n_val=8, batch_size=8)
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def test_lora_changes_only_adapter_parameters(base_folder, tmp_path):
+    module = DiffusionFineTuner(pretrained=str(base_folder), lora_rank=4, learning_rate=1e-2, caption_dropout=0.0)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    quick_fit(module, tmp_path)
+    after = module.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("lora_" in k for k in changed)
+    assert all(not p.requires_grad for n, p in module.named_parameters() if "lora_" not in n)
+
+
+def test_saved_lora_weights_reproduce_the_fine_tuned_eps_hat(base_folder, tmp_path):
+    from infodiff_lightning.denoisers import PixelTextDenoiser
+
+    module = DiffusionFineTuner(pretrained=str(base_folder), lora_rank=4, learning_rate=1e-2, caption_dropout=0.0)
+    quick_fit(module, tmp_path)
+    module.save_pretrained(tmp_path / "out")
+    loaded = PixelTextDenoiser.from_pretrained(str(base_folder), lora=str(tmp_path / "out" / "unet_lora"))
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    alpha = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    prompts = ["a red square on the left", "a blue cross on the top"]
+    module.eval()
+    with torch.no_grad():
+        want = module.denoiser().eps_hat(x, alpha, prompts)
+        got = loaded.eps_hat(x, alpha, prompts)
+        base = PixelTextDenoiser.from_pretrained(str(base_folder)).eps_hat(x, alpha, prompts)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(base, want, atol=1e-4)  # the adapter did change the model
+
+
+# ---- options and bad configuration -------------------------------------------------------
+
+def test_ema_weights_differ_from_trained_weights_and_are_restored(tmp_path):
+    module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS), ema_decay=0.5, learning_rate=1e-2,
+                                min_snr_gamma=5.0, gradient_checkpointing=True)
+    quick_fit(module, tmp_path)
+    p = next(p for n, p in module.named_parameters() if p.requires_grad)
+    raw = p.detach().clone()
+    with module.ema_weights() as on:
+        assert on and not torch.equal(p, raw)
+    assert torch.equal(p, raw)
+
+
+@pytest.mark.parametrize("monitor, message", [
+    (dict(words=["purple"]), "word 'purple' occurs in none"),
+    (dict(words=["red"], every_n_steps=0), "every_n_steps must be >= 1"),
+])
+def test_bad_monitor_configuration_fails_before_training(monitor, message, tmp_path):
+    module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        quick_fit(module, tmp_path, callbacks=[InformationMonitor(probe_size=4, **monitor)])
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_probe_images_of_the_wrong_size_fail_before_training():
+    module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))  # a 16 x 16 model
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, callbacks=[InformationMonitor(words=["red"], probe_size=4)])
+    with pytest.raises(ValueError, match="probe image .* has shape \\(3, 32, 32\\)"):
+        trainer.fit(module, datamodule=CaptionedShapesData(n_train=16, n_val=8, image_size=32, batch_size=8))
+    assert trainer.global_step == 0

@@ -1,0 +1,23 @@
+"""Fine-tuning with live information monitoring.
+
+    python train.py fit --config configs/train/tiny_shapes.yaml
+    python train.py fit --config configs/train/tiny_shapes.yaml --print_config
+    python train.py fit --config configs/train/tiny_shapes.yaml --trainer.max_steps 500 --model.lora_rank 4
+    python train.py fit --config ... --ckpt_path runs/train/tiny_shapes/version_0/checkpoints/last.ckpt   # resume
+
+A thin LightningCLI wrapper: the model (DiffusionFineTuner), the datamodule, the
+callbacks (InformationMonitor, checkpoints) and the Trainer all come from the YAML; the
+resolved config is saved as config.yaml in the run folder.
+"""
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+
+def main(args=None):
+    return LightningCLI(model_class=None, datamodule_class=None, save_config_kwargs={"overwrite": True},
+                        parser_kwargs={"description": __doc__}, args=args)
+
+
+if __name__ == "__main__":
+    main()
