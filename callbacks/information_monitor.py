@@ -25,23 +25,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from infodiff_lightning.conditions import Condition, remove_word, word_spans
+from infodiff_lightning.contrasts import caption_contrasts, contains_word
 from infodiff_lightning.draws import Draws, draws_for_ids
-from infodiff_lightning.estimators import default_sampler, information_terms, summarize
+from infodiff_lightning.estimators import default_sampler
 from infodiff_lightning.evaluate import denoiser_errors
 from infodiff_lightning.metrics import InformationMap, PointwiseInformation
-from infodiff_lightning.pid import PID_TERMS, pid_from_terms
+from infodiff_lightning.pid import PID_TERMS
 from infodiff_lightning.viz import mmse_figure, overlay
 
 __all__ = ["InformationMonitor"]
-
-
-def _contains(caption: str, word: str, tokenizer) -> bool:
-    try:
-        remove_word(caption, word, method="delete", tokenizer=tokenizer)
-        return True
-    except ValueError:
-        return False
 
 
 class InformationMonitor(Callback):
@@ -98,10 +90,10 @@ class InformationMonitor(Callback):
                                  f"the model takes (3, {size}, {size})")
         tok = pl_module.tokenizer
         for w in self.words + [w for p in self.pairs for w in p]:
-            if not any(_contains(it["caption"], w, tok) for it in probe):
+            if not any(contains_word(it["caption"], w, tok) for it in probe):
                 raise ValueError(f"InformationMonitor: word {w!r} occurs in none of the {len(probe)} probe captions")
         for w1, w2 in self.pairs:
-            if not any(_contains(it["caption"], w1, tok) and _contains(it["caption"], w2, tok) for it in probe):
+            if not any(contains_word(it["caption"], w1, tok) and contains_word(it["caption"], w2, tok) for it in probe):
                 raise ValueError(f"InformationMonitor: no probe caption contains both {w1!r} and {w2!r}")
         self._probe = probe
 
@@ -119,28 +111,6 @@ class InformationMonitor(Callback):
             self.measure(trainer, pl_module, record=trainer.global_step not in self.history)
 
     # ---- measurement -------------------------------------------------------------
-    def _without(self, caption: str, words: Sequence[str], tok):
-        """The caption with ``words`` removed by the configured method (unchanged where a
-        word is absent: the gap to the full caption is then exactly zero)."""
-        present = [w for w in words if _contains(caption, w, tok)]
-        if not present:
-            return caption
-        if self.condition == "mask":  # one Condition masking every removed word's tokens
-            spans = sorted(sp for w in present for sp in word_spans(caption, w, tok))
-            return Condition(caption, tuple(spans))
-        for w in present:
-            caption = remove_word(caption, w, method=self.condition, tokenizer=tok)
-        return caption
-
-    def _columns(self, captions: list[str], tok) -> dict:
-        """Condition columns: null, full caption, caption minus each word and each pair."""
-        cols = {"null": [""] * len(captions), "full": list(captions)}
-        for w in self.words + [w for p in self.pairs for w in p]:
-            cols[f"-{w}"] = [self._without(c, [w], tok) for c in captions]
-        for w1, w2 in self.pairs:
-            cols[f"-{w1}-{w2}"] = [self._without(c, [w1, w2], tok) for c in captions]
-        return cols
-
     def _new_metrics(self, device, map_shape, n_alpha):
         m = {"mi": PointwiseInformation()}
         for w in self.words:
@@ -181,49 +151,33 @@ class InformationMonitor(Callback):
         return results
 
     def _measure_local(self, pl_module, denoiser, items, sampler, alphas, metrics) -> dict:
-        tok = pl_module.tokenizer
-        ids = [it["id"] for it in items]
         captions = [it["caption"] for it in items]
         x = pl_module.encode_images(torch.stack([it["image"] for it in items]))
-        cols = self._columns(captions, tok)
-        names = list(cols)
-        idx = {n: i for i, n in enumerate(names)}
-        pairs = [(idx["null"], idx["full"])] + [(idx[f"-{w}"], idx["full"]) for w in self.words]
-        for w1, w2 in self.pairs:
-            ref = idx[f"-{w1}-{w2}"]
-            pairs += [(ref, idx[f"-{w2}"]), (ref, idx[f"-{w1}"]), (ref, idx["full"])]
         # Fixed for the whole run: keyed by (seed, probe id), never by step or rank.
-        draws = draws_for_ids(ids, self.n_draws, tuple(x.shape[1:]), sampler, self.seed)
-        err = denoiser_errors(denoiser, x, [cols[n] for n in names], draws, pairs,
-                              maps="orthogonal" if self.maps else None, microbatch=self.microbatch)
-        est = [summarize(information_terms(err, p, pr, "orthogonal"), err.n_evals,
-                         map=None if err.maps is None else err.maps[:, p]) for p, pr in enumerate(pairs)]
-        metrics["mi"].update(est[0])
+        draws = draws_for_ids([it["id"] for it in items], self.n_draws, tuple(x.shape[1:]), sampler, self.seed)
+        res = caption_contrasts(denoiser, x, captions, self.words, self.pairs, tokenizer=pl_module.tokenizer,
+                                method=self.condition, draws=draws, maps=self.maps, microbatch=self.microbatch)
+        metrics["mi"].update(res.mi)
         local_maps = {}
-        for j, w in enumerate(self.words, start=1):
-            has = torch.tensor([_contains(c, w, tok) for c in captions])
+        for w, est in res.cmi.items():
+            has = res.present[w]
             if bool(has.any()):
-                metrics[f"cmi/{w}"].update(est[j].value[has])
-                if est[j].map is not None:
+                metrics[f"cmi/{w}"].update(est.value[has])
+                if est.map is not None:
                     first = int(has.nonzero()[0])
-                    local_maps[w] = (items[first]["image"], est[j].map[first])
-        base = 1 + len(self.words)
-        for q, (w1, w2) in enumerate(self.pairs):
-            has = torch.tensor([_contains(c, w1, tok) and _contains(c, w2, tok) for c in captions])
+                    local_maps[w] = (items[first]["image"], est.map[first])
+        for (w1, w2), pid in res.pid.items():
+            has = res.present[(w1, w2)]
             if bool(has.any()):
-                # Conditional PID given the rest of the caption: ref = caption minus both words.
-                t1, t2, t12 = (information_terms(err, base + 3 * q + j, pairs[base + 3 * q + j], "orthogonal")
-                               for j in range(3))
-                result = pid_from_terms(t1, t2, t12)
-                for term, e in zip(PID_TERMS, result.terms()):
+                for term, e in zip(PID_TERMS, pid.terms()):
                     metrics[f"pid/{w1}+{w2}/{term}"].update(e.value[has])
         if alphas is not None:
             n_eps = self.mmse_eps
             a = alphas.repeat_interleave(n_eps).expand(len(items), -1).clone()
             g = torch.Generator().manual_seed(self.seed + 1)
             eps = torch.randn((len(items), a.shape[1], *x.shape[1:]), generator=g)
-            curve = denoiser_errors(denoiser, x, [cols["null"], cols["full"]], Draws(a, torch.ones_like(a), eps),
-                                    microbatch=self.microbatch)
+            curve = denoiser_errors(denoiser, x, [denoiser.null_conditions(len(items)), captions],
+                                    Draws(a, torch.ones_like(a), eps), microbatch=self.microbatch)
             per_image = curve.mse.reshape(len(items), len(alphas), n_eps, 2).mean(2).permute(0, 2, 1)  # (N, 2, G)
             metrics["mmse_curve"].update(per_image)
         return local_maps

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .loaders import evaluation_loader
+
 __all__ = ["CaptionFolder", "CaptionFolderData", "load_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -83,3 +85,7 @@ class CaptionFolderData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out split, each item exactly once across devices (analysis jobs)."""
+        return evaluation_loader(self.val_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..draws import id_generator
+from .loaders import evaluation_loader
 
 __all__ = ["COLOURS", "SHAPES", "POSITIONS", "CaptionedShapes", "CaptionedShapesData", "render_shape"]
 
@@ -99,3 +100,7 @@ class CaptionedShapesData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out split, each item exactly once across devices (analysis jobs)."""
+        return evaluation_loader(self.val_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)

@@ -1,5 +1,6 @@
 """LightningModules: analysis jobs and fine-tuning."""
+from .caption_analysis import CaptionAnalysis
 from .finetune import DiffusionFineTuner
 from .ground_truth import GroundTruthAnalysis
 
-__all__ = ["DiffusionFineTuner", "GroundTruthAnalysis"]
+__all__ = ["CaptionAnalysis", "DiffusionFineTuner", "GroundTruthAnalysis"]

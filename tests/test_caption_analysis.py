@@ -1,0 +1,67 @@
+"""The caption analysis job (analyze.py) on a tiny text-to-image model saved to disk."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ["a", "on", "the", "red", "green", "blue", "yellow", "square", "circle", "cross", "left", "right", "top", "bottom"]
+
+
+def analyze(tmp: Path, model: Path, name: str, *extra: str) -> Path:
+    cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/captions.yaml"),
+           "--model.init_args.pretrained", str(model), "--model.init_args.n_draws", "4",
+           "--model.init_args.words", "[red, bottom]", "--model.init_args.pairs", "[[green, square]]",
+           "--data.init_args.n_train", "32", "--data.init_args.n_val", "8", "--data.init_args.batch_size", "4",
+           "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+           "--trainer.logger.init_args.save_dir", str(tmp), "--trainer.logger.init_args.name", name, *extra]
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp / name / "version_0"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("captions")
+    model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp / "model")
+    return analyze(tmp, model, "one"), tmp, model
+
+
+def test_summary_has_mi_cmi_and_pid_terms_with_stderr(run):
+    summary = json.loads((run[0] / "summary.json").read_text())
+    for key in ("mi", "cmi/red", "cmi/bottom", "pid/green+square/redundancy", "pid/green+square/synergy"):
+        assert key in summary and summary[key]["stderr"] >= 0
+    assert summary["mi"]["images"] == 8  # every held-out image once
+    # the first 8 validation captions: 'red' occurs in 2 of them, 'bottom' in 4 (see CaptionedShapes seed 0)
+    assert summary["cmi/red"]["images"] == 2 and summary["cmi/bottom"]["images"] == 4
+
+
+def test_per_image_rows_are_written_for_every_image(run):
+    rows = [json.loads(line) for line in (run[0] / "per_image.rank0.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == list(range(32, 40))
+    assert all("cmi/red" in r for r in rows if " red " in f" {r['caption']} ")
+    assert not (run[0] / "failures.rank0.jsonl").exists()
+
+
+def test_pid_maps_are_logged_as_overlays(run):
+    acc = EventAccumulator(str(run[0]), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()["images"]
+    for term in ("redundancy", "unique1", "unique2", "synergy"):
+        assert any(t.endswith(f"pid/green+square/{term}") for t in tags), term
+
+
+def test_two_process_analysis_gives_the_single_process_values(run):
+    one, tmp, model = run
+    two = analyze(tmp, model, "two", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    a = json.loads((one / "summary.json").read_text())
+    b = json.loads((two / "summary.json").read_text())
+    assert set(a) == set(b)
+    for key in a:
+        assert b[key]["images"] == a[key]["images"]
+        assert b[key]["mean"] == pytest.approx(a[key]["mean"], rel=1e-4), key
