@@ -2,3 +2,7 @@
 from .information import ConditionalMutualInformation, InformationMap, MutualInformation, PointwiseInformation
 
 __all__ = ["PointwiseInformation", "MutualInformation", "ConditionalMutualInformation", "InformationMap"]
+
+from .pid import PartialInformation, PartialInformationMap  # noqa: E402
+
+__all__ += ["PartialInformation", "PartialInformationMap"]

@@ -1,0 +1,117 @@
+"""torchmetrics shells over the PID (pid.py): fixed-size sum states, exact under DDP.
+
+``PartialInformation`` accumulates per-image [redundancy, unique1, unique2, synergy]
+as sums, sums of squares and a count (float64, reduced with "sum"), so a sync is one
+small all-reduce and gives what one process would get on the same images.
+``PartialInformationMap`` accumulates the four per-element maps (summed maps + count)
+for a map shape fixed at construction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from ..pid import PID_TERMS, PIDEstimate
+
+__all__ = ["PartialInformation", "PartialInformationMap"]
+
+
+def _per_image_terms(estimate: PIDEstimate | Tensor) -> Tensor:
+    v = estimate.values() if isinstance(estimate, PIDEstimate) else torch.as_tensor(estimate)
+    v = v.detach().to(torch.float64)
+    if v.ndim != 2 or v.shape[1] != len(PID_TERMS):
+        raise ValueError(f"PartialInformation.update: expected a PIDEstimate or an (N, 4) tensor of per-image "
+                         f"[redundancy, unique1, unique2, synergy], got shape {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("PartialInformation.update: non-finite PID values")
+    return v
+
+
+class PartialInformation(Metric):
+    """Dataset-level mean of each PID term over images, with its standard error.
+
+    ``update(estimate)`` takes a :class:`~infodiff_lightning.pid.PIDEstimate` or an
+    (N, 4) tensor of per-image [r, u1, u2, s]. ``compute()`` returns a flat dict (ready
+    for ``log_dict``): ``{term}`` the mean and ``{term}_stderr`` = std over images /
+    sqrt(count) for term in redundancy, unique1, unique2, synergy, plus ``count`` and
+    ``n_evals``. Per-image standard errors (draw noise) are inside the spread over images.
+    """
+
+    full_state_update = False
+    higher_is_better = None
+    is_differentiable = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        k = len(PID_TERMS)
+        self.add_state("total", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total_sq", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n_evals", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, estimate: PIDEstimate | Tensor) -> None:
+        v = _per_image_terms(estimate).to(self.total.device)
+        self.total += v.sum(0)
+        self.total_sq += (v**2).sum(0)
+        self.count += v.shape[0]
+        if isinstance(estimate, PIDEstimate):
+            self.n_evals += estimate.n_evals
+
+    def compute(self) -> dict[str, Tensor]:
+        if float(self.count) == 0:
+            raise ValueError("PartialInformation.compute: no samples were added (zero samples)")
+        mean = self.total / self.count
+        if float(self.count) > 1:
+            var = (self.total_sq / self.count - mean**2).clamp_min(0) * self.count / (self.count - 1)
+            stderr = (var / self.count).sqrt()
+        else:
+            stderr = torch.full_like(mean, math.nan)
+        out: dict[str, Tensor] = {}
+        for j, name in enumerate(PID_TERMS):
+            out[name] = mean[j]
+            out[f"{name}_stderr"] = stderr[j]
+        out["count"] = self.count.clone()
+        out["n_evals"] = self.n_evals.clone()
+        return out
+
+
+class PartialInformationMap(Metric):
+    """Mean per-element PID maps over images (summed maps / count).
+
+    ``shape`` is the map shape (fixed, so that the state has a fixed size).
+    ``update`` takes a PIDEstimate computed with ``maps=True`` or an (N, 4, *shape)
+    tensor of [r, u1, u2, s] maps; ``compute`` returns {term: mean map}. The synergy map
+    is the mean of the estimated (unclipped) maps.
+    """
+
+    full_state_update = False
+    higher_is_better = None
+    is_differentiable = False
+
+    def __init__(self, shape: tuple[int, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.shape = tuple(int(s) for s in shape)
+        self.add_state("total", torch.zeros((len(PID_TERMS), *self.shape), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, estimate: PIDEstimate | Tensor) -> None:
+        maps = estimate.maps() if isinstance(estimate, PIDEstimate) else estimate
+        if maps is None:
+            raise ValueError("PartialInformationMap.update: the estimate carries no maps (call pid with maps=True)")
+        maps = torch.as_tensor(maps).detach().to(torch.float64)
+        if maps.ndim < 2 or maps.shape[1] != len(PID_TERMS) or tuple(maps.shape[2:]) != self.shape:
+            raise ValueError(f"PartialInformationMap.update: maps of shape {tuple(maps.shape)}, expected "
+                             f"(N, {len(PID_TERMS)}, *{self.shape})")
+        if not bool(torch.isfinite(maps).all()):
+            raise ValueError("PartialInformationMap.update: non-finite PID maps")
+        self.total += maps.sum(0).to(self.total.device)
+        self.count += maps.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        if float(self.count) == 0:
+            raise ValueError("PartialInformationMap.compute: no maps were added (zero samples)")
+        mean = self.total / self.count
+        return {name: mean[j] for j, name in enumerate(PID_TERMS)}

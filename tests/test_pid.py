@@ -1,0 +1,331 @@
+"""DiffusionPID (PID and CPID) against systems whose decomposition is planted.
+
+The toys (denoisers/pid_toys.py) are Gaussian mixtures with two binary tokens and their
+exact (optimal) denoisers, so each PID term has a known dataset-level value:
+XOR -> all synergy, copy -> all redundancy, unique -> all unique to y1. Truths come from
+DiscreteMixture.mutual_information_mc with n = 200 000 (Monte-Carlo standard error about
+0.001 nats on values of about 0.53 nats).
+
+How the checks are decided. A dataset-level estimate is the mean over N images of
+per-image estimates; its standard error (std over images / sqrt(N)) holds both the
+spread of x and the integration noise of the draws. We require
+|estimate - truth| <= 3 * sqrt(se_est^2 + se_truth^2) + 0.005 nats. The 3 standard
+errors make a false failure rare (0.3% per check); the 0.005 nats of absolute slack cover
+terms that are exactly zero with zero standard error (they then differ from 0 only by
+float rounding) and the small bias of nonlinear steps (min, softmax) at finite draws.
+With N = 1500 and 16 draws the standard error is about 0.014 nats on 0.53, so a planted
+term that went to the wrong place (0.53 nats) would miss by more than 30 standard errors.
+"""
+import functools
+import math
+
+import pytest
+import torch
+
+from infodiff_lightning.denoisers.mixture import DiscreteMixture
+from infodiff_lightning.denoisers.pid_toys import (binary_candidates, context_xor_system, copy_system, observe,
+                                                   pid_columns, unique_system, with_independent_label, xor_system)
+from infodiff_lightning.estimators import informations, make_draws
+from infodiff_lightning.integrate import TruncatedLogistic
+from infodiff_lightning.metrics import PartialInformation, PartialInformationMap
+from infodiff_lightning.pid import (clip_synergy_for_display, conditional_pid, pid, pid_from_terms,
+                                    specific_information)
+
+# Wide enough that information outside alpha in [-12, 12] is negligible for unit-variance
+# mixtures (the same proposal the MI ground-truth tests use).
+WIDE = TruncatedLogistic(0.0, 2.0, 6.0, stratified=True)
+N_IMAGES, N_DRAWS = 1500, 16
+TOL = 0.005  # nats: see the module docstring
+HALF = torch.tensor([0.5, 0.5], dtype=torch.float64)  # uniform prior over a binary token
+
+SYSTEMS = {"xor": xor_system, "copy": copy_system, "unique": unique_system}
+
+
+@functools.lru_cache(maxsize=None)
+def truth(name: str, target: tuple, given: tuple | None = None) -> tuple[float, float]:
+    """(I(X; Y_target | Y_given), its Monte-Carlo standard error) for a named toy."""
+    system = {**SYSTEMS, "context_xor": context_xor_system}[name]()
+    return system.mutual_information_mc(target=target, given=given, n=200_000)
+
+
+def assert_close(estimate: tuple[float, float], expected: tuple[float, float] | float, what: str):
+    value, se = estimate
+    target, target_se = expected if isinstance(expected, tuple) else (expected, 0.0)
+    bound = 3 * math.sqrt(se**2 + target_se**2) + TOL
+    assert abs(value - target) <= bound, f"{what}: {value:.4f} +- {se:.4f} vs {target:.4f} (bound {bound:.4f})"
+
+
+def run_pid(name, gen, **kw):
+    system = SYSTEMS[name]()
+    x, y = system.sample(N_IMAGES, gen)
+    kw = {"n_draws": N_DRAWS, "sampler": WIDE, "generator": gen, **kw}
+    return system, x, y, pid(system, x, *pid_columns(y), **kw)
+
+
+# ---------------------------------------------------------------- planted decompositions
+def test_xor_information_is_all_synergy(gen):
+    # y1 alone says nothing about x (y1 xor y2 is uniform given y1), nor does y2 alone:
+    # eps_hat(.|y1) = eps_hat(.|null) exactly, so i1 = i2 = 0 and r = u1 = u2 = 0 exactly;
+    # everything y1, y2 carry together is synergy: s = i12 = I(X; Y1, Y2).
+    _, _, _, est = run_pid("xor", gen)
+    m = est.mean()
+    assert_close(m["synergy"], truth("xor", (True, True)), "synergy")
+    for term in ("redundancy", "unique1", "unique2"):
+        assert_close(m[term], 0.0, term)
+
+
+def test_copy_information_is_all_redundancy(gen):
+    # y1 = y2: each token alone, and both together, select the same component, so
+    # i1 = i2 = i12 draw for draw; the min is either, u1 = u2 = s = 0 exactly.
+    _, _, _, est = run_pid("copy", gen)
+    m = est.mean()
+    assert_close(m["redundancy"], truth("copy", (True, False)), "redundancy")
+    for term in ("unique1", "unique2", "synergy"):
+        assert_close(m[term], 0.0, term)
+
+
+def test_unique_information_is_all_unique_to_the_first_token(gen):
+    # The mean depends on y1 only and y2 is independent: i2 = 0 exactly, so r = min = 0,
+    # u1 = i1 = I(X; Y1), and i12 = i1 (y2 adds nothing) so s = 0 and u2 = 0.
+    _, _, _, est = run_pid("unique", gen)
+    m = est.mean()
+    assert_close(m["unique1"], truth("unique", (True, False)), "unique1")
+    for term in ("redundancy", "unique2", "synergy"):
+        assert_close(m[term], 0.0, term)
+
+
+def test_mmi_with_the_standard_estimator_matches_the_minimum_of_exact_pointwise_informations(gen):
+    # A noisy copy: y2 = y1 with probability 0.8, the mean follows y1. Here i1(x) and
+    # i2(x) are both non-zero and the smaller one changes from image to image, so this
+    # exercises the per-image choice. With the standard estimator the expectation of
+    # i(x; y) over the draws is the log-likelihood ratio log p(y|x)/p(y), which we know
+    # exactly per image, so the truth of each image's MMI redundancy is
+    # min(i1(x), i2(x)). We compare image by image (paired, so the spread of r over x
+    # cancels and only the draw noise is left): the mean difference must be 0 within 3
+    # standard errors + 0.005. The min of two noisy estimates is biased low; with 256
+    # draws per image it is about -0.0013 nats (mean over 21 seeds), against a bound of
+    # about 0.019 nats (standard error about 0.0046 over 500 images).
+    mu = 0.75 * torch.tensor([[-1.0] * 4, [1.0] * 4], dtype=torch.float64)
+    system = DiscreteMixture(torch.tensor([[0, 0], [1, 1], [0, 1], [1, 0]]),
+                             torch.tensor([0.4, 0.4, 0.1, 0.1], dtype=torch.float64), mu[[0, 1, 0, 1]])
+
+    def llr(x, obs):  # exact log p(y_obs | x) - log p(y_obs)
+        return system._log_prob_obs_given_x(x, obs) - system._log_prior_obs(obs)
+
+    x, y = system.sample(500, gen)
+    _, c1, c2, _ = pid_columns(y)
+    r_true = torch.minimum(llr(x, c1), llr(x, c2))
+    est = pid(system, x, *pid_columns(y), estimator="standard", n_draws=256, sampler=WIDE, generator=gen)
+    diff = est.redundancy.value - r_true
+    assert_close((float(diff.mean()), float(diff.std() / math.sqrt(diff.numel()))), 0.0, "redundancy - truth")
+    assert 0 < float(est.extra["side"].float().mean()) < 1  # both sources give the minimum somewhere
+
+
+# ---------------------------------------------------------------- conditional PID
+def test_conditional_pid_with_an_uninformative_context_equals_the_pid(gen):
+    # A third label c, independent of x and of (y1, y2): conditioning on c restricts the
+    # mixture to components with the same means in the same proportions, so every
+    # eps_hat(.|., c) equals eps_hat(.|.) and CPID = PID draw for draw (to rounding).
+    system = with_independent_label(xor_system())
+    x, y = system.sample(300, gen)
+    draws = make_draws(system, x, 8, WIDE, gen)
+    plain = pid(system, x, *pid_columns(y), draws=draws)
+    ref, y1, y2, y12 = pid_columns(y, context=(2,))
+    cond = conditional_pid(system, x, ref, y1, y2, y12, draws=draws)
+    assert torch.allclose(cond.values(), plain.values(), atol=1e-9)
+    assert torch.allclose(cond.stderrs(), plain.stderrs(), atol=1e-9)
+
+
+def test_conditional_pid_reveals_information_that_needs_the_context(gen):
+    # x follows y1 xor c. Without c, y1 and y2 tell nothing (every PID term is 0); given c,
+    # y1 determines the mean: u1 = I(X; Y1 | C), and y2 stays irrelevant (r = u2 = s = 0).
+    system = context_xor_system()
+    x, y = system.sample(N_IMAGES, gen)
+    draws = make_draws(system, x, N_DRAWS, WIDE, gen)
+    plain = pid(system, x, *pid_columns(y), draws=draws).mean()
+    cond = conditional_pid(system, x, *pid_columns(y, context=(2,)), draws=draws).mean()
+    for term in ("redundancy", "unique1", "unique2", "synergy"):
+        assert_close(plain[term], 0.0, f"PID {term}")
+    assert_close(cond["unique1"], truth("context_xor", (True, False, False), (False, False, True)), "CPID unique1")
+    for term in ("redundancy", "unique2", "synergy"):
+        assert_close(cond[term], 0.0, f"CPID {term}")
+
+
+# ---------------------------------------------------------------- I_min redundancy
+def imin_kwargs(y):
+    return dict(redundancy="imin", candidates1=binary_candidates(y, 0), prior1=HALF,
+                candidates2=binary_candidates(y, 1), prior2=HALF)
+
+
+def test_imin_redundancy_of_copies_is_their_mutual_information(gen):
+    # For copies p(y1|x) = p(y2|x), so both specific informations KL(p(Y_k|x) || p(Y_k))
+    # are equal, and their mean over x is I(X; Y1) (the mean of a KL to the prior over x is
+    # the mutual information). The posterior comes from standard estimates of 2 candidates.
+    system = copy_system()
+    x, y = system.sample(N_IMAGES, gen)
+    est = pid(system, x, *pid_columns(y), n_draws=N_DRAWS, sampler=WIDE, generator=gen, **imin_kwargs(y))
+    assert est.measure == "imin"
+    assert_close(est.redundancy.mean(), truth("copy", (True, False)), "I_min redundancy")
+    assert torch.equal(est.extra["specific1"], est.extra["specific2"])  # identical sources, identical draws
+
+
+@pytest.mark.parametrize("name", ["xor", "unique"])
+def test_imin_redundancy_is_zero_when_one_source_alone_is_uninformative(name, gen):
+    # In both systems y2 alone leaves p(x) unchanged: its candidates' standard terms are
+    # exactly 0, the posterior equals the prior and the specific information is 0.
+    system = SYSTEMS[name]()
+    x, y = system.sample(200, gen)
+    est = pid(system, x, *pid_columns(y), n_draws=8, sampler=WIDE, generator=gen, **imin_kwargs(y))
+    assert float(est.extra["specific2"].abs().max()) < 1e-9
+    assert float(est.redundancy.value.abs().max()) < 1e-9
+
+
+def test_specific_information_is_the_kl_of_the_bayes_posterior_to_the_prior():
+    # Exact pointwise informations i_k = log p(y_k|x)/p(y_k), constant over draws, give
+    # back the posterior p(y|x) and KL(p(y|x) || p(y)); adding a constant to every i_k (a
+    # noisy shared reference) changes nothing.
+    prior = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    post = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    i = (post / prior).log()
+    terms = i.expand(1, 4, 3).clone()
+    kl = float((post * (post / prior).log()).sum())
+    value, draw_terms, got_post = specific_information(terms, prior)
+    assert float(value) == pytest.approx(kl, abs=1e-12)
+    assert torch.allclose(got_post[0], post, atol=1e-12)
+    assert torch.allclose(draw_terms, torch.full_like(draw_terms, kl), atol=1e-12)  # no draw noise, no spread
+    shifted, _, _ = specific_information(terms + 3.7, prior)
+    assert float(shifted) == pytest.approx(kl, abs=1e-12)
+
+
+def test_a_prior_that_is_not_a_distribution_is_an_error():
+    with pytest.raises(ValueError, match="sum to 1"):
+        specific_information(torch.zeros(1, 2, 2), torch.tensor([0.5, 0.6]))
+
+
+# ---------------------------------------------------------------- maps
+def test_pid_maps_add_up_to_the_joint_information_map_per_element(gen):
+    _, _, _, est = run_pid("copy", gen, maps=True)
+    maps = est.maps()  # (N, 4, dim): r, u1, u2, s
+    assert maps.shape == (N_IMAGES, 4, 4)
+    assert torch.allclose(maps.sum(1), est.i12.map, atol=1e-12)
+
+
+def test_redundancy_map_is_the_elementwise_minimum_and_sums_to_at_most_the_image_redundancy(gen):
+    # min per element, summed, is at most the min of the sums (the image-level r).
+    _, _, _, est = run_pid("unique", gen, maps=True, n_draws=4)
+    assert torch.equal(est.redundancy.map, torch.minimum(est.i1.map, est.i2.map))
+    assert bool((est.redundancy.map.sum(1) <= est.redundancy.value + 1e-12).all())
+
+
+def test_xor_synergy_map_is_the_joint_information_map(gen):
+    # Orthogonal maps sum to the image value, and with i1 = i2 = 0 the synergy map is
+    # the whole i12 map.
+    _, _, _, est = run_pid("xor", gen, maps=True, n_draws=4)
+    assert torch.allclose(est.synergy.map, est.i12.map, atol=1e-12)
+    assert torch.allclose(est.synergy.map.sum(1), est.synergy.value, atol=1e-9)
+
+
+def test_synergy_for_display_is_clipped_at_zero_and_the_estimate_is_not():
+    s = torch.tensor([[-0.5, 0.2], [0.1, -0.1]])
+    shown = clip_synergy_for_display(s)
+    assert torch.equal(shown, torch.tensor([[0.0, 0.2], [0.1, 0.0]]))
+    assert float(s.min()) == -0.5  # the estimate itself is untouched
+
+
+def test_imin_maps_are_refused():
+    system = copy_system()
+    x, y = system.sample(4, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="redundancy='mmi'"):
+        pid(system, x, *pid_columns(y), maps=True, n_draws=2, **imin_kwargs(y))
+
+
+# ---------------------------------------------------------------- the decomposition itself
+def test_pid_from_terms_takes_redundancy_from_the_smaller_source_draw_for_draw():
+    # Image 0: i1 = 1 < i2 = 2, image 1: i2 = 0.5 < i1 = 3. r uses the per-draw terms of
+    # the smaller side, so u of that side is exactly 0 with zero standard error, and the
+    # four terms add up to i12 draw for draw.
+    t1 = torch.tensor([[0.0, 2.0], [3.0, 3.0]], dtype=torch.float64)
+    t2 = torch.tensor([[1.0, 3.0], [0.0, 1.0]], dtype=torch.float64)
+    t12 = torch.tensor([[4.0, 6.0], [5.0, 4.0]], dtype=torch.float64)
+    est = pid_from_terms(t1, t2, t12, keep_terms=True)
+    assert est.extra["side"].tolist() == [0, 1]
+    assert est.values().tolist() == [[1.0, 0.0, 1.0, 3.0], [0.5, 2.5, 0.0, 1.5]]  # s = i12 - max(i1, i2)
+    assert est.unique1.stderr[0] == 0 and est.unique2.stderr[1] == 0
+    total = sum(t.terms for t in est.terms())
+    assert torch.equal(total, t12)
+    # stderr = std of the per-draw terms / sqrt(S): the synergy terms of image 0 are
+    # t12 - t2 = (4 - 1, 6 - 3) = (3, 3), with no spread; r of image 0 has the terms of t1.
+    assert est.synergy.stderr[0] == 0
+    assert float(est.redundancy.stderr[0]) == pytest.approx(float(t1[0].std() / math.sqrt(2)))
+
+
+def test_pid_from_terms_checks_its_inputs():
+    t = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="same images and draws"):
+        pid_from_terms(t, t, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="needs redundancy_terms"):
+        pid_from_terms(t, t, t, redundancy="imin")
+    with pytest.raises(ValueError, match="redundancy must be one of"):
+        pid_from_terms(t, t, t, redundancy="ccs")
+
+
+def test_pid_is_one_pass_of_four_conditions_that_agrees_with_the_mi_estimator(gen):
+    # Same draws: i1, i2, i12 of the PID are the informations() estimates, draw for draw,
+    # and the pass costs N * S * 4 denoiser evaluations.
+    system = xor_system()
+    x, y = system.sample(50, gen)
+    draws = make_draws(system, x, 8, WIDE, gen)
+    cols = list(pid_columns(y))
+    est = pid(system, x, *cols, draws=draws, estimator="standard")
+    ref = informations(system, x, cols, [(0, 1), (0, 2), (0, 3)], draws=draws, estimator="standard")
+    assert est.n_evals == 50 * 8 * 4
+    for mine, theirs in zip((est.i1, est.i2, est.i12), ref):
+        assert torch.allclose(mine.value, theirs.value, atol=1e-12)
+        assert torch.allclose(mine.stderr, theirs.stderr, atol=1e-12)
+
+
+def test_condition_columns_observe_the_right_label_coordinates():
+    y = torch.tensor([[1, 0, 1]])
+    ref, y1, y2, y12 = pid_columns(y, context=(2,))
+    assert [ref.tolist(), y1.tolist(), y2.tolist(), y12.tolist()] == [
+        [[-1, -1, 1]], [[1, -1, 1]], [[-1, 0, 1]], [[1, 0, 1]]]
+    assert observe(y, (False, True, False)).tolist() == [[-1, 0, -1]]
+
+
+# ---------------------------------------------------------------- the metric
+def test_metric_updated_in_two_halves_equals_one_update(gen):
+    _, _, _, est = run_pid("copy", gen, n_draws=4, maps=True)
+    whole, halves = PartialInformation(), PartialInformation()
+    whole.update(est)
+    v = est.values()
+    halves.update(v[:700])
+    halves.update(v[700:])
+    a, b = whole.compute(), halves.compute()
+    for key in ("redundancy", "unique1", "unique2", "synergy"):
+        assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-12, abs=1e-15)
+        assert float(a[f"{key}_stderr"]) == pytest.approx(float(b[f"{key}_stderr"]), rel=1e-9, abs=1e-15)
+    assert float(a["redundancy"]) == pytest.approx(est.redundancy.mean()[0], rel=1e-12)
+    assert float(a["redundancy_stderr"]) == pytest.approx(est.redundancy.mean()[1], rel=1e-9)
+    assert int(a["count"]) == N_IMAGES and int(a["n_evals"]) == est.n_evals
+
+    maps_whole, maps_halves = PartialInformationMap((4,)), PartialInformationMap((4,))
+    maps_whole.update(est)
+    maps_halves.update(est.maps()[:700])
+    maps_halves.update(est.maps()[700:])
+    for key, m in maps_whole.compute().items():
+        assert torch.allclose(m, maps_halves.compute()[key], rtol=1e-12)
+
+
+def test_metric_states_are_fixed_size_sums():
+    m = PartialInformation()
+    m.update(torch.ones(1000, 4))
+    assert all(getattr(m, s).numel() <= 4 for s in m._defaults)
+    assert all(m._reductions[s] is not None for s in m._defaults)
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+def test_metric_rejects_a_map_of_the_wrong_shape_and_empty_compute():
+    with pytest.raises(ValueError, match="expected"):
+        PartialInformationMap((4,)).update(torch.ones(2, 4, 5))
+    with pytest.raises(ValueError, match="zero samples"):
+        PartialInformation().compute()
