@@ -59,6 +59,7 @@ def two_step_run(tmp_path_factory):
 
 def test_two_step_fit_logs_information_scalars_at_each_step(two_step_run):
     for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/stderr",
+                "info/pid/green+square/redundancy/value", "info/pid/green+square/synergy/stderr",
                 "info/monitor/time_share", "info/monitor/ema"):
         assert sorted(scalars(two_step_run, tag)) == [1, 2], tag
 
