@@ -142,12 +142,12 @@ class InformationMonitor(Callback):
                     local_maps = self._measure_local(pl_module, denoiser, local, sampler, alphas, metrics)
                 for name, metric in metrics.items():  # collectives: every rank, same order
                     results[name] = metric.compute()
+            self.monitor_seconds += time.perf_counter() - t0  # before logging, so the share includes this one
             self._log(trainer, pl_module, results, local, local_maps, alphas, bool(on_ema))
         finally:
             pl_module.train(was_training)
         if record:
             self.history.append(trainer.global_step)
-        self.monitor_seconds += time.perf_counter() - t0
         return results
 
     def _measure_local(self, pl_module, denoiser, items, sampler, alphas, metrics) -> dict:
