@@ -4,3 +4,12 @@ from .gaussian import CorrelatedGaussian, JointGaussian
 from .mixture import DiscreteMixture, GaussianMixture
 
 __all__ = ["Column", "Denoiser", "JointGaussian", "CorrelatedGaussian", "DiscreteMixture", "GaussianMixture"]
+
+# diffusers adapters (diffusers/transformers are imported lazily, when a model is loaded)
+from .diffusers_latent import LatentDiffusionDenoiser
+from .diffusers_pixel import ClassConditionalDenoiser, PixelTextDenoiser
+from .prediction import eps_from_prediction
+from .text_encoding import PromptEncoder
+
+__all__ += ["LatentDiffusionDenoiser", "PixelTextDenoiser", "ClassConditionalDenoiser", "PromptEncoder",
+            "eps_from_prediction"]

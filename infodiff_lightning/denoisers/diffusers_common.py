@@ -1,0 +1,352 @@
+"""What every diffusers adapter shares: schedule -> log-SNR mapping, prediction types,
+autocast, device handling, folder checks and component loading.
+
+A discrete DDPM-type scheduler carries abar_t (``alphas_cumprod``). Its trained log-SNR
+range is [logsnr(t_max), logsnr(t_min)] and a log-SNR alpha maps to a *continuous*
+timestep by interpolating the table (logsnr.timestep_from_logsnr); diffusers UNets take
+float timesteps. Because x_alpha of eq. (1) equals the DDPM x_t when abar = sigma(alpha),
+the noisy input is passed to the UNet unchanged and only the output is converted
+(prediction.py).
+
+Adapters run under ``torch.inference_mode``. On CUDA they autocast to float16 by
+default (``autocast_dtype="auto"``); float16 keeps ~3 decimal digits per element, which
+adds a small positive bias to orthogonal gaps between *different* conditions (bf16 adds
+~60x more: prefer float16 or None for information estimates). Nothing inside ``eps_hat``
+synchronises with the host except encoding a prompt not yet in the cache. On CPU the
+log-SNR range is checked inside ``eps_hat``; on accelerators it is not (that would be a
+host sync): the estimators check their draws against ``alpha_range`` beforehand.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..logsnr import logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
+from .base import Column, column_len
+from .prediction import check_prediction_type, eps_from_prediction
+from .text_encoding import PromptEncoder
+
+__all__ = ["DiffusersDenoiser", "TextUNetDenoiser", "interpolate_timesteps", "resolve_pretrained",
+           "load_component", "load_scheduler", "open_pretrained", "AUTOCAST_DTYPES"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+AUTOCAST_DTYPES = {"auto": "auto", None: None, "none": None, "float16": torch.float16, "fp16": torch.float16,
+                   "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": None, "fp32": None}
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def interpolate_timesteps(alpha: Tensor, inc_table: Tensor) -> Tensor:
+    """timestep_from_logsnr(alpha, ..., out_of_range="clip") on alpha's device, with the
+    log-SNR table given *increasing* (``table.flip(0)``) and already on that device: no
+    validation and hence no host synchronisation."""
+    a = alpha.to(torch.float64).clamp(inc_table[0], inc_table[-1])
+    idx = torch.searchsorted(inc_table, a).clamp(1, inc_table.numel() - 1)
+    x0, x1 = inc_table[idx - 1], inc_table[idx]
+    t_inc = (idx - 1).to(torch.float64) + (a - x0) / (x1 - x0)
+    return (inc_table.numel() - 1) - t_inc
+
+
+def _alphas_cumprod(scheduler: Any) -> Tensor:
+    if isinstance(scheduler, Tensor):
+        return scheduler.detach().to("cpu", torch.float64)
+    table = getattr(scheduler, "alphas_cumprod", None)
+    if table is None:
+        raise ValueError(f"scheduler {type(scheduler).__name__} has no alphas_cumprod table (flow matching?); "
+                         "these adapters need a DDPM-type noise schedule")
+    return torch.as_tensor(table).detach().to("cpu", torch.float64)
+
+
+def _scheduler_prediction_type(scheduler: Any) -> str:
+    config = getattr(scheduler, "config", None)
+    if config is None:
+        return "epsilon"
+    get = config.get if hasattr(config, "get") else (lambda k, d=None: getattr(config, k, d))
+    return get("prediction_type", "epsilon") or "epsilon"
+
+
+def _resolve_autocast(value) -> Any:
+    key = value if not isinstance(value, str) else value.lower()
+    if isinstance(value, torch.dtype):
+        if value not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"autocast_dtype must be float16, bfloat16, None or 'auto', got {value}")
+        return None if value == torch.float32 else value
+    if key not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast_dtype must be one of {sorted(k for k in AUTOCAST_DTYPES if k)} or None, "
+                         f"got {value!r}")
+    return AUTOCAST_DTYPES[key]
+
+
+class DiffusersDenoiser:
+    """Base of the diffusers adapters: one UNet, a DDPM-type schedule, a prediction type.
+
+    Subclasses call the UNet in :meth:`_model_output`. ``scheduler`` is a diffusers
+    scheduler (its ``alphas_cumprod`` and ``config.prediction_type`` are used) or a 1-D
+    tensor of abar_t (then ``prediction_type`` defaults to "epsilon").
+    """
+
+    def __init__(self, unet: torch.nn.Module, scheduler: Any, *, prediction_type: str | None = None,
+                 device: torch.device | str | None = None, autocast_dtype: Any = "auto"):
+        self.unet = unet
+        self.scheduler = None if isinstance(scheduler, Tensor) else scheduler
+        self.alphas_cumprod = _alphas_cumprod(scheduler)
+        self.alpha_range: tuple[float, float] | None = trained_logsnr_range(self.alphas_cumprod)
+        ptype = prediction_type if prediction_type is not None else _scheduler_prediction_type(scheduler)
+        self.prediction_type = check_prediction_type(ptype)
+        self.autocast_dtype = _resolve_autocast(autocast_dtype)
+        if device is not None:
+            self.unet.to(device)
+        self._inc_tables: dict[torch.device, Tensor] = {}
+
+    # -- device, dtype, timesteps
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device: torch.device | str) -> "DiffusersDenoiser":
+        """Move every module to ``device`` (and drop caches kept on the old one)."""
+        for m in self._modules():
+            m.to(device)
+        self.clear_cache()
+        return self
+
+    def clear_cache(self) -> None:
+        """Forget cached encodings (call after updating the weights they came from)."""
+        self._inc_tables.clear()
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.unet]
+
+    def load_lora(self, path: str | Path, adapter_name: str | None = None, prefix: str | None = None,
+                  weight_name: str | None = None) -> "DiffusersDenoiser":
+        """Load a LoRA adapter into the UNet (peft), as saved by ``unet.save_lora_adapter``
+        (e.g. the fine-tuning module's ``unet_lora/``). ``prefix``: key prefix to select in a
+        pipeline-level LoRA file (e.g. "unet"); None for a UNet-only adapter."""
+        p = Path(path).expanduser()
+        if not p.exists() and not _HUB_ID.match(str(path)):
+            raise FileNotFoundError(f"LoRA adapter folder {path} does not exist")
+        if not hasattr(self.unet, "load_lora_adapter"):
+            raise ValueError(f"{type(self.unet).__name__} cannot load LoRA adapters (no load_lora_adapter)")
+        kw: dict = {"prefix": prefix, "use_safetensors": True}  # diffusers only reads .bin without this
+        if adapter_name is not None:
+            kw["adapter_name"] = adapter_name
+        if weight_name is not None:
+            kw["weight_name"] = weight_name
+        self.unet.load_lora_adapter(str(p) if p.exists() else str(path), **kw)
+        self.clear_cache()
+        return self
+
+    def timesteps(self, alpha: Tensor) -> Tensor:
+        """Continuous float32 timesteps t(alpha) on the model's device (see module doc)."""
+        alpha = torch.as_tensor(alpha)
+        if alpha.device.type == "cpu":
+            t = timestep_from_logsnr(alpha, self.alphas_cumprod, out_of_range="error")
+        else:
+            table = self._inc_tables.get(alpha.device)
+            if table is None:
+                table = logsnr_from_alphas_cumprod(self.alphas_cumprod).flip(0).to(alpha.device)
+                self._inc_tables[alpha.device] = table
+            t = interpolate_timesteps(alpha, table)
+        return t.to(device=self.device, dtype=torch.float32, non_blocking=True)
+
+    def _autocast(self):
+        dt = self.autocast_dtype
+        dev = self.device
+        if dt == "auto":
+            dt = torch.float16 if dev.type == "cuda" else None
+        if dt is None or dev.type not in ("cuda", "cpu", "xpu", "mps"):
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=dev.type, dtype=dt)
+
+    # -- the protocol
+    def _model_output(self, x_in: Tensor, t: Tensor, conditions: Column) -> Tensor:
+        raise NotImplementedError
+
+    def null_conditions(self, n: int) -> Column:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def eps_hat(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
+        """eps_hat(x_alpha, alpha | c) for B inputs, B log-SNRs and a column of B conditions."""
+        b = int(x_alpha.shape[0])
+        if column_len(conditions) != b:
+            raise ValueError(f"eps_hat got {b} inputs but {column_len(conditions)} conditions")
+        alpha = torch.as_tensor(alpha)
+        if alpha.shape != (b,):
+            raise ValueError(f"alpha must have shape ({b},), got {tuple(alpha.shape)}")
+        t = self.timesteps(alpha)
+        dev = self.device
+        x_dev = x_alpha.to(dev, non_blocking=True)
+        with self._autocast():
+            out = self._model_output(x_dev.to(self.dtype), t, conditions)
+        if out.shape[1] == 2 * x_dev.shape[1] and out.shape[2:] == x_dev.shape[2:]:
+            out = out[:, : x_dev.shape[1]]  # learned-variance models: the first half is the mean prediction
+        eps = eps_from_prediction(out, x_dev, alpha.to(dev, non_blocking=True), self.prediction_type)
+        return eps.to(device=x_alpha.device, dtype=x_alpha.dtype)
+
+
+class TextUNetDenoiser(DiffusersDenoiser):
+    """A UNet2DConditionModel conditioned on text embeddings (pixel or latent space).
+
+    Conditions: a list of prompt strings or :class:`~infodiff_lightning.conditions.Condition`;
+    the null condition is the empty prompt. Text embeddings are cached per unique
+    condition (:attr:`text`, a :class:`PromptEncoder`).
+    """
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler, *, prediction_type: str | None = None,
+                 device=None, autocast_dtype: Any = "auto", cache_text: bool = True, text_batch_size: int = 32):
+        super().__init__(unet, scheduler, prediction_type=prediction_type, device=device, autocast_dtype=autocast_dtype)
+        cfg = unet.config
+        if getattr(cfg, "addition_embed_type", None) is not None:
+            raise ValueError(f"this UNet needs added conditions (addition_embed_type={cfg.addition_embed_type!r}, "
+                             "e.g. SDXL); TextUNetDenoiser supports SD 1.x/2.x-style UNets")
+        if getattr(cfg, "class_embed_type", None) is not None or getattr(cfg, "num_class_embeds", None) is not None:
+            raise ValueError("this UNet also takes class labels (class_embed_type/num_class_embeds set), "
+                             "which the text adapters do not supply")
+        if getattr(cfg, "time_cond_proj_dim", None) is not None:
+            raise ValueError("this UNet takes a guidance embedding (time_cond_proj_dim set, e.g. LCM); not supported")
+        hidden = getattr(getattr(text_encoder, "config", None), "hidden_size", None)
+        dims = getattr(cfg, "cross_attention_dim", None)
+        dims = set(dims) if isinstance(dims, (list, tuple)) else {dims}
+        if getattr(cfg, "encoder_hid_dim", None) is None and hidden is not None and dims != {hidden}:
+            raise ValueError(f"text encoder hidden size {hidden} does not match the UNet's cross_attention_dim "
+                             f"{cfg.cross_attention_dim}")
+        if device is not None:
+            text_encoder.to(device)
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.text = PromptEncoder(tokenizer, text_encoder, batch_size=text_batch_size, cache=cache_text)
+
+    def _modules(self):
+        return [self.unet, self.text_encoder]
+
+    def null_conditions(self, n: int) -> list[str]:
+        return [""] * n
+
+    def text_embeddings(self, conditions: Sequence) -> Tensor:
+        """(B, L, D) embeddings on the UNet's device (cached per unique condition)."""
+        return self.text(conditions).to(self.device, non_blocking=True)
+
+    def clear_cache(self) -> None:
+        super().clear_cache()
+        self.text.clear_cache()
+
+    def _model_output(self, x_in, t, conditions):
+        emb = self.text_embeddings(conditions).to(self.dtype)
+        return self.unet(x_in, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def resolve_pretrained(path_or_hub_id: str | Path, required: Sequence[str], family: str) -> tuple[str, bool]:
+    """(path string, is_local). A local folder must exist and hold every ``required``
+    subfolder with a config; anything that is not an existing folder and does not look
+    like a hub id "org/name" is treated as a missing local folder."""
+    s = str(path_or_hub_id)
+    p = Path(s).expanduser()
+    local = p.exists() or not _HUB_ID.match(s) or s.startswith((".", "~"))
+    if not local:
+        return s, False
+    if not p.is_dir():
+        raise FileNotFoundError(f"model folder {s} does not exist (expected a diffusers {family} folder with "
+                                f"subfolders {', '.join(required)})")
+    present = sorted(q.name for q in p.iterdir() if q.is_dir())
+    for sub in required:
+        if not (p / sub).is_dir():
+            raise FileNotFoundError(f"{s} has no {sub}/ subfolder (found: {present or 'none'}); a diffusers {family} "
+                                    f"folder needs {', '.join(f'{r}/' for r in required)}")
+    if "unet" in required and not (p / "unet" / "config.json").is_file():
+        raise FileNotFoundError(f"{s}/unet/ has no config.json: not a saved diffusers UNet")
+    return str(p), True
+
+
+def _component_class(path: str, local: bool, name: str, default: str):
+    """The class named for ``name`` in model_index.json (local folders), else ``default``
+    ("library.Class")."""
+    lib, cls = default.split(".")
+    index = Path(path) / "model_index.json"
+    if local and index.is_file():
+        entry = json.loads(index.read_text()).get(name)
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] in ("diffusers", "transformers") and entry[1]:
+            lib, cls = entry
+    module = importlib.import_module(lib)
+    if not hasattr(module, cls):
+        raise ValueError(f"{name} of {path} is a {lib}.{cls}, which this installation does not provide")
+    return getattr(module, cls)
+
+
+def _transformers_dtype_kw(dtype) -> dict:
+    if dtype is None:
+        return {}
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+
+
+def load_component(path: str, local: bool, name: str, default: str, *, revision=None, variant=None,
+                   torch_dtype=None):
+    """Load subfolder ``name`` with its class's from_pretrained (diffusers or transformers)."""
+    cls = _component_class(path, local, name, default)
+    kw: dict = {"subfolder": name}
+    if revision is not None:
+        kw["revision"] = revision
+    is_tokenizer = "Tokenizer" in cls.__name__
+    if not is_tokenizer:
+        if variant is not None:
+            kw["variant"] = variant
+        if cls.__module__.startswith("transformers"):
+            kw.update(_transformers_dtype_kw(torch_dtype))
+        elif torch_dtype is not None:
+            kw["torch_dtype"] = torch_dtype
+    try:
+        return cls.from_pretrained(path, **kw)
+    except OSError as e:
+        where = "folder" if local else "hub id"
+        raise FileNotFoundError(f"could not load {name}/ of {where} {path!r} as {cls.__name__}: {e}") from e
+
+
+def load_scheduler(path: str, local: bool, *, revision=None):
+    """The scheduler named in scheduler/scheduler_config.json (any DDPM-type class)."""
+    import diffusers
+
+    kw = {"subfolder": "scheduler"}
+    if revision is not None:
+        kw["revision"] = revision
+    try:
+        config = diffusers.DDPMScheduler.load_config(path, **kw)
+    except OSError as e:
+        raise FileNotFoundError(f"could not read the scheduler config of {path!r}: {e}") from e
+    cls = getattr(diffusers, str(config.get("_class_name", "DDPMScheduler")), None)
+    if cls is None or not issubclass(cls, diffusers.SchedulerMixin):
+        cls = diffusers.DDPMScheduler
+    scheduler = cls.from_config(config)
+    _alphas_cumprod(scheduler)  # raises for schedulers without a DDPM table
+    return scheduler
+
+
+def open_pretrained(path_or_hub_id, required: Sequence[str], family: str, revision=None,
+                    prediction_type: str | None = None):
+    """(path, is_local, scheduler): check the folder layout, load the scheduler and check
+    its prediction type (or the override) before any weights are loaded."""
+    path, local = resolve_pretrained(path_or_hub_id, required, family)
+    scheduler = load_scheduler(path, local, revision=revision)
+    check_prediction_type(prediction_type if prediction_type is not None else _scheduler_prediction_type(scheduler))
+    return path, local, scheduler
+
+
+def move(modules: Sequence[torch.nn.Module | None], device) -> None:
+    if device is not None:
+        for m in modules:
+            if m is not None:
+                m.to(device)

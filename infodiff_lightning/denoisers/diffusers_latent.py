@@ -1,0 +1,114 @@
+"""Stable Diffusion-style latent text-to-image models (diffusers SD 1.x / 2.x layout).
+
+A folder (or hub id) with subfolders vae/, text_encoder/, tokenizer/, unet/, scheduler/.
+The information estimators run on VAE latents (DESIGN section 2): x is the posterior
+mean of the VAE encoder times the VAE's scaling factor (:meth:`encode_images`), never a
+sample, so x is a deterministic function of the image. Pixel maps come out at latent
+resolution (H/8 x W/8 for SD); upsample them for display.
+
+Usage::
+
+    den = LatentDiffusionDenoiser.from_pretrained("path/to/sd", device="cuda")
+    z = den.encode_images(images)                      # images in [-1, 1], (N, 3, H, W)
+    est = pointwise_mi(den, z, prompts, n_draws=64, maps=True)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Hashable, Sequence
+
+import torch
+from torch import Tensor
+
+from .diffusers_common import TextUNetDenoiser, load_component, move, open_pretrained
+
+__all__ = ["LatentDiffusionDenoiser"]
+
+REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+class LatentDiffusionDenoiser(TextUNetDenoiser):
+    """eps_hat of a latent text-to-image UNet; conditions are prompts or Conditions.
+
+    ``alpha_range`` is the scheduler's trained log-SNR range; alpha maps to a continuous
+    timestep; epsilon, v_prediction and sample outputs convert exactly to eps_hat.
+    """
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, *, prediction_type: str | None = None,
+                 device=None, autocast_dtype: Any = "auto", cache_text: bool = True, text_batch_size: int = 32,
+                 cache_latents: bool = True):
+        super().__init__(unet, text_encoder, tokenizer, scheduler, prediction_type=prediction_type, device=device,
+                         autocast_dtype=autocast_dtype, cache_text=cache_text, text_batch_size=text_batch_size)
+        latent = getattr(vae.config, "latent_channels", None)
+        if latent is not None and latent != unet.config.in_channels:
+            raise ValueError(f"the VAE has {latent} latent channels but the UNet takes {unet.config.in_channels}")
+        move([vae], device)
+        self.vae = vae
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.cache_latents = bool(cache_latents)
+        self._latents: dict[Hashable, Tensor] = {}
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, revision: str | None = None, variant: str | None = None,
+                        torch_dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                        lora: str | Path | None = None, **kwargs) -> "LatentDiffusionDenoiser":
+        """Load each component with from_pretrained(subfolder=...) from a diffusers folder
+        or hub id; ``lora``: a UNet LoRA adapter folder to load on top (:meth:`load_lora`).
+        ``kwargs`` go to the constructor (prediction_type, autocast_dtype, ...)."""
+        path, local, scheduler = open_pretrained(path_or_hub_id, REQUIRED, "Stable Diffusion-style", revision,
+                                                 kwargs.get("prediction_type"))
+        kw = {"revision": revision, "variant": variant, "torch_dtype": torch_dtype}
+        unet = load_component(path, local, "unet", "diffusers.UNet2DConditionModel", **kw)
+        vae = load_component(path, local, "vae", "diffusers.AutoencoderKL", **kw)
+        text_encoder = load_component(path, local, "text_encoder", "transformers.CLIPTextModel", **kw)
+        tokenizer = load_component(path, local, "tokenizer", "transformers.AutoTokenizer", revision=revision)
+        for m in (unet, vae, text_encoder):
+            m.eval()
+        den = cls(unet, vae, text_encoder, tokenizer, scheduler, device=device, **kwargs)
+        return den if lora is None else den.load_lora(lora)
+
+    def _modules(self):
+        return [self.unet, self.text_encoder, self.vae]
+
+    @torch.no_grad()
+    def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
+        """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device.
+
+        ``images``: (N, 3, H, W) in [-1, 1] with H, W divisible by the VAE's downsampling
+        factor. ``ids``: optional image ids; latents of ids seen before come from the cache.
+        """
+        if images.ndim != 4 or images.shape[1] != self.vae.config.in_channels:
+            raise ValueError(f"images must be (N, {self.vae.config.in_channels}, H, W), got {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        if h % self.downsample or w % self.downsample:
+            raise ValueError(f"image size {h}x{w} is not divisible by the VAE's downsampling factor {self.downsample}")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.001 or hi > 1.001:
+            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3f}, {hi:.3f}]; map [0, 1] images "
+                             "with 2 * x - 1")
+        if ids is not None and len(ids) != images.shape[0]:
+            raise ValueError(f"got {len(ids)} ids for {images.shape[0]} images")
+        if microbatch < 1:
+            raise ValueError(f"microbatch must be >= 1, got {microbatch}")
+        use_cache = ids is not None and self.cache_latents
+        todo = [i for i in range(images.shape[0]) if not (use_cache and ids[i] in self._latents)]
+        fresh: dict[int, Tensor] = {}
+        vae_dtype = next(self.vae.parameters()).dtype
+        vae_device = next(self.vae.parameters()).device
+        for s in range(0, len(todo), microbatch):
+            idx = todo[s:s + microbatch]
+            batch = images[idx].to(vae_device, vae_dtype)
+            mean = self.vae.encode(batch).latent_dist.mean
+            z = ((mean.float() - self.shift_factor) * self.scaling_factor).to(self.device)
+            for j, i in enumerate(idx):
+                fresh[i] = z[j]
+                if use_cache:
+                    self._latents[ids[i]] = z[j]
+        rows = [fresh[i] if i in fresh else self._latents[ids[i]] for i in range(images.shape[0])]
+        return torch.stack(rows)
+
+    def clear_cache(self) -> None:
+        super().clear_cache()
+        self._latents.clear()
