@@ -13,59 +13,21 @@ pieces, "cat" + "amaran</w>", to exercise multi-piece words.
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import torch
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+from infodiff_lightning.models.tiny import build_clip_tokenizer
+
 WORDS = ["a", "cat", "dog", "on", "the", "mat", "red", "blue", "photo", "of", "and", "sofa", "something"]
 MULTI_PIECE = {"catamaran": ["cat", "amaran</w>"]}
 MAX_TOKENS = 16  # the text encoder's window (77 for real CLIP)
 HIDDEN = 32  # text hidden size = UNet cross_attention_dim
 
 
-def _symbols(piece: str) -> list[str]:
-    """A BPE piece as its starting symbols: letters, the last one marked end-of-word."""
-    if piece.endswith("</w>"):
-        body = piece[: -len("</w>")]
-        return list(body[:-1]) + [body[-1] + "</w>"]
-    return list(piece)
-
-
-def tokenizer_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    vocab: dict[str, int] = {}
-    merges: list[tuple[str, str]] = []
-
-    def add(tok: str) -> None:
-        vocab.setdefault(tok, len(vocab))
-
-    add(BOS)
-    add(EOS)
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        add(ch)
-        add(ch + "</w>")
-    # Multi-piece words first, then longer words first: a merge of an earlier chain
-    # ranks higher, so a short word's merge ("t"+"h" of "the") cannot cut a longer word.
-    pieces = list(MULTI_PIECE.values()) + [[w + "</w>"] for w in sorted(WORDS, key=len, reverse=True)]
-    for word_pieces in pieces:
-        for piece in word_pieces:
-            syms = _symbols(piece)
-            left = syms[0]
-            for right in syms[1:]:  # a chain of merges that ends in the whole piece
-                if (left, right) not in merges:
-                    merges.append((left, right))
-                left += right
-                add(left)
-    return vocab, merges
-
-
 def build_tokenizer(max_length: int = MAX_TOKENS):
-    from transformers import CLIPTokenizer
-
-    vocab, merges = tokenizer_vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=merges, unk_token=EOS, bos_token=BOS, eos_token=EOS, pad_token=EOS,
-                         model_max_length=max_length)
+    """The library's offline CLIP BPE builder, with one multi-piece word."""
+    return build_clip_tokenizer(WORDS, max_length, MULTI_PIECE)
 
 
 def build_text_encoder(tokenizer, seed: int = 0):

@@ -18,35 +18,52 @@ __all__ = ["build_clip_tokenizer", "TinyTextToImageSpec", "build_tiny_text_to_im
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def build_clip_tokenizer(words: list[str], model_max_length: int = 16):
-    """A CLIPTokenizer whose vocabulary has one token per listed word (plus letters)."""
+def _symbols(piece: str) -> list[str]:
+    """A BPE piece as its starting symbols: letters, the last one marked end-of-word."""
+    if piece.endswith("</w>"):
+        body = piece[: -len("</w>")]
+        return list(body[:-1]) + [body[-1] + "</w>"]
+    return list(piece)
+
+
+def build_clip_tokenizer(words: list[str], model_max_length: int = 16,
+                         multi_piece: dict[str, list[str]] | None = None):
+    """A CLIPTokenizer whose vocabulary has one token per listed word (plus every letter,
+    digit and punctuation mark, so any word can still be spelled). ``multi_piece`` maps
+    a word to the BPE pieces it should split into (e.g. {"catamaran": ["cat", "amaran</w>"]}).
+    """
     from transformers import CLIPTokenizer
 
     vocab: dict[str, int] = {}
+    merges: list[tuple[str, str]] = []
 
     def add(tok: str) -> None:
-        if tok not in vocab:
-            vocab[tok] = len(vocab)
+        vocab.setdefault(tok, len(vocab))
 
     add(BOS)
     add(EOS)
-    for ch in string.ascii_lowercase + string.digits + ".,!?'-":
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
         add(ch)
         add(ch + "</w>")
-    merges: list[tuple[str, str]] = []
-    for word in sorted({w.lower() for w in words}):
+    clean = sorted({w.lower() for w in words}, key=lambda w: (-len(w), w))
+    for word in clean:
         if not word or any(c.isspace() for c in word):
             raise ValueError(f"tokenizer words must be single non-empty words, got {word!r}")
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        left = pieces[0]
-        for right in pieces[1:]:
-            if (left, right) not in merges:
-                merges.append((left, right))
-            left = left + right
-            add(left)
+    # Multi-piece words first, then longer words first: a merge of an earlier chain ranks
+    # higher, so a short word's merge ("t"+"h" of "the") cannot cut a longer word.
+    pieces = list((multi_piece or {}).values()) + [[w + "</w>"] for w in clean]
+    for word_pieces in pieces:
+        for piece in word_pieces:
+            syms = _symbols(piece)
+            left = syms[0]
+            for right in syms[1:]:  # a chain of merges that ends in the whole piece
+                if (left, right) not in merges:
+                    merges.append((left, right))
+                left += right
+                add(left)
     tok = CLIPTokenizer(vocab=vocab, merges=merges, unk_token=EOS, bos_token=BOS, eos_token=EOS, pad_token=EOS,
                         model_max_length=model_max_length)
-    ids = {w: tuple(tok(w, add_special_tokens=False).input_ids) for w in words}
+    ids = {w: tuple(tok(w, add_special_tokens=False).input_ids) for w in clean}
     if len(set(ids.values())) != len(ids):
         raise RuntimeError("tokenizer maps distinct words to the same ids; check the transformers version")
     return tok
