@@ -23,6 +23,7 @@ __all__ = [
     "logsnr_from_alphas_cumprod",
     "trained_logsnr_range",
     "timestep_from_logsnr",
+    "interpolate_timesteps",
     "logsnr_from_timestep",
 ]
 
@@ -81,14 +82,18 @@ def timestep_from_logsnr(alpha: Tensor, alphas_cumprod: Tensor, out_of_range: st
             )
     elif out_of_range != "clip":
         raise ValueError(f"out_of_range must be 'error' or 'clip', got {out_of_range!r}")
-    a = a.clamp(lo, hi)
-    # searchsorted needs an increasing table: flip so index i <-> t = T-1-i.
-    inc = table.flip(0)
-    idx = torch.searchsorted(inc, a).clamp(1, inc.numel() - 1)
-    x0, x1 = inc[idx - 1], inc[idx]
-    frac = (a - x0) / (x1 - x0)
-    t_inc = (idx - 1).to(torch.float64) + frac
-    return (table.numel() - 1) - t_inc
+    return interpolate_timesteps(a, table.flip(0))
+
+
+def interpolate_timesteps(alpha: Tensor, inc_table: Tensor) -> Tensor:
+    """The interpolation core of :func:`timestep_from_logsnr` (out_of_range="clip"), with
+    the table given *increasing* (``logsnr_table.flip(0)``, index i <-> t = T-1-i) and on
+    alpha's device: no validation, hence no host synchronisation on an accelerator."""
+    a = alpha.to(torch.float64).clamp(inc_table[0], inc_table[-1])
+    idx = torch.searchsorted(inc_table, a).clamp(1, inc_table.numel() - 1)
+    x0, x1 = inc_table[idx - 1], inc_table[idx]
+    t_inc = (idx - 1).to(torch.float64) + (a - x0) / (x1 - x0)
+    return (inc_table.numel() - 1) - t_inc
 
 
 def logsnr_from_timestep(t: Tensor, alphas_cumprod: Tensor) -> Tensor:

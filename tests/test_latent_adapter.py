@@ -16,7 +16,7 @@ from infodiff_lightning import (conditional_mi, informations, logsnr_from_timest
                                 sample_draws, timestep_from_logsnr, trained_logsnr_range)
 from infodiff_lightning.conditions import remove_word
 from infodiff_lightning.denoisers import LatentDiffusionDenoiser
-from infodiff_lightning.denoisers.diffusers_common import interpolate_timesteps
+from infodiff_lightning.logsnr import interpolate_timesteps
 from infodiff_lightning.denoisers.prediction import eps_from_prediction
 from infodiff_lightning.estimators import default_sampler
 from infodiff_lightning.logsnr import logsnr_from_alphas_cumprod
@@ -104,12 +104,16 @@ def test_alpha_maps_to_a_fractional_timestep_by_interpolation(den):
     assert torch.allclose(logsnr_from_timestep(t.double(), den.scheduler.alphas_cumprod), alpha, atol=1e-4)
 
 
-def test_device_side_interpolation_equals_timestep_from_logsnr(den):
-    # The branch eps_hat takes for alphas on an accelerator (no host sync), run on CPU.
+def test_device_side_interpolation_equals_linear_interpolation_of_the_table(den):
+    # The branch eps_hat takes for alphas on an accelerator (no host sync), run on CPU,
+    # against numpy's independent piecewise-linear interpolation of t over logsnr(t).
+    import numpy as np
+
     alpha = torch.linspace(*den.alpha_range, 101, dtype=torch.float64)
     table = logsnr_from_alphas_cumprod(den.scheduler.alphas_cumprod).flip(0)
-    assert torch.allclose(interpolate_timesteps(alpha, table),
-                          timestep_from_logsnr(alpha, den.scheduler.alphas_cumprod), atol=1e-9)
+    n = table.numel()
+    expected = (n - 1) - np.interp(alpha.numpy(), table.numpy(), np.arange(n, dtype=np.float64))
+    assert np.allclose(interpolate_timesteps(alpha, table).numpy(), expected, atol=1e-9)
 
 
 def test_eps_hat_equals_a_direct_unet_call_at_the_interpolated_timestep(den):

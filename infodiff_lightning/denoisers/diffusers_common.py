@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..logsnr import logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
+from ..logsnr import interpolate_timesteps, logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
 from .base import Column, column_len
 from .prediction import check_prediction_type, eps_from_prediction
 from .text_encoding import PromptEncoder
@@ -42,17 +42,6 @@ AUTOCAST_DTYPES = {"auto": "auto", None: None, "none": None, "float16": torch.fl
 
 
 # ----------------------------------------------------------------------------- schedule
-
-def interpolate_timesteps(alpha: Tensor, inc_table: Tensor) -> Tensor:
-    """timestep_from_logsnr(alpha, ..., out_of_range="clip") on alpha's device, with the
-    log-SNR table given *increasing* (``table.flip(0)``) and already on that device: no
-    validation and hence no host synchronisation."""
-    a = alpha.to(torch.float64).clamp(inc_table[0], inc_table[-1])
-    idx = torch.searchsorted(inc_table, a).clamp(1, inc_table.numel() - 1)
-    x0, x1 = inc_table[idx - 1], inc_table[idx]
-    t_inc = (idx - 1).to(torch.float64) + (a - x0) / (x1 - x0)
-    return (inc_table.numel() - 1) - t_inc
-
 
 def _alphas_cumprod(scheduler: Any) -> Tensor:
     if isinstance(scheduler, Tensor):
