@@ -97,7 +97,7 @@ def information_terms(errors: Errors, pair_index: int, pair: tuple[int, int], es
 def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs: Sequence[tuple[int, int]], *,
                  estimator: str = "orthogonal", n_draws: int = 64, sampler: AlphaSampler | None = None,
                  generator: torch.Generator | int | None = None, draws: Draws | None = None,
-                 maps: bool = False, microbatch: int = 4096, return_terms: bool = False) -> list[Estimate]:
+                 maps: bool = False, microbatch: int | None = None, return_terms: bool = False) -> list[Estimate]:
     """Information of column ``cond`` relative to column ``ref`` for each pair (ref, cond),
     all from one pass with shared draws. ``maps`` adds per-element maps (orthogonal maps
     for the orthogonal estimator, error-difference maps for the standard one)."""
@@ -145,7 +145,7 @@ class MMSECurve:
 
 
 def mmse_curve(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], alphas: Tensor, *, n_eps: int = 8,
-               generator: torch.Generator | int | None = None, microbatch: int = 4096) -> MMSECurve:
+               generator: torch.Generator | int | None = None, microbatch: int | None = None) -> MMSECurve:
     """MMSE of each condition column at each log-SNR in ``alphas`` (shared eps draws)."""
     alphas = torch.as_tensor(alphas, dtype=torch.float64).flatten()
     if alphas.numel() == 0:
@@ -214,7 +214,7 @@ class _GaussianReference:
 
 def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, reference_mean=0.0, reference_cov=1.0,
         n_draws: int = 256, sampler: AlphaSampler | None = None, generator: torch.Generator | int | None = None,
-        draws: Draws | None = None, microbatch: int = 4096) -> Estimate:
+        draws: Draws | None = None, microbatch: int | None = None) -> Estimate:
     """-log p(x [| c]) in nats, pointwise (Kong et al. 2023, with a Gaussian reference G):
 
         -log p(x) = -log p_G(x) + 1/2 Int E_eps[ ||eps - eps_hat(x_a)||^2 - ||eps - eps_hat_G(x_a)||^2 ] da

@@ -44,14 +44,15 @@ def _map_reduce(d: Tensor, channel_dim: int | None) -> Tensor:
 
 def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], draws: Draws,
                     pairs: Sequence[tuple[int, int]] = (), maps: str | None = None,
-                    channel_dim: int | str | None = "auto", microbatch: int = 4096) -> Errors:
+                    channel_dim: int | str | None = "auto", microbatch: int | None = None) -> Errors:
     """Evaluate eps_hat for every (image n, draw s, condition k) and reduce to errors.
 
     ``x``: (N, *shape) clean inputs (for latent models, the latents). ``columns``: K
     condition columns of N entries each. ``pairs``: (ref, cond) column indices whose
     gaps are wanted. ``maps``: None, "orthogonal" or "standard" per-element maps for
     every pair. ``channel_dim``: axis of one sample summed in maps ("auto": the channel
-    axis of (C, H, W) inputs, none for vectors). ``microbatch``: denoiser inputs per call.
+    axis of (C, H, W) inputs, none for vectors). ``microbatch``: denoiser inputs per call
+    (default: the denoiser's ``default_microbatch``, else 4096).
     """
     n, k = int(x.shape[0]), len(columns)
     if n == 0:
@@ -69,6 +70,8 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
             raise ValueError(f"pair {p} does not index two of the {k} condition columns")
     if maps not in (None, "orthogonal", "standard"):
         raise ValueError(f"maps must be None, 'orthogonal' or 'standard', got {maps!r}")
+    if microbatch is None:
+        microbatch = int(getattr(denoiser, "default_microbatch", 4096))
     if microbatch < 1:
         raise ValueError(f"microbatch must be >= 1, got {microbatch}")
     if channel_dim == "auto":

@@ -252,7 +252,7 @@ def _candidate_columns(candidates, n: int, name: str) -> list[Column]:
 def pid(denoiser: Denoiser, x: Tensor, ref: Column | None, y1: Column, y2: Column, y12: Column, *,
         estimator: str = "orthogonal", redundancy: str = "mmi", maps: bool = False, n_draws: int = 64,
         sampler: AlphaSampler | None = None, generator: torch.Generator | int | None = None,
-        draws: Draws | None = None, microbatch: int = 4096, candidates1: Sequence[Column] | None = None,
+        draws: Draws | None = None, microbatch: int | None = None, candidates1: Sequence[Column] | None = None,
         prior1: Tensor | None = None, candidates2: Sequence[Column] | None = None, prior2: Tensor | None = None,
         return_terms: bool = False) -> PIDEstimate:
     """PID of image x with sources y1, y2 (CPID when ``ref`` is a context c).

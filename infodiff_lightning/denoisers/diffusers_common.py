@@ -81,6 +81,10 @@ class DiffusersDenoiser:
     tensor of abar_t (then ``prediction_type`` defaults to "epsilon").
     """
 
+    #: UNet inputs per call when an estimator is not told: conservative for SD-sized UNets
+    #: on a GPU; raise it (estimator argument microbatch=) for small models.
+    default_microbatch = 64
+
     def __init__(self, unet: torch.nn.Module, scheduler: Any, *, prediction_type: str | None = None,
                  device: torch.device | str | None = None, autocast_dtype: Any = "auto"):
         self.unet = unet
