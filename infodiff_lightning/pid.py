@@ -13,7 +13,7 @@ and a redundancy measure r = R(x; y1, y2), the four PID terms are
     unique       u1 = i1 - r,   u2 = i2 - r                                        (PID-1)
     synergy      s  = i12 - i1 - i2 + r
 
-so that r + u1 + u2 = ... + s = i12 by construction. Two redundancy measures:
+so that r + u1 + u2 + s = i12 by construction. Two redundancy measures:
 
 * ``"mmi"`` (minimum mutual information, the default): r = min(i1, i2). At image level
   the minimum is taken of the two image-level estimates; for maps it is taken per

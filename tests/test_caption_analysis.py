@@ -65,3 +65,29 @@ def test_two_process_analysis_gives_the_single_process_values(run):
     for key in a:
         assert b[key]["images"] == a[key]["images"]
         assert b[key]["mean"] == pytest.approx(a[key]["mean"], rel=1e-4), key
+
+
+def test_a_failing_batch_is_recorded_and_the_job_goes_on(run, tmp_path, monkeypatch):
+    import lightning as L
+
+    import infodiff_lightning.modules.caption_analysis as job
+    from infodiff_lightning.data import CaptionedShapesData
+
+    real, calls = job.caption_contrasts, []
+
+    def flaky(*args, **kwargs):  # the second batch (ids 36..39) breaks
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated out-of-memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "caption_contrasts", flaky)
+    module = job.CaptionAnalysis(pretrained=str(run[2]), words=["red"], n_draws=2, maps=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer.test(module, datamodule=CaptionedShapesData(n_train=32, n_val=8, batch_size=4), verbose=False)
+    rows = [json.loads(x) for x in (tmp_path / "per_image.rank0.jsonl").read_text().splitlines()]
+    failures = [json.loads(x) for x in (tmp_path / "failures.rank0.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == [32, 33, 34, 35]  # the first batch is kept
+    assert failures[0]["ids"] == [36, 37, 38, 39] and "simulated out-of-memory" in failures[0]["error"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mi"]["images"] == 4
