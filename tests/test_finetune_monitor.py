@@ -187,3 +187,33 @@ def test_probe_images_of_the_wrong_size_fail_before_training():
     with pytest.raises(ValueError, match="probe image .* has shape \\(3, 32, 32\\)"):
         trainer.fit(module, datamodule=CaptionedShapesData(n_train=16, n_val=8, image_size=32, batch_size=8))
     assert trainer.global_step == 0
+
+
+def test_min_snr_weights_never_exceed_one_for_epsilon_prediction():
+    # w(t) = min(snr, gamma) / snr: 1 where snr <= gamma, smaller elsewhere. With a huge
+    # gamma the loss is the plain one; with gamma = 1 it is smaller on the same draws.
+    module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))
+    batch = CaptionedShapesData(n_train=8, n_val=8, batch_size=8).train_set
+    images = torch.stack([batch[i]["image"] for i in range(8)])
+    captions = [batch[i]["caption"] for i in range(8)]
+
+    def loss(gamma):
+        module.hparams.min_snr_gamma = gamma
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return float(module.loss(images, captions))
+
+    plain, huge, one = loss(None), loss(1e9), loss(1.0)
+    assert huge == pytest.approx(plain, rel=1e-6)
+    assert one < plain
+
+
+def test_text_encoder_trains_only_when_asked(tmp_path):
+    frozen = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS), learning_rate=1e-2)
+    trained = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS), learning_rate=1e-2, train_text_encoder=True)
+    changed = {}
+    for name, module in (("frozen", frozen), ("trained", trained)):
+        before = {k: v.clone() for k, v in module.text_encoder.state_dict().items()}
+        quick_fit(module, tmp_path)
+        changed[name] = any(not torch.equal(before[k], v) for k, v in module.text_encoder.state_dict().items())
+    assert changed == {"frozen": False, "trained": True}
