@@ -29,7 +29,7 @@ from infodiff_lightning.contrasts import caption_contrasts, contains_word
 from infodiff_lightning.draws import Draws, draws_for_ids
 from infodiff_lightning.estimators import default_sampler
 from infodiff_lightning.evaluate import denoiser_errors
-from infodiff_lightning.metrics import InformationMap, PointwiseInformation
+from infodiff_lightning.metrics import InformationMap, PartialInformation, PointwiseInformation
 from infodiff_lightning.pid import PID_TERMS
 from infodiff_lightning.viz import mmse_figure, overlay
 
@@ -116,8 +116,7 @@ class InformationMonitor(Callback):
         for w in self.words:
             m[f"cmi/{w}"] = PointwiseInformation()
         for w1, w2 in self.pairs:
-            for term in PID_TERMS:
-                m[f"pid/{w1}+{w2}/{term}"] = PointwiseInformation()
+            m[f"pid/{w1}+{w2}"] = PartialInformation()
         if self.mmse_points:
             m["mmse_curve"] = InformationMap((2, n_alpha))
         return {k: v.to(device) for k, v in m.items()}
@@ -169,8 +168,7 @@ class InformationMonitor(Callback):
         for (w1, w2), pid in res.pid.items():
             has = res.present[(w1, w2)]
             if bool(has.any()):
-                for term, e in zip(PID_TERMS, pid.terms()):
-                    metrics[f"pid/{w1}+{w2}/{term}"].update(e.value[has])
+                metrics[f"pid/{w1}+{w2}"].update(pid.values()[has])
         if alphas is not None:
             n_eps = self.mmse_eps
             a = alphas.repeat_interleave(n_eps).expand(len(items), -1).clone()
@@ -188,9 +186,16 @@ class InformationMonitor(Callback):
         step = trainer.global_step
         scalars = {}
         for name, r in results.items():
-            if isinstance(r, dict):
+            if not isinstance(r, dict):
+                continue
+            several = float(r["count"]) > 1
+            if name.startswith("pid/"):
+                for term in PID_TERMS:
+                    scalars[f"info/{name}/{term}/value"] = float(r[term])
+                    scalars[f"info/{name}/{term}/stderr"] = float(r[f"{term}_stderr"]) if several else 0.0
+            else:
                 scalars[f"info/{name}/value"] = float(r["mean"])
-                scalars[f"info/{name}/stderr"] = float(r["stderr"]) if float(r["count"]) > 1 else 0.0
+                scalars[f"info/{name}/stderr"] = float(r["stderr"]) if several else 0.0
         elapsed = time.perf_counter() - (self._fit_start or time.perf_counter())
         scalars["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
         scalars["info/monitor/ema"] = 1.0 if on_ema else 0.0

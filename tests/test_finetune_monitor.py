@@ -91,7 +91,8 @@ def test_fixed_draws_give_identical_points_when_the_model_does_not_change(two_st
 def test_two_process_ddp_logs_the_single_process_values(two_step_run, tmp_path):
     ddp = fit(tmp_path, "ddp", "--model.init_args.learning_rate", "0.0", "--trainer.devices", "2",
               "--trainer.strategy", "ddp") / "version_0"
-    for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/value"):
+    for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/value",
+                "info/pid/green+square/redundancy/value", "info/pid/green+square/synergy/value"):
         one, two = scalars(two_step_run, tag), scalars(ddp, tag)
         assert two[2] == pytest.approx(one[2], rel=1e-5), tag
 
