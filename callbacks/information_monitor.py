@@ -142,7 +142,7 @@ class InformationMonitor(Callback):
                 for name, metric in metrics.items():  # collectives: every rank, same order
                     results[name] = metric.compute()
             self.monitor_seconds += time.perf_counter() - t0  # before logging, so the share includes this one
-            self._log(trainer, pl_module, results, local, local_maps, alphas, bool(on_ema))
+            self._log(trainer, results, local_maps, alphas, bool(on_ema))
         finally:
             pl_module.train(was_training)
         if record:
@@ -180,7 +180,7 @@ class InformationMonitor(Callback):
             metrics["mmse_curve"].update(per_image)
         return local_maps
 
-    def _log(self, trainer, pl_module, results, local, local_maps, alphas, on_ema: bool) -> None:
+    def _log(self, trainer, results, local_maps, alphas, on_ema: bool) -> None:
         if not trainer.is_global_zero:
             return
         step = trainer.global_step

@@ -13,7 +13,6 @@ alpha error near t = 0).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor

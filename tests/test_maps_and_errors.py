@@ -1,5 +1,4 @@
 """Per-element maps, exact zeros, micro-batching, and clear errors for bad input."""
-import math
 
 import pytest
 import torch

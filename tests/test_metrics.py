@@ -1,5 +1,4 @@
 """torchmetrics shells: sum states make updates additive and syncs exact."""
-import math
 
 import pytest
 import torch
