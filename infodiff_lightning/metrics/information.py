@@ -17,6 +17,15 @@ from ..estimators import Estimate
 __all__ = ["PointwiseInformation", "MutualInformation", "ConditionalMutualInformation", "InformationMap"]
 
 
+def mean_and_stderr(total: Tensor, total_sq: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard error (sample std / sqrt(count)) from sum states; NaN stderr for one sample."""
+    mean = total / count
+    if float(count) <= 1:
+        return mean, torch.full_like(mean, math.nan)
+    var = (total_sq / count - mean**2).clamp_min(0) * count / (count - 1)
+    return mean, (var / count).sqrt()
+
+
 def _values(estimate: Estimate | Tensor) -> Tensor:
     v = estimate.value if isinstance(estimate, Estimate) else torch.as_tensor(estimate)
     return v.detach().to(torch.float64).flatten()
@@ -54,9 +63,7 @@ class PointwiseInformation(Metric):
     def compute(self) -> dict[str, Tensor]:
         if float(self.count) == 0:
             raise ValueError("PointwiseInformation.compute: no samples were added (zero samples)")
-        mean = self.total / self.count
-        var = (self.total_sq / self.count - mean**2).clamp_min(0) * self.count / (self.count - 1).clamp_min(1)
-        stderr = (var / self.count).sqrt() if float(self.count) > 1 else torch.full_like(mean, math.nan)
+        mean, stderr = mean_and_stderr(self.total, self.total_sq, self.count)
         return {"mean": mean, "stderr": stderr, "count": self.count.clone(), "n_evals": self.n_evals.clone()}
 
 

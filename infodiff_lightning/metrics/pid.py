@@ -8,13 +8,13 @@ for a map shape fixed at construction.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from ..pid import PID_TERMS, PIDEstimate
+from .information import mean_and_stderr
 
 __all__ = ["PartialInformation", "PartialInformationMap"]
 
@@ -63,12 +63,7 @@ class PartialInformation(Metric):
     def compute(self) -> dict[str, Tensor]:
         if float(self.count) == 0:
             raise ValueError("PartialInformation.compute: no samples were added (zero samples)")
-        mean = self.total / self.count
-        if float(self.count) > 1:
-            var = (self.total_sq / self.count - mean**2).clamp_min(0) * self.count / (self.count - 1)
-            stderr = (var / self.count).sqrt()
-        else:
-            stderr = torch.full_like(mean, math.nan)
+        mean, stderr = mean_and_stderr(self.total, self.total_sq, self.count)
         out: dict[str, Tensor] = {}
         for j, name in enumerate(PID_TERMS):
             out[name] = mean[j]
