@@ -10,7 +10,11 @@ only because the model changed:
 - info/pid/<w1>+<w2>/<term>/value, ...      conditional PID terms of word pairs (if pairs)
 - images info/maps/<word>                   CMI heat map over the first probe image with the word
 - figure info/mmse                          MMSE of null and full caption over log-SNR
+                                            (eps keyed by probe id: the same on any number of ranks)
 - info/monitor/time_share, info/monitor/ema share of wall time spent here; 1 if EMA weights measured
+
+A stderr over several images is std over images / sqrt(count); over a single image it
+is that image's own Monte-Carlo error: never 0 unless known to be 0.
 
 The probe is split across ranks and reduced with torchmetrics; every rank calls every
 collective, only TensorBoard writing is rank zero.
@@ -26,14 +30,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from infodiff_lightning.contrasts import caption_contrasts, contains_word
-from infodiff_lightning.draws import Draws, draws_for_ids
-from infodiff_lightning.estimators import default_sampler
-from infodiff_lightning.evaluate import denoiser_errors
+from infodiff_lightning.draws import draws_for_ids
+from infodiff_lightning.estimators import Estimate, default_sampler
 from infodiff_lightning.metrics import InformationMap, PartialInformation, PointwiseInformation
+from infodiff_lightning.mmse import mmse_curve, mmse_eps_for_ids
 from infodiff_lightning.pid import PID_TERMS
 from infodiff_lightning.viz import mmse_figure, overlay
 
 __all__ = ["InformationMonitor"]
+
+#: The MMSE-figure eps of a probe image come from id_generator(seed + this, id), so they
+#: are keyed by probe id like the estimator draws (id_generator(seed, id)) yet differ from them.
+MMSE_SEED_OFFSET = 1
 
 
 class InformationMonitor(Callback):
@@ -53,7 +61,7 @@ class InformationMonitor(Callback):
     """
 
     def __init__(self, words: Sequence[str] = (), pairs: Sequence[Sequence[str]] = (), probe_size: int = 8,
-                 every_n_steps: int | None = 50, at_validation_end: bool = False, n_draws: int = 16,
+                 every_n_steps: int | None = 50, at_validation_end: bool = False, n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
                  use_ema: bool = True, seed: int = 0, microbatch: int = 256):
         if every_n_steps is not None and every_n_steps < 1:
@@ -160,25 +168,28 @@ class InformationMonitor(Callback):
         local_maps = {}
         for w, est in res.cmi.items():
             has = res.present[w]
-            if bool(has.any()):
-                metrics[f"cmi/{w}"].update(est.value[has])
+            if bool(has.any()):  # with each image's own stderr, so one image has a known error
+                metrics[f"cmi/{w}"].update(Estimate(est.value[has], est.stderr[has], est.n_evals))
                 if est.map is not None:
                     first = int(has.nonzero()[0])
                     local_maps[w] = (items[first]["image"], est.map[first])
         for (w1, w2), pid in res.pid.items():
             has = res.present[(w1, w2)]
             if bool(has.any()):
-                metrics[f"pid/{w1}+{w2}"].update(pid.values()[has])
+                metrics[f"pid/{w1}+{w2}"].update(pid.values()[has], pid.stderrs()[has])
         if alphas is not None:
-            n_eps = self.mmse_eps
-            a = alphas.repeat_interleave(n_eps).expand(len(items), -1).clone()
-            g = torch.Generator().manual_seed(self.seed + 1)
-            eps = torch.randn((len(items), a.shape[1], *x.shape[1:]), generator=g)
-            curve = denoiser_errors(denoiser, x, [denoiser.null_conditions(len(items)), captions],
-                                    Draws(a, torch.ones_like(a), eps), microbatch=self.microbatch)
-            per_image = curve.mse.reshape(len(items), len(alphas), n_eps, 2).mean(2).permute(0, 2, 1)  # (N, 2, G)
-            metrics["mmse_curve"].update(per_image)
+            metrics["mmse_curve"].update(self.mmse_per_image(denoiser, x, items, alphas))
         return local_maps
+
+    def mmse_per_image(self, denoiser, x, items, alphas) -> torch.Tensor:
+        """(N, 2, G) MMSE curves of the null and full caption of each probe item.
+
+        Each item's eps are keyed by (seed + MMSE_SEED_OFFSET, its id), so an item's curve
+        is the same whichever rank measures it and whatever items share its batch."""
+        eps = mmse_eps_for_ids([it["id"] for it in items], len(alphas), self.mmse_eps, tuple(x.shape[1:]),
+                               self.seed + MMSE_SEED_OFFSET)
+        columns = [denoiser.null_conditions(len(items)), [it["caption"] for it in items]]
+        return mmse_curve(denoiser, x, columns, alphas, eps=eps, microbatch=self.microbatch).per_image
 
     def _log(self, trainer, results, local_maps, alphas, on_ema: bool) -> None:
         if not trainer.is_global_zero:
@@ -188,14 +199,14 @@ class InformationMonitor(Callback):
         for name, r in results.items():
             if not isinstance(r, dict):
                 continue
-            several = float(r["count"]) > 1
+            # stderrs as computed: over one image, its own Monte-Carlo error -- never a made-up 0.
             if name.startswith("pid/"):
                 for term in PID_TERMS:
                     scalars[f"info/{name}/{term}/value"] = float(r[term])
-                    scalars[f"info/{name}/{term}/stderr"] = float(r[f"{term}_stderr"]) if several else 0.0
+                    scalars[f"info/{name}/{term}/stderr"] = float(r[f"{term}_stderr"])
             else:
                 scalars[f"info/{name}/value"] = float(r["mean"])
-                scalars[f"info/{name}/stderr"] = float(r["stderr"]) if several else 0.0
+                scalars[f"info/{name}/stderr"] = float(r["stderr"])
         elapsed = time.perf_counter() - (self._fit_start or time.perf_counter())
         scalars["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
         scalars["info/monitor/ema"] = 1.0 if on_ema else 0.0

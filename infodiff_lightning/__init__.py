@@ -4,7 +4,8 @@ The functional core (plain torch functions) is importable from the top level; Li
 shells live in ``infodiff_lightning.modules``, torchmetrics in ``infodiff_lightning.metrics``.
 """
 from .draws import Draws, draws_for_ids, sample_draws
-from .estimators import (Estimate, MMSECurve, bits_per_dim, conditional_mi, default_sampler, informations, mmse_curve,
+from .mmse import MMSECurve, mmse_curve
+from .estimators import (Estimate, bits_per_dim, conditional_mi, default_sampler, informations,
                          nll, pointwise_mi)
 from .evaluate import Errors, denoiser_errors
 from .integrate import AlphaSampler, Grid, TruncatedLogistic, Uniform

@@ -89,17 +89,18 @@ def caption_contrasts(denoiser: Denoiser, x: Tensor, captions: Sequence[str], wo
         return information_terms(err, p, contrasts[p], "orthogonal")
 
     def map_of(p):
-        return None if err.maps is None else err.maps[:, p]
+        return err.draw_map(p)
 
-    out = ContrastResult(mi=summarize(terms(0), err.n_evals, map=map_of(0)), n_evals=err.n_evals)
+    out = ContrastResult(mi=summarize(terms(0), err.n_evals, err.design, draw_map=map_of(0)), n_evals=err.n_evals)
     for j, w in enumerate(words, start=1):
-        out.cmi[w] = summarize(terms(j), err.n_evals, map=map_of(j))
+        out.cmi[w] = summarize(terms(j), err.n_evals, err.design, draw_map=map_of(j))
         out.present[w] = torch.tensor([contains_word(c, w, tokenizer) for c in captions])
     base = 1 + len(words)
     for q, (w1, w2) in enumerate(pairs):
         p = base + 3 * q
-        pid_maps = None if err.maps is None else (map_of(p), map_of(p + 1), map_of(p + 2))
-        out.pid[(w1, w2)] = pid_from_terms(terms(p), terms(p + 1), terms(p + 2), maps=pid_maps, n_evals=err.n_evals)
+        pid_maps = None if err.draw_maps is None else (map_of(p), map_of(p + 1), map_of(p + 2))
+        out.pid[(w1, w2)] = pid_from_terms(terms(p), terms(p + 1), terms(p + 2), maps=pid_maps, design=err.design,
+                                           n_evals=err.n_evals)
         out.present[(w1, w2)] = torch.tensor([contains_word(c, w1, tokenizer) and contains_word(c, w2, tokenizer)
                                               for c in captions])
     return out

@@ -13,17 +13,23 @@ import torch
 from torch import Tensor
 
 from .integrate import AlphaSampler
+from .uncertainty import check_design
 
 __all__ = ["Draws", "sample_draws", "draws_for_ids", "id_generator"]
 
 
 @dataclass
 class Draws:
-    """alpha and weight (N, S) and eps (N, S, *shape) for N images and S draws each."""
+    """alpha and weight (N, S) and eps (N, S, *shape) for N images and S draws each.
+
+    ``design`` says how the S draws of an image relate ("iid", "paired": two draws per
+    stratum, "grid": deterministic alpha); it decides the standard-error formula
+    (uncertainty.py). Draws built by hand are "iid" unless told otherwise."""
 
     alpha: Tensor
     weight: Tensor
     eps: Tensor
+    design: str = "iid"
 
     def __post_init__(self) -> None:
         if self.alpha.ndim != 2:
@@ -34,6 +40,7 @@ class Draws:
             raise ValueError(f"Draws.eps must start with (N, S) = {tuple(self.alpha.shape)}, got {tuple(self.eps.shape)}")
         if self.alpha.shape[1] < 1:
             raise ValueError("Draws need at least one draw per image (S >= 1)")
+        check_design(self.design, self.n_draws)
 
     @property
     def n_images(self) -> int:
@@ -44,7 +51,7 @@ class Draws:
         return int(self.alpha.shape[1])
 
     def select(self, index: Tensor) -> "Draws":
-        return Draws(self.alpha[index], self.weight[index], self.eps[index])
+        return Draws(self.alpha[index], self.weight[index], self.eps[index], self.design)
 
 
 def sample_draws(n_images: int, n_draws: int, shape: tuple[int, ...], sampler: AlphaSampler,
@@ -54,7 +61,7 @@ def sample_draws(n_images: int, n_draws: int, shape: tuple[int, ...], sampler: A
         raise ValueError(f"need n_images >= 1 and n_draws >= 1, got {n_images}, {n_draws}")
     alpha, weight = sampler.sample((n_images, n_draws), generator)
     eps = torch.randn((n_images, n_draws, *shape), generator=generator, dtype=dtype)
-    return Draws(alpha, weight, eps)
+    return Draws(alpha, weight, eps, sampler.design)
 
 
 def id_generator(seed: int, sample_id: int) -> torch.Generator:
@@ -71,4 +78,4 @@ def draws_for_ids(ids, n_draws: int, shape: tuple[int, ...], sampler: AlphaSampl
         raise ValueError("draws_for_ids: no sample ids given")
     parts = [sample_draws(1, n_draws, shape, sampler, id_generator(seed, i), dtype) for i in ids]
     return Draws(torch.cat([p.alpha for p in parts]), torch.cat([p.weight for p in parts]),
-                 torch.cat([p.eps for p in parts]))
+                 torch.cat([p.eps for p in parts]), sampler.design)

@@ -6,9 +6,11 @@ With the squared errors of one denoiser pass (evaluate.py) and importance weight
     orthogonal io(x; y | c) = 1/2 E_q[ w  ||eps_hat(.|c) - eps_hat(.|y,c)||^2 ]                       (eq. 7)
 
 c = null gives pointwise MI, c = "the prompt without the word" gives CMI of the word.
-Each estimate is the mean of per-draw terms t_s = 1/2 w_s (...) with standard error
-std(t)/sqrt(S); a dataset-level value is the mean over images, with standard error
-std over images / sqrt(N) (which includes both sampling and integration noise).
+Each estimate is the mean of per-draw terms t_s = 1/2 w_s (...); its standard error
+follows the design of the draws (uncertainty.py: iid, paired strata, or none for a
+grid) and is scaled for the number of draws so that +-1.96 stderr is a 95% interval.
+A dataset-level value is the mean over images, with standard error std over images /
+sqrt(N) (which includes both sampling and integration noise).
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from .denoisers.base import Column, Denoiser
 from .draws import Draws, sample_draws
 from .evaluate import Errors, denoiser_errors
 from .integrate import AlphaSampler, TruncatedLogistic
+from .uncertainty import estimate_stderr, mean_stderr
 
 __all__ = [
     "Estimate", "default_sampler", "make_draws", "information_terms", "informations",
-    "pointwise_mi", "conditional_mi", "mmse_curve", "MMSECurve", "nll", "bits_per_dim",
+    "pointwise_mi", "conditional_mi", "nll", "bits_per_dim",
 ]
 
 ESTIMATORS = ("standard", "orthogonal")
@@ -34,7 +37,11 @@ ESTIMATORS = ("standard", "orthogonal")
 
 @dataclass
 class Estimate:
-    """Per-image estimates (N,), their standard errors, and what they cost."""
+    """Per-image estimates (N,), their standard errors, and what they cost.
+
+    ``stderr`` is the calibrated standard error of the Monte-Carlo integral of each image
+    (uncertainty.py, eq. CAL; NaN for grid draws). ``map`` / ``map_stderr``: per-element
+    map (N, *map_shape) and its per-element standard error."""
 
     value: Tensor
     stderr: Tensor
@@ -42,20 +49,27 @@ class Estimate:
     terms: Tensor | None = None  # (N, S) per-draw terms; value = terms.mean(1)
     map: Tensor | None = None  # (N, *map_shape); sums to value for orthogonal maps
     extra: dict = field(default_factory=dict)
+    map_stderr: Tensor | None = None  # (N, *map_shape)
 
     def mean(self) -> tuple[float, float]:
-        """Dataset-level mean over images and its standard error."""
+        """Dataset-level mean over images and its standard error (std over images /
+        sqrt(N); for one image, that image's own standard error)."""
         n = self.value.numel()
         if n == 1:
             return float(self.value), float(self.stderr)
         return float(self.value.mean()), float(self.value.std() / math.sqrt(n))
 
 
-def summarize(terms: Tensor, n_evals: int, keep_terms: bool = False, map: Tensor | None = None) -> Estimate:
-    """Mean of per-draw terms (N, S) per image, with std(t)/sqrt(S) standard errors."""
-    s = terms.shape[1]
-    stderr = terms.std(1) / math.sqrt(s) if s > 1 else torch.full(terms.shape[:1], float("nan"), dtype=terms.dtype)
-    return Estimate(terms.mean(1), stderr, n_evals, terms if keep_terms else None, map)
+def summarize(terms: Tensor, n_evals: int, design: str = "iid", keep_terms: bool = False,
+              draw_map: Tensor | None = None) -> Estimate:
+    """Mean of per-draw terms (N, S) per image with its calibrated standard error
+    (uncertainty.estimate_stderr), and of per-draw map terms (N, S, *map_shape) when
+    given, element by element (with the CAL formula: a bootstrap per pixel costs too much)."""
+    value, stderr = estimate_stderr(terms, design)
+    est = Estimate(value, stderr, n_evals, terms if keep_terms else None)
+    if draw_map is not None:
+        est.map, est.map_stderr = mean_stderr(draw_map.movedim(1, -1), design)
+    return est
 
 
 def default_sampler(denoiser: Denoiser) -> AlphaSampler:
@@ -112,7 +126,7 @@ def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs
     out = []
     for p, pair in enumerate(pairs):
         terms = information_terms(err, p, pair, estimator)
-        est = summarize(terms, err.n_evals, return_terms, None if err.maps is None else err.maps[:, p])
+        est = summarize(terms, err.n_evals, err.design, return_terms, err.draw_map(p))
         est.extra["alpha"] = err.alpha if return_terms else None
         out.append(est)
     return out
@@ -128,43 +142,6 @@ def conditional_mi(denoiser: Denoiser, x: Tensor, condition: Column, context: Co
     """i(x; w | c): ``condition`` is (w, c) (e.g. the full prompt), ``context`` is c alone
     (e.g. the prompt without the word). Two conditions per draw, not three."""
     return informations(denoiser, x, [context, condition], [(0, 1)], **kw)[0]
-
-
-@dataclass
-class MMSECurve:
-    """mmse[k, g] = E ||eps - eps_hat(x_alpha_g | c_k)||^2 averaged over images and eps."""
-
-    alpha: Tensor  # (G,)
-    mmse: Tensor  # (K, G)
-    stderr: Tensor  # (K, G)
-    n_evals: int
-
-    def gap(self, ref: int = 0, cond: int = 1) -> tuple[Tensor, Tensor]:
-        """mmse(ref) - mmse(cond) per alpha; the MI integrand is half of it."""
-        return self.mmse[ref] - self.mmse[cond], (self.stderr[ref] ** 2 + self.stderr[cond] ** 2).sqrt()
-
-
-def mmse_curve(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], alphas: Tensor, *, n_eps: int = 8,
-               generator: torch.Generator | int | None = None, microbatch: int | None = None) -> MMSECurve:
-    """MMSE of each condition column at each log-SNR in ``alphas`` (shared eps draws)."""
-    alphas = torch.as_tensor(alphas, dtype=torch.float64).flatten()
-    if alphas.numel() == 0:
-        raise ValueError("mmse_curve: empty alpha grid")
-    if n_eps < 1:
-        raise ValueError(f"n_eps must be >= 1, got {n_eps}")
-    if isinstance(generator, int):
-        generator = torch.Generator().manual_seed(generator)
-    n, g = int(x.shape[0]), alphas.numel()
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    a = alphas.repeat_interleave(n_eps).expand(n, -1).clone()
-    eps = torch.randn((n, g * n_eps, *x.shape[1:]), generator=generator, dtype=dtype)
-    draws = Draws(a, torch.ones_like(a), eps)
-    _check_alpha_range(denoiser, draws)
-    err = denoiser_errors(denoiser, x, columns, draws, microbatch=microbatch)
-    per = err.mse.reshape(n, g, n_eps, -1).permute(3, 1, 0, 2).reshape(err.mse.shape[-1], g, n * n_eps)
-    m = per.shape[-1]
-    stderr = per.std(-1) / math.sqrt(m) if m > 1 else torch.zeros_like(per[..., 0])
-    return MMSECurve(alphas, per.mean(-1), stderr, err.n_evals)
 
 
 class _GaussianReference:
@@ -234,7 +211,7 @@ def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, refer
     model = denoiser_errors(denoiser, x, [cond], draws, microbatch=microbatch)
     gauss = denoiser_errors(ref, x, [ref.null_conditions(n)], draws, microbatch=microbatch)
     terms = 0.5 * model.weight * (model.mse[..., 0] - gauss.mse[..., 0])
-    est = summarize(terms, model.n_evals)
+    est = summarize(terms, model.n_evals, model.design)
     offset = ref.neg_log_prob(x).to(est.value.dtype)
     return Estimate(est.value + offset, est.stderr, est.n_evals, extra={"dim": d})
 

@@ -4,10 +4,12 @@ Everything the estimators need comes from the squared errors of this pass:
 
     mse[n, s, k]  = ||eps_ns - eps_hat(x_alpha_ns, alpha_ns | c_nk)||^2
     gap[n, s, p]  = ||eps_hat(. | c_ref) - eps_hat(. | c_cond)||^2       for pair p = (ref, cond)
-    map[n, p, j]  = mean_s 1/2 w_ns d_j                                   per element j
+    map[n, s, p, j] = 1/2 w_ns d_j                                        per draw, element j
 
 where d_j is the squared gap (orthogonal map) or the error difference (standard map),
-summed over the channel axis for images. A micro-batch holds whole (image, draw) units
+summed over the channel axis for images. Per-draw maps are kept (not only their mean) so
+that every map gets a standard error and a PID map can choose its minimum source on
+one half of the draws and evaluate it on the other (pid.py). A micro-batch holds whole (image, draw) units
 with all K conditions of that unit, so every condition of an image sees the same
 (alpha, eps): common random numbers. Nothing in the loop synchronises with the host.
 """
@@ -32,10 +34,15 @@ class Errors:
 
     mse: Tensor  # (N, S, K)
     gap: Tensor  # (N, S, P)
-    maps: Tensor | None  # (N, P, *map_shape) or None
+    draw_maps: Tensor | None  # (N, S, P, *map_shape) per-draw map terms, or None
     weight: Tensor  # (N, S)
     alpha: Tensor  # (N, S)
     n_evals: int
+    design: str = "iid"  # of the draws (uncertainty.DESIGNS)
+
+    def draw_map(self, pair_index: int) -> Tensor | None:
+        """(N, S, *map_shape) per-draw map terms of one pair, or None without maps."""
+        return None if self.draw_maps is None else self.draw_maps[:, :, pair_index]
 
 
 def _map_reduce(d: Tensor, channel_dim: int | None) -> Tensor:
@@ -88,7 +95,7 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
     mse = torch.empty(total, k, dtype=dtype, device=device)
     gap = torch.empty(total, len(pairs), dtype=dtype, device=device)
     map_shape = _map_reduce(torch.empty(shape, device="meta"), channel_dim).shape
-    map_acc = torch.zeros(n, len(pairs), *map_shape, dtype=dtype, device=device) if maps and pairs else None
+    map_acc = torch.zeros(total, len(pairs), *map_shape, dtype=dtype, device=device) if maps and pairs else None
     finite = torch.ones((), dtype=torch.bool, device=device)
     # Flat draw index u -> (image u // s, draw u % s); CPU indices, so no device sync.
     for start in range(0, total, units):
@@ -113,15 +120,16 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
                     if maps == "standard":
                         sq = (eps - e_hat[ref]) ** 2 - (eps - e_hat[cnd]) ** 2
                     contrib = 0.5 * w.reshape(-1, *([1] * len(shape))) * sq
-                    map_acc[:, p].index_add_(0, img.to(device), _map_reduce(contrib, None if channel_dim is None else channel_dim + 1))
+                    map_acc[ud, p] = _map_reduce(contrib, None if channel_dim is None else channel_dim + 1)
     if not bool(finite):
         raise ValueError("the denoiser returned non-finite values (NaN or inf) for some inputs; "
                          "check its dtype (fp16 overflow?) and the alpha range")
     return Errors(
         mse=mse.reshape(n, s, k).cpu(),
         gap=gap.reshape(n, s, len(pairs)).cpu(),
-        maps=None if map_acc is None else (map_acc / s).cpu(),
+        draw_maps=None if map_acc is None else map_acc.reshape(n, s, len(pairs), *map_shape).cpu(),
         weight=draws.weight.to(dtype).cpu(),
         alpha=draws.alpha.cpu(),
         n_evals=n * s * k,
+        design=draws.design,
     )

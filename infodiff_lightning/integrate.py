@@ -5,11 +5,12 @@ w = 1/q. The weights are the true inverse densities of the *truncated* proposal,
 estimate is unbiased on the truncated range (a pitfall of the reference code, which
 weights by the untruncated logistic density).
 
-Every sampler returns ``(alpha, weight)`` of shape ``shape``; stratified versions place
-one uniform draw in each of n equal-probability strata along the last dimension (the
-draws of one image), which lowers the variance at equal count. The standard errors
-reported elsewhere treat the draws as independent, which is conservative for
-stratified draws.
+Every sampler returns ``(alpha, weight)`` of shape ``shape``; stratified versions split
+the proposal into S/2 equal-probability strata along the last dimension (the S draws of
+one image) and place two independent draws in each, as draws (2h, 2h+1). That lowers the
+variance at equal count and, with two draws per stratum, keeps the variance estimable
+(uncertainty.py, eq. PAIR). Each sampler names its ``design`` ("iid", "paired" or
+"grid"), which the draws carry to the standard-error formulas.
 """
 from __future__ import annotations
 
@@ -40,13 +41,17 @@ def intersect_range(a: tuple[float, float], b: tuple[float, float] | None) -> tu
 
 
 def _unit_draws(shape: tuple[int, ...], stratified: bool, generator: torch.Generator | None) -> Tensor:
-    """Uniform(0,1) draws; stratified along the last dim: u_i in [i/n, (i+1)/n)."""
+    """Uniform(0,1) draws; stratified along the last dim (S even): draws 2h and 2h+1 both
+    lie in stratum h, u in [h/(S/2), (h+1)/(S/2))."""
     if len(shape) == 0 or any(s <= 0 for s in shape):
         raise ValueError(f"need a positive number of draws, got shape {shape}")
+    n = shape[-1]
+    if stratified and n % 2:
+        raise ValueError(f"stratified sampling places two draws in each stratum: the number of draws per image "
+                         f"must be even, got {n}")
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
     if stratified:
-        n = shape[-1]
-        u = (torch.arange(n, dtype=torch.float64) + u) / n
+        u = (torch.div(torch.arange(n), 2, rounding_mode="floor").to(torch.float64) + u) / (n // 2)
     return u
 
 
@@ -55,6 +60,7 @@ class AlphaSampler:
 
     lo: float
     hi: float
+    stratified: bool = False
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -62,6 +68,11 @@ class AlphaSampler:
     def restricted(self, alpha_range: tuple[float, float] | None) -> "AlphaSampler":
         """The same proposal truncated to the intersection with ``alpha_range``."""
         raise NotImplementedError
+
+    @property
+    def design(self) -> str:
+        """How the draws of one image relate (uncertainty.DESIGNS): "iid", "paired" or "grid"."""
+        return "paired" if self.stratified else "iid"
 
     @property
     def range(self) -> tuple[float, float]:
@@ -141,10 +152,15 @@ class Uniform(AlphaSampler):
 @dataclass
 class Grid(AlphaSampler):
     """Midpoint rule: alpha_i = lo + (i + 1/2)(hi - lo)/n, n = last dim of ``shape``.
-    Every weight is hi - lo because the estimators average over the n draws."""
+    Every weight is hi - lo because the estimators average over the n draws. alpha is
+    deterministic, so no standard error is reported (NaN): the error is a quadrature bias."""
 
     lo: float = -10.0
     hi: float = 10.0
+
+    @property
+    def design(self) -> str:
+        return "grid"
 
     def __post_init__(self) -> None:
         _check_range(self.lo, self.hi, "Grid")

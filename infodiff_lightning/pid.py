@@ -13,19 +13,22 @@ and a redundancy measure r = R(x; y1, y2), the four PID terms are
     unique       u1 = i1 - r,   u2 = i2 - r                                        (PID-1)
     synergy      s  = i12 - i1 - i2 + r
 
-so that r + u1 + u2 + s = i12 by construction. Two redundancy measures:
+so that r + u1 + u2 + s = i12. Two redundancy measures:
 
-* ``"mmi"`` (minimum mutual information, the default): r = min(i1, i2). At image level
-  the minimum is taken of the two image-level estimates; for maps it is taken per
-  element (pixel), r_j = min(i1_j, i2_j).
+* ``"mmi"`` (minimum mutual information, the default): r = min(i1, i2), per image and,
+  for maps, per element (pixel). Taking the minimum of two noisy estimates is biased
+  low, most when the sources are equal; the minimum is therefore *cross-fitted*: the
+  smaller source is chosen on one half of the draws and measured on the other (eq. XFIT
+  of :func:`crossfit_min_terms`), and the standard errors come from a wild bootstrap of
+  the whole decomposition, so they include the uncertainty of that choice.
 * ``"imin"`` (Williams & Beer 2010): r = min_k I(X=x; Y_k), the smaller *specific
-  information* of the two sources about this image (see :func:`specific_information`).
-  Averaged over x ~ p(x) this is I_min(X; {Y1, Y2}) = sum_x p(x) min_k I(X=x; Y_k).
+  information* of the two sources about this image (see :func:`specific_information`),
+  bias-corrected. Averaged over x ~ p(x) this is I_min(X; {Y1, Y2}); its unique and
+  synergy terms are dataset-level quantities (see :func:`pid_from_terms`).
 
 One denoiser pass evaluates, for every (alpha, eps) draw of an image, the four conditions
 ref (null or c), y1, y2, y1+y2 (plus the candidate tokens for ``"imin"``), so every
-term is a difference of per-draw terms that share their random numbers. Each term is
-the mean of its per-draw terms and its standard error is std(per-draw terms)/sqrt(S).
+term is a difference of per-draw terms that share their random numbers.
 
 Note on signs. With the orthogonal estimator i1, i2, i12 >= 0, so r, u1, u2 >= 0 under
 "mmi"; the synergy can be negative pointwise (and its maps per pixel). It is reported as
@@ -33,6 +36,7 @@ estimated; :func:`clip_synergy_for_display` gives a clipped copy for pictures on
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -41,13 +45,14 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser, column_len
 from .draws import Draws
-from .estimators import ESTIMATORS, Estimate, _check_alpha_range, make_draws, summarize
+from .estimators import ESTIMATORS, Estimate, _check_alpha_range, information_terms, make_draws, summarize
 from .evaluate import denoiser_errors
 from .integrate import AlphaSampler
+from .uncertainty import N_BOOTSTRAP, calibrated_stderr, degrees_of_freedom, mean_stderr, skew_factor, wild_bootstrap
 
 __all__ = [
     "PID_TERMS", "REDUNDANCY_MEASURES", "PIDEstimate", "pid", "conditional_pid", "pid_from_terms",
-    "mmi_redundancy", "specific_information", "imin_redundancy", "clip_synergy_for_display",
+    "crossfit_min_terms", "mmi_pid_statistic", "specific_information", "imin_redundancy", "clip_synergy_for_display",
 ]
 
 PID_TERMS = ("redundancy", "unique1", "unique2", "synergy")
@@ -61,7 +66,8 @@ class PIDEstimate:
     informations they are built from. ``extra`` holds what the redundancy measure
     decided: ``side`` (N,) = 0 where source 1 gave the redundancy, 1 where source 2 did;
     for "imin" also ``specific1``/``specific2`` (N,) and ``posterior1``/``posterior2``
-    (N, K) over the candidate tokens."""
+    (N, K) over the candidate tokens, and ``contributions`` (N, 4), the per-image values
+    whose means are the dataset-level I_min terms."""
 
     redundancy: Estimate
     unique1: Estimate
@@ -78,13 +84,26 @@ class PIDEstimate:
         """(redundancy, unique1, unique2, synergy), in the order of ``PID_TERMS``."""
         return self.redundancy, self.unique1, self.unique2, self.synergy
 
+    def _per_image(self, what: str) -> None:
+        if self.measure == "imin":
+            raise ValueError(f"PIDEstimate.{what}: I_min unique and synergy terms are defined for the dataset, not per "
+                             "image (use mean(), contributions() or a PartialInformation metric; use "
+                             "redundancy='mmi' for per-image terms)")
+
     def values(self) -> Tensor:
-        """(N, 4) per-image [r, u1, u2, s]."""
+        """(N, 4) per-image [r, u1, u2, s] (MMI only)."""
+        self._per_image("values()")
         return torch.stack([t.value for t in self.terms()], 1)
 
     def stderrs(self) -> Tensor:
-        """(N, 4) per-image standard errors of [r, u1, u2, s]."""
+        """(N, 4) per-image standard errors of [r, u1, u2, s] (MMI only)."""
+        self._per_image("stderrs()")
         return torch.stack([t.stderr for t in self.terms()], 1)
+
+    def contributions(self) -> Tensor:
+        """(N, 4) per-image values whose means over images are the dataset-level
+        [r, u1, u2, s]: ``values()`` for MMI, the I_min contributions for I_min."""
+        return self.extra["contributions"] if self.measure == "imin" else self.values()
 
     def maps(self) -> Tensor | None:
         """(N, 4, *map_shape) per-element [r, u1, u2, s] maps, or None without maps."""
@@ -93,26 +112,57 @@ class PIDEstimate:
         return torch.stack([t.map for t in self.terms()], 1)
 
     def mean(self) -> dict[str, tuple[float, float]]:
-        """Dataset-level (mean over images, standard error) of each term and information."""
-        names = PID_TERMS + ("i1", "i2", "i12")
-        return {name: getattr(self, name).mean() for name in names}
+        """Dataset-level (mean over images, standard error) of each term and information
+        (std over images / sqrt(N); for one image under MMI, its own standard error)."""
+        out = {name: getattr(self, name).mean() for name in ("i1", "i2", "i12")}
+        c = self.contributions()
+        n = c.shape[0]
+        for j, name in enumerate(PID_TERMS):
+            if n > 1:
+                out[name] = (float(c[:, j].mean()), float(c[:, j].std() / math.sqrt(n)))
+            else:
+                out[name] = (float(c[0, j]), float(self.terms()[j].stderr[0]))
+        return out
 
 
 # ---------------------------------------------------------------- redundancy measures
-def mmi_redundancy(i1_terms: Tensor, i2_terms: Tensor) -> tuple[Tensor, Tensor]:
-    """Minimum-mutual-information redundancy from per-draw terms (N, S) of i1 and i2.
+def crossfit_min_terms(t1: Tensor, t2: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-draw terms of r = min(i1, i2), cross-fitted over the two folds of the draws.
 
-    r(x) = min(i1(x), i2(x)) with i_k = mean_s t_k[s]. The per-draw terms of r are those
-    of the source with the smaller image-level estimate (ties: source 1), so r, u1, u2
-    and s all share the draws. Returns (per-draw terms of r (N, S), side (N,) in {0, 1}).
+    ``t1``, ``t2``: (..., S) per-draw terms of two informations on the same draws (extra
+    trailing axes, e.g. map elements, are allowed after S: pass them as (..., S, *m) with
+    ``S`` on axis -1 after a movedim). Fold f = draw parity (uncertainty.fold_index).
+    The smaller source is chosen on one fold and its terms are taken on the other:
+
+        r_s = t_{argmin_k mean_{fold B} t_k}[s]  for s in fold A, and vice versa        (XFIT)
+
+    The plug-in min(mean t1, mean t2) is biased low by E|i1_hat - i2_hat| / 2 when the
+    sources are equal (the worst case); XFIT is exactly unbiased there, because the
+    choice made on one fold is independent of the terms it selects on the other. Where
+    the sources differ by about one standard error it is biased upward by at most about
+    a quarter of the standard error of i1_hat - i2_hat; where they differ clearly, it is
+    the plug-in. Returns (r terms (..., S), side (..., 2): 1 where fold f chose source 2).
     """
-    side = (i2_terms.mean(1) < i1_terms.mean(1)).long()
-    return torch.where(side.bool()[:, None], i2_terms, i1_terms), side
+    a1, b1 = t1[..., 0::2].mean(-1), t1[..., 1::2].mean(-1)
+    a2, b2 = t2[..., 0::2].mean(-1), t2[..., 1::2].mean(-1)
+    side = torch.stack([a2 < a1, b2 < b1], -1)  # (..., 2): the choice made on fold A, fold B
+    s = t1.shape[-1]
+    # Fold A (even draws) takes the side chosen on fold B, and vice versa.
+    use2 = torch.where((torch.arange(s, device=t1.device) % 2 == 0), side[..., 1:2], side[..., 0:1])
+    return torch.where(use2, t2, t1), side.long()
 
 
-def specific_information(terms: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def mmi_pid_statistic(t: Tensor) -> Tensor:
+    """The four MMI PID terms (..., N, 4) = [r, u1, u2, s] from per-draw terms (..., N, S, 3)
+    of [i1, i2, i12], with r cross-fitted (eq. XFIT) and PID-1 for the rest."""
+    t1, t2, t12 = t.unbind(-1)
+    r, _ = crossfit_min_terms(t1, t2)
+    return torch.stack([r, t1 - r, t2 - r, t12 - t1 - t2 + r], -1).mean(-2)
+
+
+def specific_information(terms: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
     """Williams-Beer specific information of a source Y about the image x, from standard
-    pointwise-MI terms of K candidate values of Y.
+    pointwise-MI terms of K candidate values of Y (plug-in, from the draw means).
 
         p(y_k | x) = p(y_k) exp(i(x; y_k)) / sum_l p(y_l) exp(i(x; y_l))            (Bayes)
         I(X=x; Y)  = sum_k p(y_k | x) log( p(y_k | x) / p(y_k) ) = KL( p(Y|x) || p(Y) )   (WB-spec)
@@ -124,16 +174,14 @@ def specific_information(terms: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, 
     the orthogonal one is not a log-likelihood ratio pointwise. A shift common to all
     i(x; y_k) (e.g. the noise of the shared reference condition) cancels in Bayes' rule.
 
-    ``terms``: (N, S, K) per-draw standard terms of i(x; y_k); ``prior``: (K,) or (N, K),
-    positive and summing to 1. Returns (I(X=x; Y) (N,), per-draw terms (N, S), posterior
-    (N, K)). The per-draw terms are the first-order (delta-method) expansion of the
-    specific information around the estimates, whose mean is the estimate itself:
-    I + sum_k p(y_k|x) (i_k - sum_l p(y_l|x) i_l) (t_k[s] - i_k); their std/sqrt(S) is the
-    standard error.
+    ``terms``: (..., N, S, K) per-draw standard terms of i(x; y_k); ``prior``: (K,) or
+    (N, K), positive and summing to 1. Returns (I(X=x; Y) (..., N), posterior (..., N, K)).
+    The KL of noisy i_k is biased upward (it is convex); :func:`imin_redundancy` corrects
+    that bias and gives the standard error by a wild bootstrap over the draws.
     """
-    if terms.ndim != 3:
+    if terms.ndim < 3:
         raise ValueError(f"specific_information: terms must be (N, S, K), got {tuple(terms.shape)}")
-    n, _, k = terms.shape
+    n, _, k = terms.shape[-3:]
     prior = torch.as_tensor(prior, dtype=terms.dtype, device=terms.device)
     if prior.ndim == 1:
         prior = prior.expand(n, -1)
@@ -144,29 +192,45 @@ def specific_information(terms: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, 
         raise ValueError("specific_information: the prior over candidate tokens must be positive and sum to 1 "
                          "(per image); normalise it yourself so that the measure is what you meant")
     log_prior = prior.log()
-    i_hat = terms.mean(1)  # (N, K)
-    log_post = (log_prior + i_hat).log_softmax(-1)
+    log_post = (log_prior + terms.mean(-2)).log_softmax(-1)
     post = log_post.exp()
-    value = (post * (log_post - log_prior)).sum(-1)
-    grad = post * (i_hat - (post * i_hat).sum(-1, keepdim=True))  # d KL / d i_k
-    draw_terms = value[:, None] + ((terms - i_hat[:, None, :]) * grad[:, None, :]).sum(-1)
-    return value, draw_terms, post
+    return (post * (log_post - log_prior)).sum(-1), post
 
 
-def imin_redundancy(candidate_terms1: Tensor, prior1: Tensor, candidate_terms2: Tensor,
-                    prior2: Tensor) -> tuple[Tensor, dict]:
+def imin_redundancy(candidate_terms1: Tensor, prior1: Tensor, candidate_terms2: Tensor, prior2: Tensor,
+                    design: str = "iid", generator: torch.Generator | int | None = 0,
+                    n_boot: int = N_BOOTSTRAP) -> tuple[Tensor, Tensor, dict]:
     """Williams-Beer I_min redundancy per image: r(x) = min_k I(X=x; Y_k)   (WB-Imin)
 
     from the per-draw standard terms (N, S, K_k) of each source's candidate tokens and
     their priors (see :func:`specific_information`). The mean of r(x) over x ~ p(x) is
-    I_min(X; {Y1, Y2}) = sum_x p(x) min_k I(X=x; Y_k). Returns (per-draw terms of r
-    (N, S) - those of the source with the smaller specific information - and a dict with
-    ``side``, ``specific1``, ``specific2``, ``posterior1``, ``posterior2``)."""
-    s1, t1, p1 = specific_information(candidate_terms1, prior1)
-    s2, t2, p2 = specific_information(candidate_terms2, prior2)
-    side = (s2 < s1).long()
-    r_terms = torch.where(side.bool()[:, None], t2, t1)
-    return r_terms, {"side": side, "specific1": s1, "specific2": s2, "posterior1": p1, "posterior2": p2}
+    I_min(X; {Y1, Y2}) = sum_x p(x) min_k I(X=x; Y_k). Each specific information is
+    bias-corrected with a wild bootstrap over the draws (2 * plug-in - bootstrap mean,
+    which removes the second-order bias of the convex KL) and kept >= 0 (it is a KL
+    divergence; the clip lies between 0 and the plug-in, so it only leaves an upward bias
+    where the specific information is within noise of 0). r's standard error is the
+    bootstrap spread of the whole computation (choice of the smaller source included).
+    Returns (r (N,), stderr (N,), dict with ``side``, ``specific1``, ``specific2``,
+    ``posterior1``, ``posterior2``)."""
+    k1 = candidate_terms1.shape[-1]
+    both = torch.cat([candidate_terms1, candidate_terms2], -1)
+
+    def specifics(t: Tensor) -> Tensor:
+        return torch.stack([specific_information(t[..., :k1], prior1)[0],
+                            specific_information(t[..., k1:], prior2)[0]], -1)
+
+    plug = specifics(both)  # (N, 2)
+    boot = wild_bootstrap(both, design, specifics, n_boot, generator)  # (B, N, 2)
+    bias = boot.mean(0) - plug
+    corrected = (plug - bias).clamp_min(0)
+    boot_r = (boot - bias).clamp_min(0).amin(-1)  # replicates of the corrected minimum
+    r, side = corrected.min(-1)
+    dof = degrees_of_freedom(design, both.shape[1])
+    stderr = calibrated_stderr(boot_r.var(0), dof)
+    _, p1 = specific_information(candidate_terms1, prior1)
+    _, p2 = specific_information(candidate_terms2, prior2)
+    return r, stderr, {"side": side, "specific1": corrected[:, 0], "specific2": corrected[:, 1],
+                       "posterior1": p1, "posterior2": p2}
 
 
 # ---------------------------------------------------------------- the decomposition
@@ -174,67 +238,106 @@ def _check_terms(*terms: Tensor) -> None:
     shape = terms[0].shape
     if len(shape) != 2:
         raise ValueError(f"per-draw terms must be (N, S) tensors, got shape {tuple(shape)}")
+    if shape[1] < 2:
+        raise ValueError("the PID needs at least 2 draws per image (the smaller source is chosen on one half of "
+                         "the draws and measured on the other)")
     for t in terms[1:]:
         if t.shape != shape:
             raise ValueError(f"per-draw terms disagree in shape: {tuple(t.shape)} vs {tuple(shape)}; "
                              "all terms must come from the same images and draws")
 
 
+def _mmi_pid_maps(maps: Sequence[Tensor], design: str) -> list[tuple[Tensor, Tensor]]:
+    """Per-element MMI PID maps [r, u1, u2, s] from per-draw maps (N, S, *m) of i1, i2,
+    i12, as (map, map_stderr) pairs: the minimum source is cross-fitted element by
+    element (eq. XFIT); the map standard errors hold that choice fixed."""
+    m1, m2, m12 = (m.movedim(1, -1) for m in maps)  # (N, *m, S)
+    r, _ = crossfit_min_terms(m1, m2)
+    return [mean_stderr(t, design) for t in (r, m1 - r, m2 - r, m12 - m1 - m2 + r)]
+
+
 def pid_from_terms(i1_terms: Tensor, i2_terms: Tensor, i12_terms: Tensor, *, redundancy: str = "mmi",
-                   redundancy_terms: Tensor | None = None, maps: Sequence[Tensor] | None = None,
-                   n_evals: int = 0, keep_terms: bool = False, extra: dict | None = None) -> PIDEstimate:
+                   candidates: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+                   maps: Sequence[Tensor] | None = None, design: str = "iid", n_evals: int = 0,
+                   keep_terms: bool = False, extra: dict | None = None,
+                   generator: torch.Generator | int | None = 0) -> PIDEstimate:
     """The PID (eq. PID-1 of the module docstring) from per-draw information terms.
 
     ``i1_terms``, ``i2_terms``, ``i12_terms``: (N, S) per-draw terms of i(x;y1), i(x;y2),
-    i(x;y1,y2) [| c] computed on the *same* draws (common random numbers). The per-draw
-    terms of each PID term are the same linear combination of these as the term itself
-    (e.g. s_s = t12_s - t1_s - t2_s + r_s), so each standard error is std/sqrt(S) of a
-    difference that shares its noise: e.g. for "mmi" s_s = t12_s - t_max_s, the draws of
-    i12 minus those of the source with the larger estimate.
+    i(x;y1,y2) [| c] computed on the *same* draws (common random numbers); ``design``:
+    how the draws were made (uncertainty.DESIGNS).
 
-    ``redundancy``: "mmi" (r from the smaller of i1, i2 per image) or "imin", which
-    needs ``redundancy_terms`` (N, S) from :func:`imin_redundancy`. ``maps``: optional
-    (map1, map2, map12), each (N, *map_shape), the per-element maps of i1, i2, i12; the
-    PID maps are then r_j = min(map1_j, map2_j) per element (only for "mmi"), u1_j, u2_j,
-    s_j as in PID-1, and r + u1 + u2 + s = map12 element by element. The elementwise
-    minimum makes the r map sum to at most the image-level r (a sum of minima is at most
-    the minimum of sums), so the u maps sum to at least u1, u2 and the s map to at most s.
+    ``redundancy="mmi"``: r = min(i1, i2) per image, cross-fitted (eq. XFIT of
+    :func:`crossfit_min_terms`); every term's standard error comes from a wild bootstrap
+    of the whole decomposition (the choice of the smaller source included), scaled for
+    the number of draws (uncertainty.py, CAL; the redundancy also by the skew factor of
+    its per-draw terms), so no term has a zero error unless no resampling could change it. ``maps``: optional per-draw
+    maps (map1, map2, map12), each (N, S, *map_shape); the PID maps cross-fit the minimum
+    element by element and carry per-element standard errors (``map_stderr``).
+
+    ``redundancy="imin"`` needs ``candidates`` = (terms1 (N, S, K1), prior1, terms2
+    (N, S, K2), prior2): standard per-draw terms of each source's candidate values (see
+    :func:`imin_redundancy`). I_min's redundancy is a function of specific informations,
+    which are not on the same footing as the pointwise i1, i2, i12 of one image, so its
+    unique and synergy terms are defined for the dataset only: ``mean()`` and the metrics
+    give them, ``values()`` and the per-image unique/synergy estimates do not (NaN).
     """
     _check_terms(i1_terms, i2_terms, i12_terms)
     extra = dict(extra or {})
-    if redundancy == "mmi":
-        if redundancy_terms is not None:
-            raise ValueError("pid_from_terms: redundancy_terms are only for redundancy='imin' "
-                             "('mmi' takes the smaller of i1 and i2 itself)")
-        r_terms, side = mmi_redundancy(i1_terms, i2_terms)
-        extra.setdefault("side", side)
-    elif redundancy == "imin":
-        if redundancy_terms is None:
-            raise ValueError("pid_from_terms: redundancy='imin' needs redundancy_terms (N, S) from imin_redundancy()")
-        _check_terms(i1_terms, redundancy_terms)
-        r_terms = redundancy_terms
-    else:
-        raise ValueError(f"redundancy must be one of {REDUNDANCY_MEASURES}, got {redundancy!r}")
-
-    pid_maps: list[Tensor | None] = [None] * 4
-    info_maps: list[Tensor | None] = [None] * 3
+    infos = [summarize(t, n_evals, design, keep_terms, None if maps is None else m)
+             for t, m in zip((i1_terms, i2_terms, i12_terms), maps or (None,) * 3)]
     if maps is not None:
         if redundancy != "mmi":
             raise ValueError("PID maps are defined for redundancy='mmi' (an element-wise minimum); I_min is an "
                              "image-level measure: use redundancy='mmi' for maps, or maps=False")
         if len(maps) != 3:
-            raise ValueError(f"maps must be (map1, map2, map12), got {len(maps)} maps")
+            raise ValueError(f"maps must be per-draw (map1, map2, map12), got {len(maps)} maps")
         m1, m2, m12 = maps
-        if not (m1.shape == m2.shape == m12.shape) or m1.shape[0] != i1_terms.shape[0]:
-            raise ValueError(f"maps of shapes {tuple(m1.shape)}, {tuple(m2.shape)}, {tuple(m12.shape)} must agree "
-                             f"and have one row per image ({i1_terms.shape[0]})")
-        r_map = torch.minimum(m1, m2)
-        pid_maps = [r_map, m1 - r_map, m2 - r_map, m12 - m1 - m2 + r_map]
-        info_maps = [m1, m2, m12]
-
-    pid_terms = [r_terms, i1_terms - r_terms, i2_terms - r_terms, i12_terms - i1_terms - i2_terms + r_terms]
-    ests = [summarize(t, n_evals, keep_terms, m) for t, m in zip(pid_terms, pid_maps)]
-    infos = [summarize(t, n_evals, keep_terms, m) for t, m in zip((i1_terms, i2_terms, i12_terms), info_maps)]
+        if not (m1.shape == m2.shape == m12.shape) or tuple(m1.shape[:2]) != tuple(i1_terms.shape):
+            raise ValueError(f"per-draw maps of shapes {tuple(m1.shape)}, {tuple(m2.shape)}, {tuple(m12.shape)} must "
+                             f"agree and start with (N, S) = {tuple(i1_terms.shape)}")
+    if redundancy == "mmi":
+        if candidates is not None:
+            raise ValueError("pid_from_terms: candidates are only for redundancy='imin'")
+        stacked = torch.stack([i1_terms, i2_terms, i12_terms], -1)  # (N, S, 3)
+        values = mmi_pid_statistic(stacked)
+        dof = degrees_of_freedom(design, i1_terms.shape[1])
+        r_terms, side = crossfit_min_terms(i1_terms, i2_terms)
+        extra.setdefault("side", side)
+        per_draw = [r_terms, i1_terms - r_terms, i2_terms - r_terms, i12_terms - i1_terms - i2_terms + r_terms]
+        if design == "grid":
+            stderrs = torch.full_like(values, math.nan)
+        else:
+            boot = wild_bootstrap(stacked, design, mmi_pid_statistic, generator=generator)
+            stderrs = calibrated_stderr(boot.var(0), dof)
+            if i1_terms.shape[1] >= 4:
+                # The redundancy is an information and right-skewed like one: it gets the
+                # estimates' skew factor. The unique and synergy terms are differences of
+                # terms that share their draws, more symmetric; their per-draw terms also
+                # switch source between the folds, which a resample as iid would misread.
+                stderrs[:, 0] = stderrs[:, 0] * skew_factor(r_terms)
+        ests = [Estimate(values[:, j], stderrs[:, j], n_evals, per_draw[j] if keep_terms else None)
+                for j in range(4)]
+        if maps is not None:
+            for est, (m, m_stderr) in zip(ests, _mmi_pid_maps(maps, design)):
+                est.map, est.map_stderr = m, m_stderr
+        return PIDEstimate(*ests, *infos, measure=redundancy, n_evals=n_evals, extra=extra)
+    if redundancy != "imin":
+        raise ValueError(f"redundancy must be one of {REDUNDANCY_MEASURES}, got {redundancy!r}")
+    if candidates is None:
+        raise ValueError("pid_from_terms: redundancy='imin' needs candidates=(terms1, prior1, terms2, prior2), "
+                         "the standard per-draw terms of each source's candidate values and their priors")
+    t1, p1, t2, p2 = candidates
+    if tuple(t1.shape[:2]) != tuple(i1_terms.shape) or tuple(t2.shape[:2]) != tuple(i1_terms.shape):
+        raise ValueError(f"candidate terms {tuple(t1.shape)}, {tuple(t2.shape)} must start with (N, S) = "
+                         f"{tuple(i1_terms.shape)}: the same images and draws")
+    r, r_stderr, imin_extra = imin_redundancy(t1, p1, t2, p2, design, generator)
+    extra.update(imin_extra)
+    nan = torch.full_like(r, math.nan)
+    i1, i2, i12 = (e.value for e in infos)
+    # Per-image contributions whose means are the dataset-level terms (see docstring).
+    extra["contributions"] = torch.stack([r, i1 - r, i2 - r, i12 - i1 - i2 + r], 1)
+    ests = [Estimate(r, r_stderr, n_evals)] + [Estimate(nan, nan.clone(), n_evals) for _ in range(3)]
     return PIDEstimate(*ests, *infos, measure=redundancy, n_evals=n_evals, extra=extra)
 
 
@@ -295,18 +398,15 @@ def pid(denoiser: Denoiser, x: Tensor, ref: Column | None, y1: Column, y2: Colum
     pairs = [(0, 1), (0, 2), (0, 3)]
     err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None,
                           microbatch=microbatch)
-    if estimator == "orthogonal":
-        t1, t2, t12 = (0.5 * err.weight * err.gap[..., p] for p in range(3))
-    else:
-        t1, t2, t12 = (0.5 * err.weight * (err.mse[..., 0] - err.mse[..., p + 1]) for p in range(3))
-    r_terms, extra = None, {}
+    t1, t2, t12 = (information_terms(err, p, pair, estimator) for p, pair in enumerate(pairs))
+    candidate_terms = None
     if redundancy == "imin":
         standard = 0.5 * err.weight[..., None] * (err.mse[..., :1] - err.mse[..., 4:])  # (N, S, K1 + K2)
         k1 = len(c1)
-        r_terms, extra = imin_redundancy(standard[..., :k1], prior1, standard[..., k1:], prior2)
-    map_triple = None if err.maps is None else (err.maps[:, 0], err.maps[:, 1], err.maps[:, 2])
-    return pid_from_terms(t1, t2, t12, redundancy=redundancy, redundancy_terms=r_terms, maps=map_triple,
-                          n_evals=err.n_evals, keep_terms=return_terms, extra=extra)
+        candidate_terms = (standard[..., :k1], prior1, standard[..., k1:], prior2)
+    map_triple = None if err.draw_maps is None else tuple(err.draw_map(p) for p in range(3))
+    return pid_from_terms(t1, t2, t12, redundancy=redundancy, candidates=candidate_terms, maps=map_triple,
+                          design=err.design, n_evals=err.n_evals, keep_terms=return_terms)
 
 
 def conditional_pid(denoiser: Denoiser, x: Tensor, context: Column, y1: Column, y2: Column, y12: Column,

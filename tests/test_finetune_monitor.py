@@ -1,4 +1,5 @@
 """Fine-tuning with the InformationMonitor: CLI fit, TensorBoard, DDP, resume, LoRA, bad config."""
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,73 @@ def test_saved_lora_weights_reproduce_the_fine_tuned_eps_hat(base_folder, tmp_pa
         base = PixelTextDenoiser.from_pretrained(str(base_folder)).eps_hat(x, alpha, prompts)
     assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(base, want, atol=1e-4)  # the adapter did change the model
+
+
+# ---- the monitor's numbers, without a Trainer -----------------------------------------------
+
+class _Recorder:
+    """A logger stand-in that keeps what was logged."""
+
+    def __init__(self):
+        self.logged = {}
+
+    def log_metrics(self, scalars, step):
+        self.logged.update(scalars)
+
+
+class _OneProcess:
+    """The trainer attributes the monitor reads, for a single process at step 3."""
+
+    global_rank, world_size, global_step, is_global_zero = 0, 1, 3, True
+
+    def __init__(self):
+        self.loggers = [_Recorder()]
+
+
+@pytest.fixture(scope="module")
+def scratch_module():
+    module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))
+    module.eval()
+    return module
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return CaptionedShapesData(n_train=16, n_val=8, batch_size=8).probe_items(4)
+
+
+def test_mmse_figure_curves_are_the_same_on_one_or_two_ranks(scratch_module, probe):
+    # The figure's eps are keyed by probe id, so each image's curve cannot depend on which
+    # rank measures it (rank r takes probe[r::2]) nor on what else is in its batch: the
+    # two halves must reproduce the all-at-once curves image for image (to float rounding
+    # of differently sized batches; eps drawn per rank instead differ by ~15% here).
+    monitor = InformationMonitor(words=["blue"], probe_size=4, mmse_points=3, mmse_eps=2)
+    denoiser = scratch_module.denoiser()
+    alphas = torch.linspace(-3.0, 3.0, 3, dtype=torch.float64)
+    x = scratch_module.encode_images(torch.stack([it["image"] for it in probe]))
+    with torch.no_grad():
+        whole = monitor.mmse_per_image(denoiser, x, probe, alphas)
+        rank0 = monitor.mmse_per_image(denoiser, x[0::2], probe[0::2], alphas)
+        rank1 = monitor.mmse_per_image(denoiser, x[1::2], probe[1::2], alphas)
+    assert whole.shape == (4, 2, 3)  # (image, [null, caption], alpha)
+    assert torch.allclose(rank0, whole[0::2], rtol=1e-6, atol=0)
+    assert torch.allclose(rank1, whole[1::2], rtol=1e-6, atol=0)
+
+
+def test_single_probe_image_logs_its_own_stderr_and_nan_for_pid_never_zero(scratch_module, probe):
+    # One probe image ("a blue square on the bottom"): MI and CMI report that image's own
+    # Monte-Carlo error (positive and finite: 4 draws of a random model never agree
+    # exactly); PID terms are reduced from values alone, so theirs is unknown: NaN.
+    monitor = InformationMonitor(words=["blue"], pairs=[("blue", "square")], probe_size=1, n_draws=4,
+                                 mmse_points=0, maps=False, use_ema=False, microbatch=64)
+    monitor._probe = probe[:1]
+    trainer = _OneProcess()
+    monitor.measure(trainer, scratch_module)
+    logged = trainer.loggers[0].logged
+    for tag in ("info/mi/stderr", "info/cmi/blue/stderr"):
+        assert 0 < logged[tag] < float("inf"), tag
+    for term in ("redundancy", "unique1", "unique2", "synergy"):
+        assert math.isnan(logged[f"info/pid/blue+square/{term}/stderr"]), term
 
 
 # ---- options and bad configuration -------------------------------------------------------

@@ -56,3 +56,39 @@ def test_map_metric_averages_maps():
 def test_map_of_the_wrong_shape_is_an_error():
     with pytest.raises(ValueError, match="expected \\(2, 3\\)"):
         InformationMap((2, 3)).update(torch.ones(1, 3, 2))
+
+
+# ---- one image: its own Monte-Carlo error, never 0 --------------------------------
+
+def test_one_image_estimate_reports_its_own_monte_carlo_stderr():
+    # With one image there is no spread over images; the error of the mean is then the
+    # error of that image's integral over its draws, which the Estimate carries (0.3).
+    m = PointwiseInformation()
+    m.update(Estimate(torch.tensor([2.0]), torch.tensor([0.3]), n_evals=16))
+    r = m.compute()
+    assert float(r["mean"]) == pytest.approx(2.0)
+    assert float(r["stderr"]) == pytest.approx(0.3)
+
+
+def test_one_image_given_as_a_tensor_has_an_unknown_stderr():
+    # A plain tensor carries no per-image error: NaN (unknown), not 0.
+    m = PointwiseInformation()
+    m.update(torch.tensor([2.0]))
+    assert torch.isnan(m.compute()["stderr"])
+
+
+def test_several_images_use_the_spread_over_images_not_their_own_errors():
+    # Values 1 and 3: std over images sqrt(2), stderr sqrt(2)/sqrt(2) = 1, whatever the
+    # (tiny) per-image errors; the spread already contains the draw noise.
+    m = PointwiseInformation()
+    m.update(Estimate(torch.tensor([1.0, 3.0]), torch.tensor([0.01, 0.01]), n_evals=32))
+    assert float(m.compute()["stderr"]) == pytest.approx(1.0)
+
+
+def test_one_image_merged_with_an_empty_rank_keeps_its_own_stderr():
+    # States are sums, so merging a rank that saw the image with one that saw none gives
+    # the one-image states back, and the reduced stderr is still the image's own (0.5).
+    with_image, without = PointwiseInformation(), PointwiseInformation()
+    with_image.update(Estimate(torch.tensor([4.0]), torch.tensor([0.5]), n_evals=8))
+    with_image.merge_state(without)
+    assert float(with_image.compute()["stderr"]) == pytest.approx(0.5)

@@ -83,8 +83,18 @@ class JointGaussian(AnalyticSystem):
         a2, b2 = torch.sigmoid(al), torch.sigmoid(-al)
         obs = ~torch.isnan(conditions)
         out = torch.empty_like(xa)
-        for pattern in torch.unique(obs, dim=0):
-            rows = (obs == pattern).all(1).nonzero().squeeze(1)
+        # Group rows by their observation pattern; a pattern is read as a binary number
+        # (sorting 1-D codes is much cheaper than torch.unique over rows).
+        bits = 2 ** torch.arange(self.dim_y, dtype=torch.float64)
+        codes = obs.to(torch.float64) @ bits if self.dim_y <= 52 else None
+        patterns = torch.unique(obs, dim=0) if codes is None else None
+        for code in (torch.unique(codes).tolist() if codes is not None else range(len(patterns))):
+            if codes is not None:
+                rows = (codes == code).nonzero().squeeze(1)
+                pattern = obs[rows[0]]
+            else:
+                pattern = patterns[code]
+                rows = (obs == pattern).all(1).nonzero().squeeze(1)
             key = tuple(bool(v) for v in pattern.tolist())
             _, _, lam, vec = self._conditional(key)
             mu_c = self.conditional_mean(conditions[rows], key)

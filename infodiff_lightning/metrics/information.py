@@ -3,6 +3,13 @@
 The states are sums (of values, of squared values, of counts, of maps), reduced with
 "sum" across processes, so a sync is one small all-reduce and gives exactly the value
 that one process would get on the same samples (up to float summation order).
+
+Standard error of the dataset mean: over several images, std over images / sqrt(count)
+(sample and integration noise together). Over exactly one image the spread over images
+is unknown; the error is then that image's own Monte-Carlo standard error
+(``Estimate.stderr``, conditional on the image), kept as a sum of squared per-image
+standard errors; a plain tensor carries none, so a single image given as a tensor has a
+NaN standard error (unknown, never 0).
 """
 from __future__ import annotations
 
@@ -36,7 +43,9 @@ class PointwiseInformation(Metric):
 
     ``update(estimate)`` takes an :class:`Estimate` (or a tensor of per-image values);
     ``compute()`` returns {"mean", "stderr", "count", "n_evals"} where stderr is
-    std over images / sqrt(count) (sample and integration noise together).
+    std over images / sqrt(count) (sample and integration noise together), or, for
+    exactly one image, that image's ``Estimate.stderr`` (the error of its Monte-Carlo
+    integral over the draws; NaN if the image came as a plain tensor).
     """
 
     full_state_update = False
@@ -49,6 +58,9 @@ class PointwiseInformation(Metric):
         self.add_state("total_sq", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n_evals", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # Per-image Monte-Carlo errors: sum of stderr^2 and how many images brought one.
+        self.add_state("total_own_var", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count_own", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, estimate: Estimate | Tensor) -> None:
         v = _values(estimate).to(self.total.device)
@@ -59,11 +71,18 @@ class PointwiseInformation(Metric):
         self.count += v.numel()
         if isinstance(estimate, Estimate):
             self.n_evals += estimate.n_evals
+            se = estimate.stderr.detach().to(torch.float64).flatten().to(self.total.device)
+            if se.numel() != v.numel():
+                raise ValueError(f"PointwiseInformation.update: {se.numel()} standard errors for {v.numel()} values")
+            self.total_own_var += (se**2).sum()  # NaN (grid draws) stays NaN: unknown
+            self.count_own += se.numel()
 
     def compute(self) -> dict[str, Tensor]:
         if float(self.count) == 0:
             raise ValueError("PointwiseInformation.compute: no samples were added (zero samples)")
         mean, stderr = mean_and_stderr(self.total, self.total_sq, self.count)
+        if float(self.count) == 1 and float(self.count_own) == 1:
+            stderr = self.total_own_var.sqrt()  # the one image's own Monte-Carlo error
         return {"mean": mean, "stderr": stderr, "count": self.count.clone(), "n_evals": self.n_evals.clone()}
 
 

@@ -20,7 +20,7 @@ __all__ = ["PartialInformation", "PartialInformationMap"]
 
 
 def _per_image_terms(estimate: PIDEstimate | Tensor) -> Tensor:
-    v = estimate.values() if isinstance(estimate, PIDEstimate) else torch.as_tensor(estimate)
+    v = estimate.contributions() if isinstance(estimate, PIDEstimate) else torch.as_tensor(estimate)
     v = v.detach().to(torch.float64)
     if v.ndim != 2 or v.shape[1] != len(PID_TERMS):
         raise ValueError(f"PartialInformation.update: expected a PIDEstimate or an (N, 4) tensor of per-image "
@@ -33,11 +33,14 @@ def _per_image_terms(estimate: PIDEstimate | Tensor) -> Tensor:
 class PartialInformation(Metric):
     """Dataset-level mean of each PID term over images, with its standard error.
 
-    ``update(estimate)`` takes a :class:`~infodiff_lightning.pid.PIDEstimate` or an
-    (N, 4) tensor of per-image [r, u1, u2, s]. ``compute()`` returns a flat dict (ready
-    for ``log_dict``): ``{term}`` the mean and ``{term}_stderr`` = std over images /
-    sqrt(count) for term in redundancy, unique1, unique2, synergy, plus ``count`` and
-    ``n_evals``. Per-image standard errors (draw noise) are inside the spread over images.
+    ``update(estimate, stderr=None)`` takes a :class:`~infodiff_lightning.pid.PIDEstimate`
+    (its per-image contributions: the terms for MMI, the dataset-level contributions for
+    I_min) or an (N, 4) tensor of per-image [r, u1, u2, s], optionally with their (N, 4)
+    standard errors. ``compute()`` returns a flat dict (ready for ``log_dict``): ``{term}``
+    the mean and ``{term}_stderr`` = std over images / sqrt(count) for term in redundancy,
+    unique1, unique2, synergy, plus ``count`` and ``n_evals``. Per-image standard errors
+    (draw noise) are inside the spread over images; over exactly one image the error is
+    that image's own (from an MMI PIDEstimate or the given ``stderr``), else NaN.
     """
 
     full_state_update = False
@@ -51,9 +54,21 @@ class PartialInformation(Metric):
         self.add_state("total_sq", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n_evals", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # Per-image Monte-Carlo errors: sum of stderr^2 and how many images brought one.
+        self.add_state("total_own_var", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count_own", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, estimate: PIDEstimate | Tensor) -> None:
+    def update(self, estimate: PIDEstimate | Tensor, stderr: Tensor | None = None) -> None:
         v = _per_image_terms(estimate).to(self.total.device)
+        if stderr is None and isinstance(estimate, PIDEstimate) and estimate.measure == "mmi":
+            stderr = estimate.stderrs()
+        if stderr is not None:
+            se = torch.as_tensor(stderr).detach().to(torch.float64).to(self.total.device)
+            if se.shape != v.shape:
+                raise ValueError(f"PartialInformation.update: stderr of shape {tuple(se.shape)} for values of shape "
+                                 f"{tuple(v.shape)}")
+            self.total_own_var += (se**2).sum(0)
+            self.count_own += v.shape[0]
         self.total += v.sum(0)
         self.total_sq += (v**2).sum(0)
         self.count += v.shape[0]
@@ -64,6 +79,8 @@ class PartialInformation(Metric):
         if float(self.count) == 0:
             raise ValueError("PartialInformation.compute: no samples were added (zero samples)")
         mean, stderr = mean_and_stderr(self.total, self.total_sq, self.count)
+        if float(self.count) == 1 and float(self.count_own) == 1:
+            stderr = self.total_own_var.sqrt()  # the one image's own Monte-Carlo error
         out: dict[str, Tensor] = {}
         for j, name in enumerate(PID_TERMS):
             out[name] = mean[j]

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..contrasts import caption_contrasts
 from ..draws import draws_for_ids
-from ..estimators import default_sampler
+from ..estimators import Estimate, default_sampler
 from ..io import run_dir, write_json_atomic
 from ..metrics import PointwiseInformation
 from ..pid import PID_TERMS
@@ -104,7 +104,7 @@ class CaptionAnalysis(L.LightningModule):
         for w, est in res.cmi.items():
             has = res.present[w]
             if bool(has.any()):
-                self._metric(f"cmi/{w}").update(est.value[has])
+                self._metric(f"cmi/{w}").update(Estimate(est.value[has], est.stderr[has], est.n_evals))
             for k, row in enumerate(rows):
                 if bool(has[k]):
                     row[f"cmi/{w}"], row[f"cmi/{w}_stderr"] = float(est.value[k]), float(est.stderr[k])
@@ -112,7 +112,7 @@ class CaptionAnalysis(L.LightningModule):
             has = res.present[(w1, w2)]
             for term, e in zip(PID_TERMS, pid.terms()):
                 if bool(has.any()):
-                    self._metric(f"pid/{w1}+{w2}/{term}").update(e.value[has])
+                    self._metric(f"pid/{w1}+{w2}/{term}").update(Estimate(e.value[has], e.stderr[has], e.n_evals))
                 for k, row in enumerate(rows):
                     if bool(has[k]):
                         row[f"pid/{w1}+{w2}/{term}"] = float(e.value[k])

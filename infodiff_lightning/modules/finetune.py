@@ -24,9 +24,26 @@ from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
 from .components import drop_words, load_components, make_denoiser
 
-__all__ = ["DiffusionFineTuner"]
+__all__ = ["DiffusionFineTuner", "min_snr_weight"]
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """The Min-SNR loss weight of each sample, given its snr = abar / (1 - abar).
+
+    min(snr, gamma)/snr (epsilon), min(snr, gamma)/(snr + 1) (v_prediction), min(snr, gamma) (sample).
+    At snr = 0 (the last step of a zero-terminal-SNR schedule) the epsilon weight is its
+    limit 1, not 0/0 = NaN.
+    """
+    clipped = snr.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    if prediction_type == "sample":
+        return clipped
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
 class DiffusionFineTuner(L.LightningModule):
@@ -191,10 +208,7 @@ class DiffusionFineTuner(L.LightningModule):
         if self.hparams.min_snr_gamma is not None:
             from diffusers.training_utils import compute_snr
 
-            snr = compute_snr(self.scheduler, t)
-            clipped = snr.clamp(max=self.hparams.min_snr_gamma)
-            w = clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
-            per = per * w
+            per = per * min_snr_weight(compute_snr(self.scheduler, t), self.hparams.min_snr_gamma, kind)
         return per.mean()
 
     def training_step(self, batch, batch_idx: int):

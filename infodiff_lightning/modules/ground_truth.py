@@ -90,7 +90,7 @@ class GroundTruthAnalysis(L.LightningModule):
         errors = denoiser_errors(self.system, x, [self.system.null_conditions(n), y], draws, [(0, 1)],
                                  microbatch=self.microbatch)
         for est in self.estimators:
-            self.mi[est].update(summarize(information_terms(errors, 0, (0, 1), est), errors.n_evals))
+            self.mi[est].update(summarize(information_terms(errors, 0, (0, 1), est), errors.n_evals, errors.design))
 
     def on_test_epoch_end(self) -> None:
         truth = float(self.system.mutual_information())

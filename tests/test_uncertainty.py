@@ -1,0 +1,101 @@
+"""Standard errors: the formulas of uncertainty.py against exact variances, and their
+calibration on an exact Gaussian denoiser at the draw counts the jobs use.
+
+Calibration is judged as in the benchmark: z = (estimate - long-run value) / stderr over
+many images should have SD about 1, and |z| <= 1.96 should hold about 95% of the time.
+"""
+import pytest
+import torch
+
+from infodiff_lightning import Grid, TruncatedLogistic, pointwise_mi
+from infodiff_lightning.calibration import calibration_stats, calibration_study
+from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
+from infodiff_lightning.uncertainty import (calibrated_stderr, degrees_of_freedom, mean_stderr, mean_variance,
+                                            wild_bootstrap)
+
+
+def test_paired_variance_is_unbiased_for_two_draws_per_stratum():
+    # f(u) = u with u uniform in each of m = S/2 strata of width 1/m, two draws each:
+    # Var(u | stratum) = 1/(12 m^2), so the variance of the mean of S draws is
+    # S * 1/(12 m^2) / S^2 = 1/(12 S m^2). Averaged over 20 000 replicates, the paired
+    # estimate must match it (the average has a relative error of about 1%).
+    s, m, reps = 8, 4, 20_000
+    g = torch.Generator().manual_seed(0)
+    h = torch.arange(s) // 2
+    u = (h + torch.rand(reps, s, generator=g, dtype=torch.float64)) / m
+    exact = 1 / (12 * s * m**2)
+    assert float(mean_variance(u, "paired").mean()) == pytest.approx(exact, rel=0.03)
+    # Treating the same draws as independent sees the spread between strata too: about
+    # (1/12) / S, here 16x too large.
+    assert float(mean_variance(u, "iid").mean()) > 10 * exact
+
+
+@pytest.mark.parametrize("design, n_draws", [("iid", 8), ("paired", 8), ("iid", 16), ("paired", 16)])
+def test_calibrated_stderr_gives_unit_variance_z_for_normal_terms(design, n_draws):
+    # For normal terms (mean - mu)/sqrt(Var_hat) is Student-t with nu degrees of freedom
+    # (S - 1 iid, S/2 paired); the nu/(nu - 2) scale makes SD(z) = 1 and puts the
+    # +-1.96 coverage within 94.5-95.7% (nu >= 3). 40 000 replicates: SD(z) is known to
+    # about 1%, the coverage to about 0.2%.
+    g = torch.Generator().manual_seed(1)
+    terms = torch.randn(40_000, n_draws, generator=g, dtype=torch.float64)
+    value, stderr = mean_stderr(terms, design)
+    z = value / stderr
+    assert float(z.std()) == pytest.approx(1.0, abs=0.03)
+    assert 0.94 <= float((z.abs() <= 1.96).double().mean()) <= 0.962
+
+
+def test_too_few_degrees_of_freedom_and_grid_draws_have_no_standard_error():
+    # nu <= 2 (4 paired draws) has an infinite t variance; a grid has no randomness in alpha.
+    assert degrees_of_freedom("paired", 4) == 2
+    assert torch.isnan(calibrated_stderr(torch.ones(3), 2)).all()
+    system = CorrelatedGaussian(dim=4, correlation=0.8)
+    x, y = system.sample(5, torch.Generator().manual_seed(0))
+    est = pointwise_mi(system, x, y, n_draws=16, sampler=Grid(-8.0, 8.0), generator=0)
+    assert torch.isfinite(est.value).all() and torch.isnan(est.stderr).all()
+
+
+def test_stratified_draws_need_an_even_count():
+    with pytest.raises(ValueError, match="even"):
+        TruncatedLogistic(stratified=True).sample((2, 7))
+
+
+def test_wild_bootstrap_variance_of_a_mean_equals_the_formula_in_expectation():
+    # For a linear statistic the bootstrap variance is, in expectation over the signs,
+    # exactly mean_variance (iid: s^2/S; paired: eq. PAIR). With 4000 replicates the
+    # bootstrap variance has a relative error of about 2%.
+    g = torch.Generator().manual_seed(2)
+    terms = torch.randn(50, 16, 1, generator=g, dtype=torch.float64).exp()  # skewed, positive
+    for design in ("iid", "paired"):
+        boot = wild_bootstrap(terms, design, lambda t: t.mean(-2), n_boot=4000, generator=3)
+        ratio = boot.var(0)[:, 0] / mean_variance(terms[..., 0], design)
+        assert float(ratio.mean()) == pytest.approx(1.0, abs=0.02)
+
+
+def calibration_cell(system, n_draws, stratified, seed):
+    x, y = system.sample(1000, torch.Generator().manual_seed(seed))
+    cell = calibration_study(system, x, [system.null_conditions(1000), y], kind="info", n_draws=n_draws,
+                             stratified=stratified, long_run_draws=1024, seed=seed)
+    return calibration_stats(cell["info"]["z"])
+
+
+# The draw counts and designs the jobs use: the monitor and the caption analysis take 32
+# plain draws per image, the ground-truth job 32 stratified ones; 16 plain is the
+# smallest count at which the Gaussian is calibrated (benchmarks/bench_calibration.py).
+# With 1000 z-scores the SD is known to about 2.5% and the coverage to about 0.7%, so
+# the bounds are those of the calibration goal ([0.9, 1.15], [93%, 97%]) widened by
+# about 1.5 of those errors.
+@pytest.mark.parametrize("n_draws, stratified", [(16, False), (32, False), (32, True)])
+def test_mi_standard_errors_are_calibrated_on_an_exact_gaussian(n_draws, stratified):
+    stats = calibration_cell(CorrelatedGaussian(dim=8, correlation=0.9), n_draws, stratified, seed=5)
+    assert stats["n"] == 1000
+    assert 0.87 <= stats["sd"] <= 1.18, stats
+    assert 0.92 <= stats["coverage"] <= 0.98, stats
+
+
+def test_mi_standard_errors_are_calibrated_on_a_heavy_tailed_mixture_at_32_plain_draws():
+    # A 4-component mixture: the gap between the conditional and unconditional predictions
+    # is large only for the rare eps that put x_alpha between components, so the terms
+    # are heavy-tailed; the bootstrap-t error is what keeps this calibrated.
+    stats = calibration_cell(GaussianMixture(4, 8), 32, False, seed=6)
+    assert 0.87 <= stats["sd"] <= 1.18, stats
+    assert 0.92 <= stats["coverage"] <= 0.98, stats
