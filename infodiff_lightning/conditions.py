@@ -1,4 +1,4 @@
-"""Prompt edits for conditional MI and word-level analysis (DESIGN section 2).
+"""Prompt edits for conditional MI and word-level analysis.
 
 Conditional MI of a word w given the rest of the prompt c compares the denoiser under
 c and under the full prompt (w, c). How c is formed is a named option of

@@ -197,7 +197,7 @@ def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, refer
         -log p(x) = -log p_G(x) + 1/2 Int E_eps[ ||eps - eps_hat(x_a)||^2 - ||eps - eps_hat_G(x_a)||^2 ] da
 
     eps_hat_G is the exact denoiser of G = N(reference_mean, reference_cov). Averaged over
-    x ~ G this is the DESIGN form h_G + 1/2 Int (mmse - mmse_G) da; the pointwise form
+    x ~ G this is the form h_G + 1/2 Int (mmse - mmse_G) da; the pointwise form
     shares (alpha, eps) between the two denoisers, which cancels most of the noise.
     The alpha range is truncated to the sampler's range: widen it for small variances.
     """

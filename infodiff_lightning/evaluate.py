@@ -38,7 +38,7 @@ class Errors:
     weight: Tensor  # (N, S)
     alpha: Tensor  # (N, S)
     n_evals: int
-    design: str = "iid"  # of the draws (uncertainty.DESIGNS)
+    design: str = "iid"  # of the draws (uncertainty.DRAW_SCHEMES)
 
     def draw_map(self, pair_index: int) -> Tensor | None:
         """(N, S, *map_shape) per-draw map terms of one pair, or None without maps."""

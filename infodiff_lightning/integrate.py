@@ -71,7 +71,7 @@ class AlphaSampler:
 
     @property
     def design(self) -> str:
-        """How the draws of one image relate (uncertainty.DESIGNS): "iid", "paired" or "grid"."""
+        """How the draws of one image relate (uncertainty.DRAW_SCHEMES): "iid", "paired" or "grid"."""
         return "paired" if self.stratified else "iid"
 
     @property

@@ -206,10 +206,11 @@ def imin_redundancy(candidate_terms1: Tensor, prior1: Tensor, candidate_terms2: 
     their priors (see :func:`specific_information`). The mean of r(x) over x ~ p(x) is
     I_min(X; {Y1, Y2}) = sum_x p(x) min_k I(X=x; Y_k). Each specific information is
     bias-corrected with a wild bootstrap over the draws (2 * plug-in - bootstrap mean,
-    which removes the second-order bias of the convex KL) and kept >= 0 (it is a KL
-    divergence; the clip lies between 0 and the plug-in, so it only leaves an upward bias
-    where the specific information is within noise of 0). r's standard error is the
-    bootstrap spread of the whole computation (choice of the smaller source included).
+    which removes the second-order bias of the convex KL). It is not clipped at 0: a
+    specific information within noise of 0 can come out slightly negative, and that is
+    what keeps the dataset mean (the level at which I_min's terms are reported) unbiased.
+    r's standard error is the bootstrap spread of the whole computation (choice of the
+    smaller source included).
     Returns (r (N,), stderr (N,), dict with ``side``, ``specific1``, ``specific2``,
     ``posterior1``, ``posterior2``)."""
     k1 = candidate_terms1.shape[-1]
@@ -222,8 +223,8 @@ def imin_redundancy(candidate_terms1: Tensor, prior1: Tensor, candidate_terms2: 
     plug = specifics(both)  # (N, 2)
     boot = wild_bootstrap(both, design, specifics, n_boot, generator)  # (B, N, 2)
     bias = boot.mean(0) - plug
-    corrected = (plug - bias).clamp_min(0)
-    boot_r = (boot - bias).clamp_min(0).amin(-1)  # replicates of the corrected minimum
+    corrected = plug - bias
+    boot_r = (boot - bias).amin(-1)  # replicates of the corrected minimum
     r, side = corrected.min(-1)
     dof = degrees_of_freedom(design, both.shape[1])
     stderr = calibrated_stderr(boot_r.var(0), dof)
@@ -265,15 +266,16 @@ def pid_from_terms(i1_terms: Tensor, i2_terms: Tensor, i12_terms: Tensor, *, red
 
     ``i1_terms``, ``i2_terms``, ``i12_terms``: (N, S) per-draw terms of i(x;y1), i(x;y2),
     i(x;y1,y2) [| c] computed on the *same* draws (common random numbers); ``design``:
-    how the draws were made (uncertainty.DESIGNS).
+    how the draws were made (uncertainty.DRAW_SCHEMES).
 
     ``redundancy="mmi"``: r = min(i1, i2) per image, cross-fitted (eq. XFIT of
     :func:`crossfit_min_terms`); every term's standard error comes from a wild bootstrap
     of the whole decomposition (the choice of the smaller source included), scaled for
-    the number of draws (uncertainty.py, CAL; the redundancy also by the skew factor of
-    its per-draw terms), so no term has a zero error unless no resampling could change it. ``maps``: optional per-draw
-    maps (map1, map2, map12), each (N, S, *map_shape); the PID maps cross-fit the minimum
-    element by element and carry per-element standard errors (``map_stderr``).
+    the number of draws and the skew of the terms (uncertainty.py: CAL and the skew
+    factor), so no term has a zero error unless no resampling could change it.
+    ``maps``: optional per-draw maps (map1, map2, map12), each (N, S, *map_shape); the
+    PID maps cross-fit the minimum element by element and carry per-element standard
+    errors (``map_stderr``, holding the per-element choice fixed).
 
     ``redundancy="imin"`` needs ``candidates`` = (terms1 (N, S, K1), prior1, terms2
     (N, S, K2), prior2): standard per-draw terms of each source's candidate values (see
@@ -311,11 +313,11 @@ def pid_from_terms(i1_terms: Tensor, i2_terms: Tensor, i12_terms: Tensor, *, red
             boot = wild_bootstrap(stacked, design, mmi_pid_statistic, generator=generator)
             stderrs = calibrated_stderr(boot.var(0), dof)
             if i1_terms.shape[1] >= 4:
-                # The redundancy is an information and right-skewed like one: it gets the
-                # estimates' skew factor. The unique and synergy terms are differences of
-                # terms that share their draws, more symmetric; their per-draw terms also
-                # switch source between the folds, which a resample as iid would misread.
-                stderrs[:, 0] = stderrs[:, 0] * skew_factor(r_terms)
+                # Each term gets the skew factor of the per-draw terms it is a mean of; for
+                # u_k = i_k - min(i1, i2), those of i1 - i2 (u_k's per-draw terms switch
+                # source between the two folds, which a resample as iid would misread).
+                gap = skew_factor(i1_terms - i2_terms)
+                stderrs = stderrs * torch.stack([skew_factor(r_terms), gap, gap, skew_factor(per_draw[3])], 1)
         ests = [Estimate(values[:, j], stderrs[:, j], n_evals, per_draw[j] if keep_terms else None)
                 for j in range(4)]
         if maps is not None:

@@ -59,10 +59,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["DESIGNS", "check_design", "mean_variance", "calibrated_stderr", "mean_stderr", "degrees_of_freedom",
+__all__ = ["DRAW_SCHEMES", "check_design", "mean_variance", "calibrated_stderr", "mean_stderr", "degrees_of_freedom",
            "fold_index", "wild_bootstrap", "bootstrap_t_stderr", "skew_factor", "estimate_stderr", "N_BOOTSTRAP"]
 
-DESIGNS = ("iid", "paired", "grid")
+DRAW_SCHEMES = ("iid", "paired", "grid")
 
 #: Bootstrap replicates for nonlinear statistics: the relative noise of a bootstrap
 #: standard error is about 1/sqrt(2B) = 3.5% at B = 400, small against the spread of
@@ -70,10 +70,14 @@ DESIGNS = ("iid", "paired", "grid")
 N_BOOTSTRAP = 400
 
 
+#: Largest skew factor applied (see :func:`skew_factor`).
+MAX_SKEW_FACTOR = 4.0
+
+
 def check_design(design: str, n_draws: int) -> None:
     """Raise if ``design`` is unknown or does not fit ``n_draws`` draws per image."""
-    if design not in DESIGNS:
-        raise ValueError(f"draw design must be one of {DESIGNS}, got {design!r}")
+    if design not in DRAW_SCHEMES:
+        raise ValueError(f"draw design must be one of {DRAW_SCHEMES}, got {design!r}")
     if design == "paired" and n_draws % 2:
         raise ValueError(f"paired (stratified) draws need an even number of draws per image, got {n_draws}: "
                          "each stratum holds two draws")
@@ -142,6 +146,10 @@ def skew_factor(terms: Tensor) -> Tensor:
     s = terms.shape[1]
     raw = terms.std(1) / math.sqrt(s)
     factor = bootstrap_t_stderr(terms) / raw / math.sqrt((s - 1) / (s - 3))
+    # Terms that are mostly identical (an information that is 0 up to rounding) make
+    # resamples without spread, whose |T*| is infinite: the factor is capped at
+    # MAX_SKEW_FACTOR, beyond which the draws say nothing more about the tail.
+    factor = factor.nan_to_num(nan=MAX_SKEW_FACTOR, posinf=MAX_SKEW_FACTOR).clamp_max(MAX_SKEW_FACTOR)
     return torch.where(raw > 0, factor, torch.ones_like(factor))
 
 

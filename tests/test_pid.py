@@ -30,7 +30,8 @@ from infodiff_lightning.denoisers.pid_toys import (binary_candidates, context_xo
 from infodiff_lightning.estimators import informations, make_draws
 from infodiff_lightning.integrate import TruncatedLogistic
 from infodiff_lightning.metrics import PartialInformation, PartialInformationMap
-from infodiff_lightning.pid import (PID_TERMS, clip_synergy_for_display, conditional_pid, pid, pid_from_terms,
+from infodiff_lightning.evaluate import denoiser_errors
+from infodiff_lightning.pid import (PID_TERMS, clip_synergy_for_display, imin_redundancy, conditional_pid, pid, pid_from_terms,
                                     specific_information)
 
 # Wide enough that information outside alpha in [-12, 12] is negligible for unit-variance
@@ -171,15 +172,25 @@ def test_imin_redundancy_of_copies_is_their_mutual_information(gen):
     assert torch.equal(est.extra["specific1"], est.extra["specific2"])  # identical sources, identical draws
 
 
-@pytest.mark.parametrize("name", ["xor", "unique"])
-def test_imin_redundancy_is_zero_when_one_source_alone_is_uninformative(name, gen):
-    # In both systems y2 alone leaves p(x) unchanged: its candidates' standard terms are
-    # exactly 0, the posterior equals the prior and the specific information is 0.
-    system = SYSTEMS[name]()
-    x, y = system.sample(200, gen)
-    est = pid(system, x, *pid_columns(y), n_draws=8, sampler=WIDE, generator=gen, **imin_kwargs(y))
-    assert float(est.extra["specific2"].abs().max()) < 1e-9
-    assert float(est.redundancy.value.abs().max()) < 1e-9
+def test_specific_information_of_an_uninformative_source_is_bias_corrected_towards_zero(gen):
+    # unique toy: y2 alone leaves p(x) unchanged, so its specific information is 0 for
+    # every image. With a noisy denoiser the candidates' standard terms are noise around 0,
+    # and the plug-in KL of a noisy posterior is biased upward (measured: 0.027 nats at 64
+    # stratified draws, about 13 standard errors over 400 images). The bootstrap-corrected
+    # value must be centred on 0 within 3 standard errors; the plug-in must not be (so
+    # the test can fail).
+    system = unique_system()
+    x, y = system.sample(400, gen)
+    cols = [pid_columns(y)[0]] + binary_candidates(y, 0) + binary_candidates(y, 1)
+    draws = make_draws(system, x, 64, WIDE, gen)
+    err = denoiser_errors(NoisyDenoiser(system, NOISE, seed=5), x, cols, draws)
+    standard = 0.5 * err.weight[..., None] * (err.mse[..., :1] - err.mse[..., 1:])  # (N, S, 4)
+    plug_in, _ = specific_information(standard[..., 2:], HALF)
+    _, _, extra = imin_redundancy(standard[..., :2], HALF, standard[..., 2:], HALF, err.design)
+    corrected = extra["specific2"]
+    se = float(corrected.std() / math.sqrt(400))
+    assert abs(float(corrected.mean())) < 3 * se
+    assert float(plug_in.mean()) > 6 * se
 
 
 def test_specific_information_is_the_kl_of_the_bayes_posterior_to_the_prior():

@@ -5,7 +5,7 @@ save_pretrained, so the tests load it back through the same from_pretrained path
 user takes with a real checkpoint. No hub access.
 
 The CLIP BPE tokenizer is built from a hand-written vocabulary and merge list
-(DESIGN section 5: transformers 5.x needs ``CLIPTokenizer(vocab=..., merges=...)``;
+(transformers 5.x needs ``CLIPTokenizer(vocab=..., merges=...)``;
 ``vocab_file=`` silently builds a 3-token vocabulary). Every letter is a token, so any
 word can be spelled; the words in WORDS are single tokens, and "catamaran" is two
 pieces, "cat" + "amaran</w>", to exercise multi-piece words.

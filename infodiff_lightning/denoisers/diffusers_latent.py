@@ -1,7 +1,7 @@
 """Stable Diffusion-style latent text-to-image models (diffusers SD 1.x / 2.x layout).
 
 A folder (or hub id) with subfolders vae/, text_encoder/, tokenizer/, unet/, scheduler/.
-The information estimators run on VAE latents (DESIGN section 2): x is the posterior
+The information estimators run on VAE latents: x is the posterior
 mean of the VAE encoder times the VAE's scaling factor (:meth:`encode_images`), never a
 sample, so x is a deterministic function of the image. Pixel maps come out at latent
 resolution (H/8 x W/8 for SD); upsample them for display.

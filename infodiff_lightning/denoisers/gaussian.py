@@ -1,6 +1,6 @@
 """Exact denoiser for jointly Gaussian (X, Y): ground truth for the estimators.
 
-For X ~ N(mu, S) the MMSE noise prediction is (DESIGN section 2)
+For X ~ N(mu, S) the MMSE noise prediction is
 
     eps_hat(x_a) = b (a^2 S + b^2 I)^-1 (x_a - a mu),   a = sqrt(sigma(alpha)), b = sqrt(sigma(-alpha))
 

@@ -2,7 +2,7 @@
 
 A CLIP BPE tokenizer is built from a word list: every lowercase letter is a token (so
 any word can be spelled) and each listed word gets a chain of merges that ends in one
-whole-word token. transformers 5.x pitfall (DESIGN section 5): pass ``vocab=`` and
+whole-word token. transformers 5.x pitfall: pass ``vocab=`` and
 ``merges=``, not ``vocab_file=``, which silently builds a 3-token vocabulary.
 """
 from __future__ import annotations
