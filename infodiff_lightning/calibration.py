@@ -33,11 +33,16 @@ STUDY_SAMPLER = TruncatedLogistic(0.0, 2.0, 6.0)
 
 
 def z_scores(value: Tensor, stderr: Tensor, long_run: Tensor, long_run_stderr: Tensor | None = None) -> Tensor:
-    """(value - long_run) / sqrt(stderr^2 + long_run_stderr^2), per image."""
+    """(value - long_run) / sqrt(stderr^2 + long_run_stderr^2), per image.
+
+    An estimate that equals its long-run value exactly with zero errors on both sides (a
+    term that is exactly determined, such as an MMI unique term whose source is the smaller
+    one on every draw) has z = 0; a zero error on a wrong estimate gives an infinite z."""
     var = stderr.to(torch.float64) ** 2
     if long_run_stderr is not None:
         var = var + long_run_stderr.to(torch.float64) ** 2
-    return (value - long_run).to(torch.float64) / var.sqrt()
+    diff = (value - long_run).to(torch.float64)
+    return torch.where((diff == 0) & (var == 0), torch.zeros_like(diff), diff / var.sqrt())
 
 
 def _cell(value: Tensor, stderr: Tensor, long_run: Tensor, long_run_stderr: Tensor) -> dict[str, Tensor]:
@@ -47,7 +52,8 @@ def _cell(value: Tensor, stderr: Tensor, long_run: Tensor, long_run_stderr: Tens
 def calibration_stats(z: Tensor) -> dict[str, float]:
     """SD of z, coverage of |z| <= 1.96, and how many z were finite (n) of all (n_total).
 
-    A non-finite z comes from a zero or NaN standard error: it is counted, not hidden."""
+    A non-finite z comes from a zero error on a wrong estimate or a NaN standard error: it
+    is counted, not hidden."""
     finite = torch.isfinite(z)
     zf = z[finite]
     n = int(zf.numel())
