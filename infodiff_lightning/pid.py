@@ -48,7 +48,8 @@ from .draws import Draws
 from .estimators import ESTIMATORS, Estimate, _check_alpha_range, information_terms, make_draws, summarize
 from .evaluate import denoiser_errors
 from .integrate import AlphaSampler
-from .uncertainty import N_BOOTSTRAP, calibrated_stderr, degrees_of_freedom, mean_stderr, skew_factor, wild_bootstrap
+from .uncertainty import (N_BOOTSTRAP, calibrated_stderr, degrees_of_freedom, fold_index, mean_stderr, skew_factor,
+                          wild_bootstrap)
 
 __all__ = [
     "PID_TERMS", "REDUNDANCY_MEASURES", "PIDEstimate", "pid", "conditional_pid", "pid_from_terms",
@@ -143,12 +144,12 @@ def crossfit_min_terms(t1: Tensor, t2: Tensor) -> tuple[Tensor, Tensor]:
     a quarter of the standard error of i1_hat - i2_hat; where they differ clearly, it is
     the plug-in. Returns (r terms (..., S), side (..., 2): 1 where fold f chose source 2).
     """
-    a1, b1 = t1[..., 0::2].mean(-1), t1[..., 1::2].mean(-1)
-    a2, b2 = t2[..., 0::2].mean(-1), t2[..., 1::2].mean(-1)
+    in_b = fold_index(t1.shape[-1]).to(t1.device) == 1
+    a1, b1 = t1[..., ~in_b].mean(-1), t1[..., in_b].mean(-1)
+    a2, b2 = t2[..., ~in_b].mean(-1), t2[..., in_b].mean(-1)
     side = torch.stack([a2 < a1, b2 < b1], -1)  # (..., 2): the choice made on fold A, fold B
-    s = t1.shape[-1]
-    # Fold A (even draws) takes the side chosen on fold B, and vice versa.
-    use2 = torch.where((torch.arange(s, device=t1.device) % 2 == 0), side[..., 1:2], side[..., 0:1])
+    # Fold A takes the side chosen on fold B, and vice versa.
+    use2 = torch.where(in_b, side[..., 0:1], side[..., 1:2])
     return torch.where(use2, t2, t1), side.long()
 
 
