@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
+from .denoisers.reference import GaussianReference
 from .draws import Draws, sample_draws
 from .evaluate import Errors, denoiser_errors
 from .integrate import AlphaSampler, TruncatedLogistic
@@ -75,7 +76,7 @@ def summarize(terms: Tensor, n_evals: int, design: str = "iid", keep_terms: bool
 def default_sampler(denoiser: Denoiser) -> AlphaSampler:
     """The reference truncated logistic (loc 1, scale 2, clip 3), kept inside the
     denoiser's trained log-SNR range."""
-    return TruncatedLogistic(1.0, 2.0, 3.0).restricted(getattr(denoiser, "alpha_range", None))
+    return TruncatedLogistic(1.0, 2.0, 3.0).restricted(denoiser.alpha_range)
 
 
 def make_draws(denoiser: Denoiser, x: Tensor, n_draws: int, sampler: AlphaSampler | None,
@@ -87,8 +88,9 @@ def make_draws(denoiser: Denoiser, x: Tensor, n_draws: int, sampler: AlphaSample
     return sample_draws(int(x.shape[0]), n_draws, tuple(x.shape[1:]), sampler, generator, dtype)
 
 
-def _check_alpha_range(denoiser: Denoiser, draws: Draws) -> None:
-    rng = getattr(denoiser, "alpha_range", None)
+def check_alpha_range(denoiser: Denoiser, draws: Draws) -> None:
+    """Raise if the draws leave the denoiser's trained log-SNR range."""
+    rng = denoiser.alpha_range
     if rng is None:
         return
     lo, hi = float(draws.alpha.min()), float(draws.alpha.max())
@@ -121,7 +123,7 @@ def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs
         raise ValueError("informations: give at least one (reference, condition) pair")
     if draws is None:
         draws = make_draws(denoiser, x, n_draws, sampler, generator)
-    _check_alpha_range(denoiser, draws)
+    check_alpha_range(denoiser, draws)
     err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None, microbatch=microbatch)
     out = []
     for p, pair in enumerate(pairs):
@@ -144,51 +146,6 @@ def conditional_mi(denoiser: Denoiser, x: Tensor, condition: Column, context: Co
     return informations(denoiser, x, [context, condition], [(0, 1)], **kw)[0]
 
 
-class _GaussianReference:
-    """The exact denoiser of the reference N(mean, cov); cov full (d, d) or diagonal (d,)."""
-
-    alpha_range = None
-
-    def __init__(self, mean: Tensor, cov: Tensor, d: int):
-        mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
-        cov = torch.as_tensor(cov, dtype=torch.float64)
-        if mean.numel() == 1:
-            mean = mean.expand(d)
-        if mean.numel() != d:
-            raise ValueError(f"reference mean has {mean.numel()} entries, data have dimension {d}")
-        if cov.ndim <= 1:
-            lam = cov.flatten().expand(d).clone() if cov.numel() == 1 else cov.flatten()
-            vec = None
-        else:
-            lam, vec = torch.linalg.eigh(0.5 * (cov + cov.T))
-        if lam.numel() != d or not bool((lam > 0).all()):
-            raise ValueError(f"reference covariance must be positive definite of dimension {d}")
-        self.mean, self.lam, self.vec = mean, lam, vec
-
-    def null_conditions(self, n):
-        return [None] * n
-
-    def eps_hat(self, x_alpha, alpha, conditions):
-        shape = x_alpha.shape
-        xa = x_alpha.reshape(shape[0], -1).to(torch.float64)
-        al = alpha.to(torch.float64)[:, None]
-        a2, b2 = torch.sigmoid(al), torch.sigmoid(-al)
-        r = xa - a2.sqrt() * self.mean
-        if self.vec is not None:
-            r = r @ self.vec
-        r = r * b2.sqrt() / (a2 * self.lam + b2)
-        if self.vec is not None:
-            r = r @ self.vec.T
-        return r.reshape(shape).to(x_alpha.dtype)
-
-    def neg_log_prob(self, x: Tensor) -> Tensor:
-        r = x.reshape(x.shape[0], -1).to(torch.float64) - self.mean
-        if self.vec is not None:
-            r = r @ self.vec
-        d = self.lam.numel()
-        return 0.5 * ((r**2 / self.lam).sum(1) + self.lam.log().sum() + d * math.log(2 * math.pi))
-
-
 def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, reference_mean=0.0, reference_cov=1.0,
         n_draws: int = 256, sampler: AlphaSampler | None = None, generator: torch.Generator | int | None = None,
         draws: Draws | None = None, microbatch: int | None = None) -> Estimate:
@@ -203,10 +160,10 @@ def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, refer
     """
     n = int(x.shape[0])
     d = int(x[0].numel())
-    ref = _GaussianReference(reference_mean, reference_cov, d)
+    ref = GaussianReference(reference_mean, reference_cov, d)
     if draws is None:
         draws = make_draws(denoiser, x, n_draws, sampler, generator)
-    _check_alpha_range(denoiser, draws)
+    check_alpha_range(denoiser, draws)
     cond = denoiser.null_conditions(n) if condition is None else condition
     model = denoiser_errors(denoiser, x, [cond], draws, microbatch=microbatch)
     gauss = denoiser_errors(ref, x, [ref.null_conditions(n)], draws, microbatch=microbatch)

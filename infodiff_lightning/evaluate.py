@@ -59,7 +59,7 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
     gaps are wanted. ``maps``: None, "orthogonal" or "standard" per-element maps for
     every pair. ``channel_dim``: axis of one sample summed in maps ("auto": the channel
     axis of (C, H, W) inputs, none for vectors). ``microbatch``: denoiser inputs per call
-    (default: the denoiser's ``default_microbatch``, else 4096).
+    (default: the denoiser's ``default_microbatch``).
     """
     n, k = int(x.shape[0]), len(columns)
     if n == 0:
@@ -78,7 +78,7 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
     if maps not in (None, "orthogonal", "standard"):
         raise ValueError(f"maps must be None, 'orthogonal' or 'standard', got {maps!r}")
     if microbatch is None:
-        microbatch = int(getattr(denoiser, "default_microbatch", 4096))
+        microbatch = int(denoiser.default_microbatch)
     if microbatch < 1:
         raise ValueError(f"microbatch must be >= 1, got {microbatch}")
     if channel_dim == "auto":

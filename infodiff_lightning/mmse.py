@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
 from .draws import Draws, id_generator
-from .estimators import _check_alpha_range
+from .estimators import check_alpha_range
 from .evaluate import denoiser_errors
 
 __all__ = ["MMSECurve", "mmse_curve", "mmse_eps_for_ids", "clustered_mean_stderr"]
@@ -127,7 +127,7 @@ def mmse_curve(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], alphas:
         eps = eps.to(dtype).reshape(n, g * n_eps, *x.shape[1:])
     a = alphas.repeat_interleave(n_eps).expand(n, -1).clone()  # draw s = (alpha g, eps j), s = g * n_eps + j
     draws = Draws(a, torch.ones_like(a), eps)
-    _check_alpha_range(denoiser, draws)
+    check_alpha_range(denoiser, draws)
     err = denoiser_errors(denoiser, x, columns, draws, microbatch=microbatch)
     errors = err.mse.reshape(n, g, n_eps, -1).permute(0, 3, 1, 2)  # (N, K, G, n_eps)
     mean, stderr = clustered_mean_stderr(errors)

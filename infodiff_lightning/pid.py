@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser, column_len
 from .draws import Draws
-from .estimators import ESTIMATORS, Estimate, _check_alpha_range, information_terms, make_draws, summarize
+from .estimators import ESTIMATORS, Estimate, check_alpha_range, information_terms, make_draws, summarize
 from .evaluate import denoiser_errors
 from .integrate import AlphaSampler
 from .uncertainty import (N_BOOTSTRAP, calibrated_stderr, degrees_of_freedom, fold_index, mean_stderr, skew_factor,
@@ -397,7 +397,7 @@ def pid(denoiser: Denoiser, x: Tensor, ref: Column | None, y1: Column, y2: Colum
                          "or leave them out")
     if draws is None:
         draws = make_draws(denoiser, x, n_draws, sampler, generator)
-    _check_alpha_range(denoiser, draws)
+    check_alpha_range(denoiser, draws)
     pairs = [(0, 1), (0, 2), (0, 3)]
     err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None,
                           microbatch=microbatch)

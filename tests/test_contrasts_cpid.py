@@ -13,6 +13,7 @@ right side: swapping the two sources in the pipeline puts it in unique2 and fail
 import torch
 
 from infodiff_lightning.contrasts import caption_contrasts
+from infodiff_lightning.denoisers import DenoiserBase
 from infodiff_lightning.denoisers.pid_toys import context_xor_system, pid_columns
 from infodiff_lightning.draws import sample_draws
 from infodiff_lightning.integrate import TruncatedLogistic
@@ -21,10 +22,8 @@ from infodiff_lightning.pid import conditional_pid
 WORDS = ({"blue": 0, "red": 1}, {"round": 0, "square": 1}, {"right": 0, "left": 1})
 
 
-class CaptionedToy:
+class CaptionedToy(DenoiserBase):
     """Captions -> label rows (-1 where the caption does not name the label)."""
-
-    alpha_range = None
 
     def __init__(self, system):
         self.system = system

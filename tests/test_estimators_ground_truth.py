@@ -89,8 +89,8 @@ def test_neg_log_density_of_a_gaussian_matches_its_log_density(gen):
     assert float(z.abs().max()) < 4.0  # 40 images: max |z| of 40 normals is rarely above 3.5
     pooled_se = float(est.stderr.pow(2).sum().sqrt()) / len(x)
     assert abs(float((est.value - truth).mean())) < 3 * pooled_se  # no bias over images
-    from infodiff_lightning.estimators import _GaussianReference
-    ref_only = _GaussianReference(0.5, diag, 16).neg_log_prob(x)
+    from infodiff_lightning.denoisers.reference import GaussianReference
+    ref_only = GaussianReference(0.5, diag, 16).neg_log_prob(x)
     assert float((ref_only - truth).abs().mean()) > 3 * float(est.stderr.mean())  # ~1.6 nats vs ~0.33
 
 

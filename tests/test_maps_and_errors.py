@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from infodiff_lightning import Draws, TruncatedLogistic, informations, mmse_curve, pointwise_mi, sample_draws
-from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
+from infodiff_lightning.denoisers import CorrelatedGaussian, DenoiserBase, GaussianMixture
 
 
 @pytest.fixture
@@ -24,9 +24,7 @@ def test_orthogonal_maps_are_non_negative_and_sum_to_the_image_value(gaussian):
 
 
 def test_image_maps_sum_over_channels(gen):
-    class Shaped:  # the Gaussian denoiser on inputs viewed as (C=2, H=2, W=2) images
-        alpha_range = None
-
+    class Shaped(DenoiserBase):  # the Gaussian denoiser on inputs viewed as (C=2, H=2, W=2) images
         def __init__(self, base):
             self.base = base
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 Column = Union[Tensor, Sequence[Any]]
 
-__all__ = ["Column", "Denoiser", "column_len", "take", "concat"]
+__all__ = ["Column", "Denoiser", "DenoiserBase", "column_len", "take", "concat"]
 
 
 @runtime_checkable
@@ -25,13 +25,30 @@ class Denoiser(Protocol):
     ``null_conditions(n)`` is a column of n unconditional entries (empty prompt, null
     class, nothing observed). ``alpha_range`` is the log-SNR range the model was
     trained on (None when any alpha is valid, as for analytic denoisers).
+    ``default_microbatch`` is how many inputs one eps_hat call takes by default.
+    ``encode(images, ids)`` gives the clean x the estimators integrate over (VAE latents
+    for latent models; the images themselves otherwise).
     """
 
     alpha_range: tuple[float, float] | None
+    default_microbatch: int
 
     def eps_hat(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor: ...
 
     def null_conditions(self, n: int) -> Column: ...
+
+    def encode(self, images: Tensor, ids: Sequence[Any] | None = None) -> Tensor: ...
+
+
+class DenoiserBase:
+    """The protocol's defaults: any alpha is valid, 4096 inputs per call (cheap analytic
+    denoisers), and x is the input as given. Model families override what differs."""
+
+    alpha_range: tuple[float, float] | None = None
+    default_microbatch: int = 4096
+
+    def encode(self, images: Tensor, ids: Sequence[Any] | None = None) -> Tensor:
+        return images
 
 
 def column_len(col: Column) -> int:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..logsnr import interpolate_timesteps, logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
-from .base import Column, column_len
+from .base import Column, DenoiserBase, column_len
 from .prediction import check_prediction_type, eps_from_prediction
 from .text_encoding import PromptEncoder
 
@@ -73,7 +73,7 @@ def _resolve_autocast(value) -> Any:
     return AUTOCAST_DTYPES[key]
 
 
-class DiffusersDenoiser:
+class DiffusersDenoiser(DenoiserBase):
     """Base of the diffusers adapters: one UNet, a DDPM-type schedule, a prediction type.
 
     Subclasses call the UNet in :meth:`_model_output`. ``scheduler`` is a diffusers

@@ -73,6 +73,10 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
         return [self.unet, self.text_encoder, self.vae]
 
     @torch.no_grad()
+    def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
+        """The protocol's encode: the VAE latents of :meth:`encode_images`."""
+        return self.encode_images(images, ids=ids)
+
     def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
         """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device.
 

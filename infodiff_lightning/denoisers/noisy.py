@@ -21,19 +21,19 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Column, Denoiser
+from .base import Column, Denoiser, DenoiserBase
 
 __all__ = ["NoisyDenoiser"]
 
 
-class NoisyDenoiser:
+class NoisyDenoiser(DenoiserBase):
     """Wraps ``base`` and adds ``scale`` * N(0, I) to every prediction (seeded by ``seed``)."""
 
     def __init__(self, base: Denoiser, scale: float, seed: int = 0):
         if not scale >= 0:
             raise ValueError(f"NoisyDenoiser: scale must be >= 0, got {scale}")
         self.base, self.scale = base, float(scale)
-        self.alpha_range = base.alpha_range
+        self.alpha_range, self.default_microbatch = base.alpha_range, base.default_microbatch
         self.generator = torch.Generator().manual_seed(seed)
 
     def null_conditions(self, n: int) -> Column:

@@ -94,7 +94,7 @@ class CaptionAnalysis(L.LightningModule):
     def _analyse(self, batch, ids: list[int]) -> None:
         images, captions = batch["image"], list(batch["caption"])
         d = self.denoiser
-        x = d.encode_images(images.to(self.device), ids=ids) if hasattr(d, "encode_images") else images.to(self.device)
+        x = d.encode(images.to(self.device), ids=ids)
         draws = draws_for_ids(ids, self.n_draws, tuple(x.shape[1:]), default_sampler(d), self.seed)
         res = caption_contrasts(d, x, captions, self.words, self.pairs, tokenizer=d.tokenizer, method=self.condition,
                                 draws=draws, maps=self.maps, microbatch=self.microbatch)
