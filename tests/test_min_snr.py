@@ -101,13 +101,8 @@ def test_unknown_prediction_type_is_rejected():
 # ---- the weight as the module applies it: through DiffusionFineTuner.loss ---------------
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny UNet forward takes ~20 ms on one thread; two OpenMP threads on a busy 2-core
-    machine can take 100x longer. The numbers do not depend on it (a ratio of two losses)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,8 @@ REPEATS = 1000
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """The curves here are tiny (8 dimensions, tens of images): a second thread only adds
-    synchronisation, which costs 50x when the other core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
