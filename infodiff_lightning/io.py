@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_dir", "write_json_atomic"]
+__all__ = ["run_dir", "strict_json", "json_line", "write_json_atomic"]
 
 
 def run_dir(trainer) -> Path:
@@ -18,13 +19,34 @@ def run_dir(trainer) -> Path:
     return path
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, inf: an undefined standard error, say)
+    replaced by None, so that it serialises as standard JSON (null), which every reader
+    accepts; Python's default writes bare NaN, which is not JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return data
+
+
+def json_line(record: Any) -> str:
+    """One strict-JSON line (for JSONL records)."""
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON through a temporary file and rename, so a killed job never leaves half a file."""
+    """Write strict JSON through a temporary file and rename, so a killed job never leaves
+    half a file. The file is readable by all (0644), like the job's other outputs
+    (a temporary file is created 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        json.dump(strict_json(data), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path

@@ -10,7 +10,6 @@ of the four PID maps for the first images.
 """
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..contrasts import caption_contrasts
 from ..draws import draws_for_ids
 from ..estimators import Estimate, default_sampler
-from ..io import run_dir, write_json_atomic
+from ..io import json_line, run_dir, write_json_atomic
 from ..metrics import PointwiseInformation
 from ..pid import PID_TERMS
 from ..viz import overlay
@@ -126,7 +125,7 @@ class CaptionAnalysis(L.LightningModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                f.write(json_line(r))
             f.flush()
 
     def _overlays(self, images, res) -> None:
