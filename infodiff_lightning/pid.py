@@ -303,11 +303,11 @@ def pid_from_terms(i1_terms: Tensor, i2_terms: Tensor, i12_terms: Tensor, *, red
         if candidates is not None:
             raise ValueError("pid_from_terms: candidates are only for redundancy='imin'")
         stacked = torch.stack([i1_terms, i2_terms, i12_terms], -1)  # (N, S, 3)
-        values = mmi_pid_statistic(stacked)
         dof = degrees_of_freedom(design, i1_terms.shape[1])
         r_terms, side = crossfit_min_terms(i1_terms, i2_terms)
         extra.setdefault("side", side)
         per_draw = [r_terms, i1_terms - r_terms, i2_terms - r_terms, i12_terms - i1_terms - i2_terms + r_terms]
+        values = torch.stack([t.mean(1) for t in per_draw], 1)  # = mmi_pid_statistic(stacked)
         if design == "grid":
             stderrs = torch.full_like(values, math.nan)
         else:

@@ -107,6 +107,13 @@ def test_eps_keyed_by_id_do_not_depend_on_the_other_ids():
 
 # ---- standard errors: z = (estimate - truth) / stderr must have unit spread -------
 
+def assert_calibrated(est, se, truth):
+    """Over the repeats, z at every alpha has SD in [0.85, 1.2], and the mean is unbiased."""
+    sd = z_scores(est, truth, se).std(0)
+    assert bool(((sd > 0.85) & (sd < 1.2)).all()), f"z SD at alpha {ALPHAS.tolist()}: {sd.tolist()}"
+    assert_unbiased(est, truth)
+
+
 def test_curve_stderr_is_clustered_by_image(system):
     # 1000 independent data sets of 32 images x 2 eps draws. The images differ far more
     # than the eps draws of one image (at alpha = -2 the error is mostly the image's own
@@ -122,9 +129,7 @@ def test_curve_stderr_is_clustered_by_image(system):
         curve = mmse_curve(system, x, [system.null_conditions(32)], ALPHAS, n_eps=2, generator=g)
         est.append(curve.mmse[0])
         se.append(curve.stderr[0])
-    sd = z_scores(est, truth, se).std(0)
-    assert bool(((sd > 0.85) & (sd < 1.2)).all()), f"z SD at alpha {ALPHAS.tolist()}: {sd.tolist()}"
-    assert_unbiased(est, truth)
+    assert_calibrated(est, se, truth)
 
 
 def test_gap_stderr_is_paired_per_image(system):
@@ -143,9 +148,7 @@ def test_gap_stderr_is_paired_per_image(system):
         gap, stderr = curve.gap(0, 1)
         est.append(gap)
         se.append(stderr)
-    sd = z_scores(est, truth, se).std(0)
-    assert bool(((sd > 0.85) & (sd < 1.2)).all()), f"z SD at alpha {ALPHAS.tolist()}: {sd.tolist()}"
-    assert_unbiased(est, truth)
+    assert_calibrated(est, se, truth)
 
 
 def test_one_image_stderr_is_that_of_its_eps_draws(system):
@@ -160,9 +163,7 @@ def test_one_image_stderr_is_that_of_its_eps_draws(system):
         curve = mmse_curve(system, x, [system.null_conditions(1)], ALPHAS, n_eps=32, generator=r)
         est.append(curve.mmse[0])
         se.append(curve.stderr[0])
-    sd = z_scores(est, truth, se).std(0)
-    assert bool(((sd > 0.85) & (sd < 1.2)).all()), f"z SD at alpha {ALPHAS.tolist()}: {sd.tolist()}"
-    assert_unbiased(est, truth)
+    assert_calibrated(est, se, truth)
 
 
 def test_one_image_gap_stderr_is_paired_over_its_eps_draws(system):
@@ -177,9 +178,7 @@ def test_one_image_gap_stderr_is_paired_over_its_eps_draws(system):
         gap, stderr = mmse_curve(system, x, [system.null_conditions(1), y], ALPHAS, n_eps=32, generator=r).gap()
         est.append(gap)
         se.append(stderr)
-    sd = z_scores(est, truth, se).std(0)
-    assert bool(((sd > 0.85) & (sd < 1.2)).all()), f"z SD at alpha {ALPHAS.tolist()}: {sd.tolist()}"
-    assert_unbiased(est, truth)
+    assert_calibrated(est, se, truth)
 
 
 def test_one_image_with_one_eps_draw_has_an_unknown_stderr(system, gen):
