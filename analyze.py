@@ -3,25 +3,46 @@
 A thin LightningCLI wrapper: the config names the analysis LightningModule (and
 optionally a datamodule) and the Trainer (devices, strategy, logger); the job runs the
 test loop once. The resolved config is saved as config.yaml in the run folder.
+
+The run folder is named by the run's identity (its config without operational options
+such as devices or batch sizes): the same command run again continues an interrupted
+run, measuring only what is missing; ``--fresh true`` starts afresh. The whole job is
+checked before anything is computed.
+
+Exit status: 0 all samples measured; 2 a configuration mistake (one line on stderr,
+nothing computed, no run folder); 3 finished, with failed samples recorded in
+failures.rank<k>.jsonl; 1 any other error.
 """
 from __future__ import annotations
 
+import sys
 
-from lightning.pytorch.cli import LightningCLI
+from infodiff_lightning.cli import AnalyzeCLI, config_error, quiet_console
+from infodiff_lightning.modules.analysis_job import EXIT_SAMPLE_FAILURES, AnalysisJob, SampleFailure
 
 
-def main(args: list[str] | None = None):
-    cli = LightningCLI(
-        model_class=None,  # any LightningModule, chosen by class_path in the config
-        datamodule_class=None,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": __doc__},
-        args=args,
-    )
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    return cli
+def main(args: list[str] | None = None) -> int:
+    quiet_console()
+    try:
+        cli = AnalyzeCLI(model_class=None, datamodule_class=None, run=False, save_config_kwargs={"overwrite": True},
+                         parser_kwargs={"description": __doc__}, args=args)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as e:
+        return config_error(e, "the configuration is not valid")
+    job = cli.model
+    if isinstance(job, AnalysisJob):
+        try:
+            job.validate(cli.datamodule)
+        except ValueError as e:
+            return config_error(e, f"{type(job).__name__}")
+    try:
+        cli.trainer.test(job, datamodule=cli.datamodule, verbose=False)
+    except SampleFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SAMPLE_FAILURES
+    if isinstance(job, AnalysisJob) and job.failed_samples:
+        return EXIT_SAMPLE_FAILURES
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

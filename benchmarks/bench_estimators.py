@@ -42,7 +42,7 @@ def main() -> None:
     for r in range(args.repeats):
         est = informations(system, x, [ctx, y], [(0, 1)], estimator="standard", n_draws=args.draws,
                            sampler=sampler, generator=r)[0]
-        shared.append(est.mean()[0])
+        shared.append(est.dataset_mean()[0])
         d1 = sample_draws(64, args.draws, (16,), sampler, torch.Generator().manual_seed(1000 + r), torch.float64)
         d2 = sample_draws(64, args.draws, (16,), sampler, torch.Generator().manual_seed(2000 + r), torch.float64)
         e1 = denoiser_errors(system, x, [ctx], d1)
@@ -57,9 +57,9 @@ def main() -> None:
     # 2. stratified draws
     plain, strat = [], []
     for r in range(args.repeats):
-        plain.append(pointwise_mi(system, x, y, n_draws=args.draws, sampler=sampler, generator=r).mean()[0])
+        plain.append(pointwise_mi(system, x, y, n_draws=args.draws, sampler=sampler, generator=r).dataset_mean()[0])
         strat.append(pointwise_mi(system, x, y, n_draws=args.draws, generator=r,
-                                  sampler=TruncatedLogistic(0.0, 2.0, 6.0, stratified=True)).mean()[0])
+                                  sampler=TruncatedLogistic(0.0, 2.0, 6.0, stratified=True)).dataset_mean()[0])
     print(f"MI (orthogonal), same images, {args.repeats} repeats")
     print(f"  spread plain      : {spread(plain):.4f} nats")
     print(f"  spread stratified : {spread(strat):.4f} nats")

@@ -68,12 +68,13 @@ def record(tmp: Path) -> dict:
                "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
                "--trainer.default_root_dir", str(tmp), "--trainer.logger.init_args.save_dir", str(tmp)]
     run(analyze, tmp)
-    job = tmp / "captions" / "version_0"
+    [job] = [p for p in (tmp / "captions").iterdir() if p.is_dir()]
     rows = []
     for p in sorted(job.glob("per_image.rank*.jsonl")):
         rows += [json.loads(line) for line in p.read_text().splitlines()]
     rows.sort(key=lambda r: r["id"])
     summary = json.loads((job / "summary.json").read_text())
+    summary = {k: v for k, v in summary.items() if k not in ("status", "samples")}  # bookkeeping, not numbers
     return {"monitor": tensorboard_scalars(train_run), "analysis_summary": summary, "analysis_rows": rows}
 
 

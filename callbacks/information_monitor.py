@@ -8,19 +8,21 @@ only because the model changed:
 - info/cmi/<word>/value, .../stderr         io(x; word | caption without the word), over
                                             the probe captions that contain the word
 - info/pid/<w1>+<w2>/<term>/value, ...      conditional PID terms of word pairs (if pairs)
-- images info/maps/<word>                   CMI heat map over the first probe image with the word
+- figure info/maps/<word>                   image | CMI map (colour scale in nats) | overlay,
+                                            for the first probe image with the word
 - figure info/mmse                          MMSE of null and full caption over log-SNR
                                             (eps keyed by probe id: the same on any number of ranks)
 - info/monitor/time_share, info/monitor/ema share of wall time spent here; 1 if EMA weights measured
 
-A stderr over several images is std over images / sqrt(count); over a single image it
-is that image's own Monte-Carlo error: never 0 unless known to be 0.
-
+The measurement is the one every job shares (infodiff_lightning.measurement): a
+:class:`MeasurementSpec`, :func:`measure_captions` and :class:`CaptionMetrics`. The
+module must be a :class:`MeasurableModule` and the datamodule a :class:`ProbeData`.
 The probe is split across ranks and reduced with torchmetrics; every rank calls every
 collective, only TensorBoard writing is rank zero.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
@@ -29,13 +31,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from infodiff_lightning.contrasts import caption_contrasts, contains_word
-from infodiff_lightning.draws import draws_for_ids
-from infodiff_lightning.estimators import Estimate, default_sampler
-from infodiff_lightning.metrics import InformationMap, PartialInformation, PointwiseInformation
+from infodiff_lightning.estimators import default_sampler
+from infodiff_lightning.io import log_scalars
+from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
+from infodiff_lightning.metrics import InformationMap
 from infodiff_lightning.mmse import mmse_curve, mmse_eps_for_ids
-from infodiff_lightning.pid import PID_TERMS
-from infodiff_lightning.viz import mmse_figure, overlay
+from infodiff_lightning.modules import MeasurableModule, ProbeData
+from infodiff_lightning.viz import map_figure, mmse_figure
 
 __all__ = ["InformationMonitor"]
 
@@ -68,16 +70,15 @@ class InformationMonitor(Callback):
             raise ValueError(f"InformationMonitor: every_n_steps must be >= 1 (or null to disable), got {every_n_steps}")
         if every_n_steps is None and not at_validation_end:
             raise ValueError("InformationMonitor: no cadence: set every_n_steps and/or at_validation_end")
-        if probe_size < 1 or n_draws < 2:
-            raise ValueError(f"InformationMonitor: need probe_size >= 1 and n_draws >= 2, got {probe_size}, {n_draws}")
-        self.words = list(words)
-        self.pairs = [tuple(p) for p in pairs]
-        if any(len(p) != 2 for p in self.pairs):
-            raise ValueError(f"InformationMonitor: pairs must be pairs of words, got {self.pairs}")
+        if probe_size < 1:
+            raise ValueError(f"InformationMonitor: probe_size must be >= 1, got {probe_size}")
+        try:
+            self.spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
+                                        microbatch)
+        except ValueError as e:
+            raise ValueError(f"InformationMonitor: {e}") from None
         self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
-        self.n_draws, self.condition, self.maps = n_draws, condition, maps
         self.mmse_points, self.mmse_eps, self.use_ema = mmse_points, mmse_eps, use_ema
-        self.seed, self.microbatch = seed, microbatch
         self.history: list[int] = []  # steps measured (saved with the checkpoint)
         self.monitor_seconds = 0.0
         self._fit_start = None
@@ -88,25 +89,35 @@ class InformationMonitor(Callback):
         if stage != "fit":
             return
         dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "probe_items"):
-            raise ValueError("InformationMonitor needs a datamodule with probe_items(n) (e.g. CaptionedShapesData)")
+        if not isinstance(dm, ProbeData):
+            raise ValueError("InformationMonitor needs a datamodule with probe_items(n) (the ProbeData protocol, "
+                             f"e.g. CaptionedShapesData); got {type(dm).__name__}")
+        if not isinstance(pl_module, MeasurableModule):
+            raise ValueError("InformationMonitor needs a module with denoiser() and ema_weights(use) (the "
+                             f"MeasurableModule protocol, e.g. DiffusionFineTuner); got {type(pl_module).__name__}")
         probe = dm.probe_items(self.probe_size)
-        size = pl_module.image_size
-        for item in probe:
-            if tuple(item["image"].shape) != (3, size, size):
-                raise ValueError(f"InformationMonitor: probe image {item['id']} has shape {tuple(item['image'].shape)}, "
-                                 f"the model takes (3, {size}, {size})")
-        tok = pl_module.tokenizer
-        for w in self.words + [w for p in self.pairs for w in p]:
-            if not any(contains_word(it["caption"], w, tok) for it in probe):
-                raise ValueError(f"InformationMonitor: word {w!r} occurs in none of the {len(probe)} probe captions")
-        for w1, w2 in self.pairs:
-            if not any(contains_word(it["caption"], w1, tok) and contains_word(it["caption"], w2, tok) for it in probe):
-                raise ValueError(f"InformationMonitor: no probe caption contains both {w1!r} and {w2!r}")
+        try:
+            self.spec.check_captions([it["caption"] for it in probe], pl_module.denoiser().tokenizer, "probe captions")
+        except ValueError as e:
+            raise ValueError(f"InformationMonitor: {e}") from None
         self._probe = probe
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = time.perf_counter()
+        # A two-draw measurement of one probe image on the device: a probe the model cannot
+        # take (wrong size, channels, range) fails here, not after the first training steps.
+        first = self._probe[0]
+        dry = dataclasses.replace(self.spec, n_draws=2, maps=False)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                measure_captions(pl_module.denoiser(), first["image"][None], [first["id"]], [first["caption"]], dry)
+        except Exception as e:
+            raise ValueError(f"InformationMonitor: probe item {first['id']} (image {tuple(first['image'].shape)}) "
+                             f"cannot be measured with this model: {type(e).__name__}: {e}") from e
+        finally:
+            pl_module.train(was_training)
 
     # ---- cadence ----------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -119,66 +130,51 @@ class InformationMonitor(Callback):
             self.measure(trainer, pl_module, record=trainer.global_step not in self.history)
 
     # ---- measurement -------------------------------------------------------------
-    def _new_metrics(self, device, map_shape, n_alpha):
-        m = {"mi": PointwiseInformation()}
-        for w in self.words:
-            m[f"cmi/{w}"] = PointwiseInformation()
-        for w1, w2 in self.pairs:
-            m[f"pid/{w1}+{w2}"] = PartialInformation()
-        if self.mmse_points:
-            m["mmse_curve"] = InformationMap((2, n_alpha))
-        return {k: v.to(device) for k, v in m.items()}
-
     @torch.no_grad()
     def measure(self, trainer, pl_module, record: bool = True) -> dict:
+        """Measure the probe now; returns the summary {tag: {"mean", "stderr", "images"}}."""
         t0 = time.perf_counter()
         rank, world = trainer.global_rank, trainer.world_size
         local = self._probe[rank::world]
         was_training = pl_module.training
         pl_module.eval()
-        results: dict = {}
         try:
             with pl_module.ema_weights(self.use_ema) as on_ema:
                 denoiser = pl_module.denoiser()
-                sampler = default_sampler(denoiser)
-                alphas = torch.linspace(*sampler.range, self.mmse_points, dtype=torch.float64) if self.mmse_points else None
-                shape = pl_module.sample_shape
-                metrics = self._new_metrics(pl_module.device, shape[1:], self.mmse_points)
+                metrics = CaptionMetrics(self.spec).to(pl_module.device)
+                curve = InformationMap((2, self.mmse_points)).to(pl_module.device) if self.mmse_points else None
+                alphas = None
+                if curve is not None:
+                    alphas = torch.linspace(*default_sampler(denoiser).range, self.mmse_points, dtype=torch.float64)
                 local_maps = {}
                 if local:
-                    local_maps = self._measure_local(pl_module, denoiser, local, sampler, alphas, metrics)
-                for name, metric in metrics.items():  # collectives: every rank, same order
-                    results[name] = metric.compute()
+                    local_maps = self._measure_local(denoiser, local, metrics, curve, alphas)
+                summary = metrics.compute()  # collectives: every rank, same order
+                mmse = curve.compute() if curve is not None else None
             self.monitor_seconds += time.perf_counter() - t0  # before logging, so the share includes this one
-            self._log(trainer, results, local_maps, alphas, bool(on_ema))
+            self._log(trainer, summary, mmse, local_maps, alphas, bool(on_ema))
         finally:
             pl_module.train(was_training)
         if record:
             self.history.append(trainer.global_step)
-        return results
+        return summary
 
-    def _measure_local(self, pl_module, denoiser, items, sampler, alphas, metrics) -> dict:
-        captions = [it["caption"] for it in items]
-        x = pl_module.encode_images(torch.stack([it["image"] for it in items]))
-        # Fixed for the whole run: keyed by (seed, probe id), never by step or rank.
-        draws = draws_for_ids([it["id"] for it in items], self.n_draws, tuple(x.shape[1:]), sampler, self.seed)
-        res = caption_contrasts(denoiser, x, captions, self.words, self.pairs, tokenizer=pl_module.tokenizer,
-                                method=self.condition, draws=draws, maps=self.maps, microbatch=self.microbatch)
-        metrics["mi"].update(res.mi)
+    def _measure_local(self, denoiser, items, metrics, curve, alphas) -> dict:
+        ids, captions = [it["id"] for it in items], [it["caption"] for it in items]
+        images = torch.stack([it["image"] for it in items])
+        # Draws keyed by (seed, probe id), never by step or rank: fixed for the whole run.
+        res = measure_captions(denoiser, images, ids, captions, self.spec)
+        metrics.update(res, ids)
         local_maps = {}
         for w, est in res.cmi.items():
             has = res.present[w]
-            if bool(has.any()):  # with each image's own stderr, so one image has a known error
-                metrics[f"cmi/{w}"].update(Estimate(est.value[has], est.stderr[has], est.n_evals))
-                if est.map is not None:
-                    first = int(has.nonzero()[0])
-                    local_maps[w] = (items[first]["image"], est.map[first])
-        for (w1, w2), pid in res.pid.items():
-            has = res.present[(w1, w2)]
-            if bool(has.any()):
-                metrics[f"pid/{w1}+{w2}"].update(pid.values()[has], pid.stderrs()[has])
-        if alphas is not None:
-            metrics["mmse_curve"].update(self.mmse_per_image(denoiser, x, items, alphas))
+            if est.map is not None and bool(has.any()):
+                k = int(has.nonzero()[0])
+                title = (f"cmi/{w} = {float(est.value[k]):.3f} +- {float(est.stderr[k]):.3f} nats "
+                         f"(probe image {ids[k]})")
+                local_maps[w] = (items[k]["image"], est.map[k], title)
+        if curve is not None:
+            curve.update(self.mmse_per_image(denoiser, denoiser.encode(images, ids=ids), items, alphas))
         return local_maps
 
     def mmse_per_image(self, denoiser, x, items, alphas) -> torch.Tensor:
@@ -187,37 +183,26 @@ class InformationMonitor(Callback):
         Each item's eps are keyed by (seed + MMSE_SEED_OFFSET, its id), so an item's curve
         is the same whichever rank measures it and whatever items share its batch."""
         eps = mmse_eps_for_ids([it["id"] for it in items], len(alphas), self.mmse_eps, tuple(x.shape[1:]),
-                               self.seed + MMSE_SEED_OFFSET)
+                               self.spec.seed + MMSE_SEED_OFFSET)
         columns = [denoiser.null_conditions(len(items)), [it["caption"] for it in items]]
-        return mmse_curve(denoiser, x, columns, alphas, eps=eps, microbatch=self.microbatch).per_image
+        return mmse_curve(denoiser, x, columns, alphas, eps=eps, microbatch=self.spec.microbatch).per_image
 
-    def _log(self, trainer, results, local_maps, alphas, on_ema: bool) -> None:
+    def _log(self, trainer, summary, mmse, local_maps, alphas, on_ema: bool) -> None:
         if not trainer.is_global_zero:
             return
         step = trainer.global_step
-        scalars = {}
-        for name, r in results.items():
-            if not isinstance(r, dict):
-                continue
-            # stderrs as computed: over one image, its own Monte-Carlo error -- never a made-up 0.
-            if name.startswith("pid/"):
-                for term in PID_TERMS:
-                    scalars[f"info/{name}/{term}/value"] = float(r[term])
-                    scalars[f"info/{name}/{term}/stderr"] = float(r[f"{term}_stderr"])
-            else:
-                scalars[f"info/{name}/value"] = float(r["mean"])
-                scalars[f"info/{name}/stderr"] = float(r["stderr"])
+        values = scalars(summary)  # stderrs as computed: one image has its own Monte-Carlo error
         elapsed = time.perf_counter() - (self._fit_start or time.perf_counter())
-        scalars["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
-        scalars["info/monitor/ema"] = 1.0 if on_ema else 0.0
+        values["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
+        values["info/monitor/ema"] = 1.0 if on_ema else 0.0
+        log_scalars(trainer, values, step)
         for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
             if isinstance(logger, TensorBoardLogger):
                 exp = logger.experiment
-                for w, (image, heat) in local_maps.items():
-                    exp.add_image(f"info/maps/{w}", overlay(image, heat), global_step=step)
-                if "mmse_curve" in results:
-                    fig = mmse_figure(alphas, results["mmse_curve"], ["null prompt", "caption"],
+                for w, (image, heat, title) in local_maps.items():
+                    exp.add_figure(f"info/maps/{w}", map_figure(image, heat, f"{title}, step {step}"), global_step=step)
+                if mmse is not None:
+                    fig = mmse_figure(alphas, mmse, ["null prompt", "caption"],
                                       title=f"step {step}" + (" (EMA weights)" if on_ema else ""))
                     exp.add_figure("info/mmse", fig, global_step=step)
 

@@ -9,7 +9,8 @@ from .estimators import (Estimate, bits_per_dim, conditional_mi, default_sampler
                          nll, pointwise_mi)
 from .evaluate import Errors, denoiser_errors
 from .integrate import AlphaSampler, Grid, TruncatedLogistic, Uniform
-from .pid import PIDEstimate, clip_synergy_for_display, conditional_pid, pid, pid_from_terms
+from .pid import PIDEstimate, conditional_pid, pid, pid_from_terms
+from .measurement import CaptionMetrics, MeasurementSpec, measure_captions
 from .logsnr import (logsnr_from_alphas_cumprod, logsnr_from_timestep, noise_channel, timestep_from_logsnr,
                      trained_logsnr_range)
 
@@ -20,5 +21,6 @@ __all__ = [
     "default_sampler", "informations", "mmse_curve", "nll", "pointwise_mi", "Errors", "denoiser_errors",
     "AlphaSampler", "Grid", "TruncatedLogistic", "Uniform", "logsnr_from_alphas_cumprod", "logsnr_from_timestep",
     "noise_channel", "timestep_from_logsnr", "trained_logsnr_range",
-    "PIDEstimate", "pid", "conditional_pid", "pid_from_terms", "clip_synergy_for_display",
+    "PIDEstimate", "pid", "conditional_pid", "pid_from_terms",
+    "MeasurementSpec", "measure_captions", "CaptionMetrics",
 ]

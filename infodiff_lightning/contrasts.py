@@ -12,24 +12,44 @@ and the contrasts (reference -> condition) give, with shared draws:
               i12 = io(x; w1, w2 | c - w1 - w2): c - w1 - w2 -> c; then pid_from_terms.
 
 Where a word is absent from a caption, "c - w" is c itself, so its gap is exactly zero;
-``present`` masks say which images each quantity is defined for.
+each quantity carries a ``present`` mask saying which images it is defined for.
+
+Every quantity has one *tag* ("mi", "cmi/<w>", "pid/<w1>+<w2>"), spelled only here
+(:func:`mi_tag`, :func:`cmi_tag`, :func:`pid_tag`); metrics, per-image records, summary
+keys and TensorBoard tags are all built from it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .conditions import Condition, remove_word, word_spans
-from .denoisers.base import Denoiser
+from .denoisers.base import TextDenoiser
 from .draws import Draws
-from .estimators import Estimate, information_terms, summarize
+from .estimators import Estimate, contrast_estimate, information_terms
 from .evaluate import denoiser_errors
 from .pid import PIDEstimate, pid_from_terms
 
-__all__ = ["ContrastResult", "caption_contrasts", "contains_word", "without_words"]
+__all__ = ["Measured", "ContrastResult", "caption_contrasts", "contains_word", "without_words", "mi_tag", "cmi_tag",
+           "pid_tag"]
+
+
+def mi_tag() -> str:
+    """Tag of io(x; caption)."""
+    return "mi"
+
+
+def cmi_tag(word: str) -> str:
+    """Tag of io(x; word | caption without the word)."""
+    return f"cmi/{word}"
+
+
+def pid_tag(w1: str, w2: str) -> str:
+    """Tag of the conditional PID of a word pair; its terms are "<tag>/<term>"."""
+    return f"pid/{w1}+{w2}"
 
 
 def contains_word(caption: str, word: str, tokenizer=None) -> bool:
@@ -56,51 +76,74 @@ def without_words(caption: str, words: Sequence[str], method: str, tokenizer):
 
 
 @dataclass
+class Measured:
+    """One measured quantity: its tag, its per-image estimate and where it is defined."""
+
+    tag: str
+    estimate: Union[Estimate, PIDEstimate]
+    present: Tensor  # (N,) bool
+
+
+@dataclass
 class ContrastResult:
+    """MI, per-word CMI and per-pair PID of a batch, keyed by word / pair."""
+
     mi: Estimate
     cmi: dict[str, Estimate] = field(default_factory=dict)
     pid: dict[tuple[str, str], PIDEstimate] = field(default_factory=dict)
     present: dict = field(default_factory=dict)  # word or (w1, w2) -> (N,) bool
     n_evals: int = 0
 
+    def measured(self) -> Iterator[Measured]:
+        """Every quantity under its tag, in a fixed order (MI, words, pairs)."""
+        yield Measured(mi_tag(), self.mi, torch.ones(self.mi.value.shape[0], dtype=torch.bool))
+        for w, est in self.cmi.items():
+            yield Measured(cmi_tag(w), est, self.present[w])
+        for (w1, w2), est in self.pid.items():
+            yield Measured(pid_tag(w1, w2), est, self.present[(w1, w2)])
 
-def caption_contrasts(denoiser: Denoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
-                      pairs: Sequence[Sequence[str]] = (), *, tokenizer=None, method: str = "delete",
-                      draws: Draws, maps: bool = False, microbatch: int = 256) -> ContrastResult:
+
+def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
+                      pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws,
+                      maps: bool = False, microbatch: int | None = None) -> ContrastResult:
     """MI, per-word CMI and per-pair conditional PID (orthogonal estimator, "mmi"
-    redundancy) of captioned images, all from one pass over the shared ``draws``."""
+    redundancy) of captioned images, all from one pass over the shared ``draws``. Words
+    are matched with the denoiser's tokenizer."""
+    tok = denoiser.tokenizer
     captions = list(captions)
     pairs = [tuple(p) for p in pairs]
     cols = {"null": denoiser.null_conditions(len(captions)), "full": captions}
     for w in dict.fromkeys(list(words) + [w for p in pairs for w in p]):
-        cols[f"-{w}"] = [without_words(c, [w], method, tokenizer) for c in captions]
+        cols[f"-{w}"] = [without_words(c, [w], method, tok) for c in captions]
     for w1, w2 in pairs:
-        cols[f"-{w1}-{w2}"] = [without_words(c, [w1, w2], method, tokenizer) for c in captions]
+        cols[f"-{w1}-{w2}"] = [without_words(c, [w1, w2], method, tok) for c in captions]
     names = list(cols)
-    idx = {n: i for i, n in enumerate(names)}
-    contrasts = [(idx["null"], idx["full"])] + [(idx[f"-{w}"], idx["full"]) for w in words]
+    # Each contrast by name: (reference column, condition column).
+    contrasts = {"mi": ("null", "full")}
+    contrasts.update({("cmi", w): (f"-{w}", "full") for w in words})
     for w1, w2 in pairs:
-        ref = idx[f"-{w1}-{w2}"]
-        contrasts += [(ref, idx[f"-{w2}"]), (ref, idx[f"-{w1}"]), (ref, idx["full"])]
-    err = denoiser_errors(denoiser, x, [cols[n] for n in names], draws, contrasts,
+        ref = f"-{w1}-{w2}"
+        contrasts.update({("i1", w1, w2): (ref, f"-{w2}"), ("i2", w1, w2): (ref, f"-{w1}"),
+                          ("i12", w1, w2): (ref, "full")})
+    keys = list(contrasts)
+    index_pairs = [(names.index(a), names.index(b)) for a, b in contrasts.values()]
+    err = denoiser_errors(denoiser, x, [cols[n] for n in names], draws, index_pairs,
                           maps="orthogonal" if maps else None, microbatch=microbatch)
+    position = {k: p for p, k in enumerate(keys)}
 
-    def terms(p):
-        return information_terms(err, p, contrasts[p], "orthogonal")
+    def estimate(key) -> Estimate:
+        p = position[key]
+        return contrast_estimate(err, p, index_pairs[p], "orthogonal")
 
-    def map_of(p):
-        return err.draw_map(p)
-
-    out = ContrastResult(mi=summarize(terms(0), err.n_evals, err.design, draw_map=map_of(0)), n_evals=err.n_evals)
-    for j, w in enumerate(words, start=1):
-        out.cmi[w] = summarize(terms(j), err.n_evals, err.design, draw_map=map_of(j))
-        out.present[w] = torch.tensor([contains_word(c, w, tokenizer) for c in captions])
-    base = 1 + len(words)
-    for q, (w1, w2) in enumerate(pairs):
-        p = base + 3 * q
-        pid_maps = None if err.draw_maps is None else (map_of(p), map_of(p + 1), map_of(p + 2))
-        out.pid[(w1, w2)] = pid_from_terms(terms(p), terms(p + 1), terms(p + 2), maps=pid_maps, design=err.design,
-                                           n_evals=err.n_evals)
-        out.present[(w1, w2)] = torch.tensor([contains_word(c, w1, tokenizer) and contains_word(c, w2, tokenizer)
+    out = ContrastResult(mi=estimate("mi"), n_evals=err.n_evals)
+    for w in words:
+        out.cmi[w] = estimate(("cmi", w))
+        out.present[w] = torch.tensor([contains_word(c, w, tok) for c in captions])
+    for w1, w2 in pairs:
+        parts = [("i1", w1, w2), ("i2", w1, w2), ("i12", w1, w2)]
+        terms = [information_terms(err, position[k], index_pairs[position[k]], "orthogonal") for k in parts]
+        pid_maps = None if err.draw_maps is None else tuple(err.draw_map(position[k]) for k in parts)
+        out.pid[(w1, w2)] = pid_from_terms(*terms, maps=pid_maps, design=err.design, n_evals=err.n_evals)
+        out.present[(w1, w2)] = torch.tensor([contains_word(c, w1, tok) and contains_word(c, w2, tok)
                                               for c in captions])
     return out

@@ -29,6 +29,7 @@ from .integrate import AlphaSampler, TruncatedLogistic
 from .uncertainty import estimate_stderr, mean_stderr
 
 __all__ = [
+    "contrast_estimate",
     "Estimate", "default_sampler", "make_draws", "information_terms", "informations",
     "pointwise_mi", "conditional_mi", "nll", "bits_per_dim",
 ]
@@ -52,7 +53,7 @@ class Estimate:
     extra: dict = field(default_factory=dict)
     map_stderr: Tensor | None = None  # (N, *map_shape)
 
-    def mean(self) -> tuple[float, float]:
+    def dataset_mean(self) -> tuple[float, float]:
         """Dataset-level mean over images and its standard error (std over images /
         sqrt(N); for one image, that image's own standard error)."""
         n = self.value.numel()
@@ -71,6 +72,15 @@ def summarize(terms: Tensor, n_evals: int, design: str = "iid", keep_terms: bool
     if draw_map is not None:
         est.map, est.map_stderr = mean_stderr(draw_map.movedim(1, -1), design)
     return est
+
+
+def contrast_estimate(errors: Errors, pair_index: int, pair: tuple[int, int], estimator: str = "orthogonal",
+                      keep_terms: bool = False) -> Estimate:
+    """The information of one (reference, condition) contrast of a denoiser pass: its
+    per-draw terms (eq. 5 or 7, :func:`information_terms`) summarized per image, with its
+    per-element map when the pass kept maps."""
+    terms = information_terms(errors, pair_index, pair, estimator)
+    return summarize(terms, errors.n_evals, errors.design, keep_terms, errors.draw_map(pair_index))
 
 
 def default_sampler(denoiser: Denoiser) -> AlphaSampler:
@@ -127,8 +137,7 @@ def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs
     err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None, microbatch=microbatch)
     out = []
     for p, pair in enumerate(pairs):
-        terms = information_terms(err, p, pair, estimator)
-        est = summarize(terms, err.n_evals, err.design, return_terms, err.draw_map(p))
+        est = contrast_estimate(err, p, pair, estimator, keep_terms=return_terms)
         est.extra["alpha"] = err.alpha if return_terms else None
         out.append(est)
     return out

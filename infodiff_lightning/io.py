@@ -1,4 +1,4 @@
-"""Result writing: run folders, summary JSON (atomic, rank zero only)."""
+"""Result writing: run folders, summary JSON (atomic, rank zero only), logged scalars."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_dir", "strict_json", "json_line", "write_json_atomic"]
+__all__ = ["run_dir", "strict_json", "json_line", "write_json_atomic", "log_scalars"]
 
 
 def run_dir(trainer) -> Path:
@@ -50,3 +50,14 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+def log_scalars(trainer, values: dict[str, float], step: int) -> None:
+    """Write scalars to every logger of ``trainer``, on rank zero only.
+
+    For values that are already reduced across processes (a torchmetric's compute()):
+    ``LightningModule.log(..., sync_dist=True)`` would reduce them a second time."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(values), step=step)

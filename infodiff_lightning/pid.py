@@ -32,7 +32,7 @@ term is a difference of per-draw terms that share their random numbers.
 
 Note on signs. With the orthogonal estimator i1, i2, i12 >= 0, so r, u1, u2 >= 0 under
 "mmi"; the synergy can be negative pointwise (and its maps per pixel). It is reported as
-estimated; :func:`clip_synergy_for_display` gives a clipped copy for pictures only.
+estimated; ``viz.clip_for_display`` gives a clipped copy for pictures only.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ from .uncertainty import (N_BOOTSTRAP, calibrated_stderr, degrees_of_freedom, fo
 
 __all__ = [
     "PID_TERMS", "REDUNDANCY_MEASURES", "PIDEstimate", "pid", "conditional_pid", "pid_from_terms",
-    "crossfit_min_terms", "mmi_pid_statistic", "specific_information", "imin_redundancy", "clip_synergy_for_display",
+    "crossfit_min_terms", "mmi_pid_statistic", "specific_information", "imin_redundancy",
 ]
 
 PID_TERMS = ("redundancy", "unique1", "unique2", "synergy")
@@ -88,7 +88,7 @@ class PIDEstimate:
     def _per_image(self, what: str) -> None:
         if self.measure == "imin":
             raise ValueError(f"PIDEstimate.{what}: I_min unique and synergy terms are defined for the dataset, not per "
-                             "image (use mean(), contributions() or a PartialInformation metric; use "
+                             "image (use dataset_mean(), contributions() or a PartialInformation metric; use "
                              "redundancy='mmi' for per-image terms)")
 
     def values(self) -> Tensor:
@@ -112,10 +112,10 @@ class PIDEstimate:
             return None
         return torch.stack([t.map for t in self.terms()], 1)
 
-    def mean(self) -> dict[str, tuple[float, float]]:
+    def dataset_mean(self) -> dict[str, tuple[float, float]]:
         """Dataset-level (mean over images, standard error) of each term and information
         (std over images / sqrt(N); for one image under MMI, its own standard error)."""
-        out = {name: getattr(self, name).mean() for name in ("i1", "i2", "i12")}
+        out = {name: getattr(self, name).dataset_mean() for name in ("i1", "i2", "i12")}
         c = self.contributions()
         n = c.shape[0]
         for j, name in enumerate(PID_TERMS):
@@ -419,23 +419,3 @@ def conditional_pid(denoiser: Denoiser, x: Tensor, context: Column, y1: Column, 
     if context is None:
         raise ValueError("conditional_pid needs a context column; for the unconditional PID call pid(..., ref=None)")
     return pid(denoiser, x, context, y1, y2, y12, **kw)
-
-
-def clip_synergy_for_display(synergy_map: Tensor | Estimate, quantile: float | None = None) -> Tensor:
-    """A copy of synergy maps (N, *map_shape) with negative values set to 0 (and, with
-    ``quantile``, values above that quantile of each image's map set to it), for pictures only.
-
-    The estimated synergy is a difference of informations and can be negative per pixel
-    (and per image); sums, means and tests must use the unclipped map.
-    """
-    m = synergy_map.map if isinstance(synergy_map, Estimate) else synergy_map
-    if m is None:
-        raise ValueError("clip_synergy_for_display: the estimate carries no map (call pid with maps=True)")
-    out = m.detach().clamp_min(0)
-    if quantile is not None:
-        if not 0 < quantile <= 1:
-            raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-        flat = out.reshape(out.shape[0], -1)
-        hi = torch.quantile(flat.to(torch.float64), quantile, dim=1).to(out.dtype)
-        out = torch.minimum(flat, hi[:, None]).reshape(out.shape)
-    return out

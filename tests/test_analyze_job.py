@@ -18,7 +18,8 @@ def run_job(tmp: Path, name: str, *extra: str) -> Path:
            "--trainer.default_root_dir", str(tmp), *extra]
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / name / "version_0"
+    [folder] = (tmp / name).glob("run-*")  # the run folder is named by the run's identity
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ WORDS = ({"blue": 0, "red": 1}, {"round": 0, "square": 1}, {"right": 0, "left": 
 class CaptionedToy(DenoiserBase):
     """Captions -> label rows (-1 where the caption does not name the label)."""
 
+    tokenizer = None  # words are split on white space
+
     def __init__(self, system):
         self.system = system
 
@@ -60,5 +62,5 @@ def test_caption_cpid_equals_label_cpid_and_puts_the_planted_information_in_the_
     # exactly, and everything is unique to y1 ("red"), many standard errors from 0.
     values = got.values()
     assert float(values[:, [0, 2, 3]].abs().max()) < 1e-9
-    u1, se = got.mean()["unique1"]
+    u1, se = got.dataset_mean()["unique1"]
     assert u1 > 5 * se  # about 0.5 nats +- 0.05 over the ~100 captions with both words

@@ -59,17 +59,42 @@ def analyze(tmp: Path, name: str, devices: int, *args: str) -> Path:
         import analyze as job
 
         with untouched_global_state():
-            job.main([*args, *common])
-    else:
-        cmd = [sys.executable, str(ROOT / "analyze.py"), *args, *common,
+            assert job.main([*args, *common]) == 0
+    else:  # through the sync counter (tests/ddp_sync_counter.py), which counts and changes nothing
+        counts = tmp / f"{name}_syncs"
+        counts.mkdir()
+        cmd = [sys.executable, str(ROOT / "tests" / "ddp_sync_counter.py"), *args, *common,
                "--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "SYNC_COUNT_DIR": str(counts)})
         assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp / name / "version_0"
+    [folder] = (tmp / name).glob("run-*")  # the run folder is named by the run's identity
+    return folder
 
 
 def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
+
+
+def logged_scalars(run: Path) -> dict[str, float]:
+    """The info/ scalars the job wrote to TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("info/")}
+
+
+def all_reduces_besides_the_data_length_check(rank: dict) -> list:
+    """The all_reduce calls of a rank other than Lightning's one check that every rank's
+    loader has a length (evaluation_loop.setup_data -> has_len_all_ranks)."""
+    return [c for c in rank["all_reduce_callers"] if not any("has_len_all_ranks" in frame for frame in c)]
+
+
+def sync_counts(run: Path) -> list[dict]:
+    """Per rank: the metric synchronisations and all_reduce calls of a 2-process run."""
+    folder = run.parents[1] / f"{run.parents[0].name}_syncs"
+    return [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
 # ---- the ground-truth job (configs/analyze/gaussian.yaml) ---------------------------------
@@ -97,15 +122,22 @@ def test_ground_truth_job_counts_each_of_7_samples_once_on_2_ranks(gaussian_runs
 
 @pytest.mark.slow
 def test_ground_truth_job_on_2_ranks_gives_the_1_process_summary(gaussian_runs):
-    # Samples and draws are keyed by sample id and the metric states are sums, so only
-    # the order of the float64 additions differs between 1 and 2 processes: the estimate
-    # agrees to rounding (observed bit-identical; the stderr differed by ~3e-15 relative).
+    # Samples and draws are keyed by sample id, and the metrics reduce per-sample values in
+    # id order, so the float64 additions happen in the same order on 1 and 2 processes.
     one, two = gaussian_runs
-    assert set(two) == set(one)
-    for est in one:
-        assert two[est]["samples"] == one[est]["samples"] == N_ITEMS
-        assert two[est]["estimate"] == pytest.approx(one[est]["estimate"], rel=1e-9, abs=0), est
-        assert two[est]["stderr"] == pytest.approx(one[est]["stderr"], rel=1e-9, abs=0), est
+    assert two == one  # the same bits: per-sample values are reduced in id order
+    assert all(row["samples"] == N_ITEMS for row in one.values())
+
+
+@pytest.mark.slow
+def test_ground_truth_job_synchronises_each_estimator_metric_once(tmp_path_factory, gaussian_runs):
+    # Two estimators (orthogonal, standard) and the job's sample counts: three metrics, one
+    # compute() each, and no all_reduce for logging the already-reduced values.
+    folder = next(tmp_path_factory.getbasetemp().glob("gaussian*/two_syncs"))
+    for r in (0, 1):
+        rank = json.loads((folder / f"rank{r}.json").read_text())
+        assert sorted(rank["metric_syncs"]) == ["PointwiseInformation"] * 2 + ["SampleCounts"]
+        assert all_reduces_besides_the_data_length_check(rank) == []
 
 
 # ---- the caption job (configs/analyze/captions.yaml) on a tiny model ----------------------
@@ -135,12 +167,31 @@ def test_caption_job_writes_each_of_7_images_once_across_2_ranks(caption_runs):
 
 @pytest.mark.slow
 def test_caption_job_on_2_ranks_gives_the_1_process_summary(caption_runs):
-    # Each image's draws are keyed by its id and the metric states are sums, so the
-    # per-word counts are the same and the means agree to rounding (observed identical).
-    # 'red' is in one of the 7 captions: its stderr is NaN (n - 1 = 0) on both sides.
+    # Each image's draws are keyed by its id and the metrics reduce per-image values in id
+    # order: the same bits on 1 and 2 processes, counts included. ('red' is in one of the
+    # 7 captions: its stderr is that image's own Monte-Carlo error on both sides.)
     one, two = (summary(run) for run in caption_runs)
-    assert set(two) == set(one)
-    for key in one:
-        assert two[key]["images"] == one[key]["images"], key
-        assert two[key]["mean"] == pytest.approx(one[key]["mean"], rel=1e-9, abs=0), key
-        assert two[key]["stderr"] == pytest.approx(one[key]["stderr"], rel=1e-9, abs=0, nan_ok=True), key
+    assert two == one
+    assert one["mi"]["images"] == N_ITEMS and one["cmi/red"]["images"] == 1
+
+
+@pytest.mark.slow
+def test_caption_job_logs_the_1_process_values_on_2_ranks(caption_runs):
+    # The logged scalars come from the reduced metrics; TensorBoard stores float32, so the
+    # two runs' values agree to float32 rounding.
+    one, two = (logged_scalars(run) for run in caption_runs)
+    assert set(one) == set(two) and "info/pid/green+square/synergy/value" in one
+    for tag in one:
+        assert two[tag] == pytest.approx(one[tag], rel=1e-6, abs=1e-12, nan_ok=True), tag
+
+
+@pytest.mark.slow
+def test_caption_job_synchronises_each_metric_once_and_logs_without_a_second_reduction(caption_runs):
+    # Tags: mi, cmi/red, cmi/bottom (PointwiseInformation) and pid/green+square
+    # (PartialInformation), and the job's sample counts: five metrics, each reduced by one
+    # compute() per rank. The
+    # logged values are already reduced, so nothing is all-reduced again for logging
+    # (self.log(..., sync_dist=True) would cost one all_reduce per logged value).
+    for rank in sync_counts(caption_runs[1]):
+        assert sorted(rank["metric_syncs"]) == ["PartialInformation"] + ["PointwiseInformation"] * 3 + ["SampleCounts"]
+        assert all_reduces_besides_the_data_length_check(rank) == []

@@ -35,7 +35,7 @@ def test_gaussian_mi_matches_closed_form(setting, estimator, gen):
     est = pointwise_mi(system, x, y, estimator=estimator, n_draws=32, sampler=WIDE, generator=gen)
     truth = system.mutual_information()
     assert truth == pytest.approx(system.analytic_mi)  # -d/2 log(1 - rho^2)
-    assert_matches_truth(*est.mean(), truth)
+    assert_matches_truth(*est.dataset_mean(), truth)
 
 
 @pytest.mark.parametrize("estimator", ["orthogonal", "standard"])
@@ -45,7 +45,7 @@ def test_gaussian_mixture_mi_matches_monte_carlo_truth(estimator, gen):
     truth, truth_se = system.mutual_information_mc(n=200_000)
     est = pointwise_mi(system, x, y, estimator=estimator, n_draws=32, sampler=WIDE, generator=gen)
     assert truth_se < 0.005  # the truth itself is known to ~0.5%
-    assert_matches_truth(*est.mean(), truth)
+    assert_matches_truth(*est.dataset_mean(), truth)
 
 
 def test_chain_rule_of_mutual_information(gen):
@@ -59,7 +59,7 @@ def test_chain_rule_of_mutual_information(gen):
     null = system.null_conditions(len(x))
     both, first, second_given_first = informations(
         system, x, [null, y1_only, y], [(0, 2), (0, 1), (1, 2)], n_draws=32, sampler=WIDE, generator=gen)
-    (vb, sb), (v1, s1), (v2, s2) = both.mean(), first.mean(), second_given_first.mean()
+    (vb, sb), (v1, s1), (v2, s2) = both.dataset_mean(), first.dataset_mean(), second_given_first.dataset_mean()
     assert abs(vb - (v1 + v2)) <= 3 * math.sqrt(sb**2 + s1**2 + s2**2)
     target = tuple([False] * 8 + [True] * 8)
     assert v2 == pytest.approx(system.mutual_information(target=target, given=tuple(not t for t in target)), rel=0.05)
@@ -73,7 +73,7 @@ def test_conditional_mi_is_the_gap_between_context_and_full_condition(gen):
     est = conditional_mi(system, x, y, ctx, n_draws=32, sampler=WIDE, generator=gen)
     given = tuple([True] * 8 + [False] * 8)
     truth = system.mutual_information(target=tuple(not g for g in given), given=given)
-    assert_matches_truth(*est.mean(), truth)
+    assert_matches_truth(*est.dataset_mean(), truth)
 
 
 def test_neg_log_density_of_a_gaussian_matches_its_log_density(gen):

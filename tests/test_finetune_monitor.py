@@ -241,7 +241,7 @@ def test_ema_weights_differ_from_trained_weights_and_are_restored(tmp_path):
 
 
 @pytest.mark.parametrize("monitor, message", [
-    (dict(words=["purple"]), "word 'purple' occurs in none"),
+    (dict(words=["purple"]), "the word 'purple' occurs in none"),
     (dict(words=["red"], every_n_steps=0), "every_n_steps must be >= 1"),
 ])
 def test_bad_monitor_configuration_fails_before_training(monitor, message, tmp_path):
@@ -255,8 +255,8 @@ def test_bad_monitor_configuration_fails_before_training(monitor, message, tmp_p
 def test_probe_images_of_the_wrong_size_fail_before_training():
     module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))  # a 16 x 16 model
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[InformationMonitor(words=["red"], probe_size=4)])
-    with pytest.raises(ValueError, match="probe image .* has shape \\(3, 32, 32\\)"):
+                        enable_progress_bar=False, callbacks=[InformationMonitor(words=["a"], probe_size=4)])
+    with pytest.raises(ValueError, match="probe item .* \\(3, 32, 32\\) cannot be measured with this model"):
         trainer.fit(module, datamodule=CaptionedShapesData(n_train=16, n_val=8, image_size=32, batch_size=8))
     assert trainer.global_step == 0
 

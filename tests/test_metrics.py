@@ -1,10 +1,11 @@
-"""torchmetrics shells: sum states make updates additive and syncs exact."""
+"""torchmetrics shells: per-sample states reduced in id order, so batching, update order and
+the number of processes cannot change a single bit."""
 
 import pytest
 import torch
 
 from infodiff_lightning.estimators import Estimate
-from infodiff_lightning.metrics import InformationMap, PointwiseInformation
+from infodiff_lightning.metrics import InformationMap, PartialInformation, PointwiseInformation
 
 
 def test_mean_and_stderr_are_those_of_the_values():
@@ -28,11 +29,39 @@ def test_updates_in_two_halves_equal_one_update():
     assert float(a["stderr"]) == pytest.approx(float(b["stderr"]), rel=1e-9)
 
 
-def test_states_are_fixed_size_sums():
-    m = PointwiseInformation()
-    m.update(torch.ones(1000))
-    assert all(getattr(m, s).numel() == 1 for s in m._defaults)
-    assert all(m._reductions[s] is not None for s in m._defaults)
+def test_batching_and_update_order_do_not_change_a_bit_when_ids_are_given():
+    # float64 sums depend on the order of their terms; values are reduced in id order, so
+    # 101 values in one update, in 7 shuffled pieces, or split over two merged "ranks"
+    # give the same bits (values spread over 1e-3..1e3, where a reordering shows).
+    g = torch.Generator().manual_seed(0)
+    values = torch.exp(torch.randn(101, generator=g, dtype=torch.float64) * 3)
+    ids = torch.arange(101)
+    whole = PointwiseInformation()
+    whole.update(values, ids=ids)
+    pieces = PointwiseInformation()
+    perm = torch.randperm(101, generator=g)
+    for chunk in perm.chunk(7):
+        pieces.update(values[chunk], ids=ids[chunk])
+    rank0, rank1 = PointwiseInformation(), PointwiseInformation()
+    rank0.update(values[1::2], ids=ids[1::2])
+    rank1.update(values[::2], ids=ids[::2])
+    rank0.merge_state(rank1)
+    a, b, c = whole.compute(), pieces.compute(), rank0.compute()
+    for key in ("mean", "stderr", "count"):
+        assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key]), key
+
+
+def test_pid_metric_reduces_in_id_order_too():
+    g = torch.Generator().manual_seed(1)
+    values = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    ids = torch.arange(100, 130)
+    whole, shuffled = PartialInformation(), PartialInformation()
+    whole.update(values, ids=ids)
+    perm = torch.randperm(30, generator=g)
+    for chunk in perm.chunk(4):
+        shuffled.update(values[chunk], ids=ids[chunk])
+    a, b = whole.compute(), shuffled.compute()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_estimate_updates_count_denoiser_evaluations():
@@ -86,8 +115,8 @@ def test_several_images_use_the_spread_over_images_not_their_own_errors():
 
 
 def test_one_image_merged_with_an_empty_rank_keeps_its_own_stderr():
-    # States are sums, so merging a rank that saw the image with one that saw none gives
-    # the one-image states back, and the reduced stderr is still the image's own (0.5).
+    # Merging a rank that saw the image with one that saw none gives the one-image states
+    # back, and the reduced stderr is still the image's own (0.5).
     with_image, without = PointwiseInformation(), PointwiseInformation()
     with_image.update(Estimate(torch.tensor([4.0]), torch.tensor([0.5]), n_evals=8))
     with_image.merge_state(without)

@@ -1,8 +1,15 @@
-"""A folder of captioned images: ``name.png|jpg|jpeg|webp`` with ``name.txt`` beside it.
+"""A folder of captioned images: ``name.png|jpg|jpeg|webp|bmp`` with ``name.txt`` beside it.
 
 Images are resized (shorter side) and centre-cropped to ``image_size`` and scaled to
-[-1, 1]. Sample ids are the positions in the sorted file list, so they are stable
-across runs and ranks. A file that cannot be read raises an error naming it.
+[-1, 1]; any PIL mode converts (alpha is dropped, grey is repeated over three channels,
+16-bit and float images are scaled from their full range). Sample ids are the positions
+in the sorted file list, so they are stable across runs and ranks.
+
+Two ways to meet a bad sample (unreadable or corrupt image, no caption file, empty
+caption): ``strict=True`` (training) raises an error naming the file; ``strict=False``
+(evaluation) returns the item with a zero image, an empty caption and ``"error"`` set to
+the reason, so that an analysis job records it and goes on. Every item has an
+``"error"`` key ("" when the item is fine).
 """
 from __future__ import annotations
 
@@ -15,9 +22,22 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .loaders import evaluation_loader
 
-__all__ = ["CaptionFolder", "CaptionFolderData", "load_image"]
+__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "TEST_SPLITS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: Which items an analysis job measures: every item, or the held-out (probe) split.
+TEST_SPLITS = ("all", "heldout")
+
+
+def _to_rgb(img):
+    """A PIL image of any mode as 8-bit RGB (see the module doc)."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        full = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / full * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return img.convert("RGB")
 
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
@@ -25,59 +45,123 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     from PIL import Image
 
     try:
-        img = Image.open(path).convert("RGB")
+        with Image.open(path) as opened:
+            opened.load()
+            img = _to_rgb(opened)
     except Exception as e:  # PIL raises several types; name the file in one clear error
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise ValueError(f"cannot read image {Path(path).name}: {type(e).__name__}: {e}") from e
     w, h = img.size
     s = size / min(w, h)
     img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)
+    arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
     return arr / 127.5 - 1.0
 
 
+def read_caption(image_path: Path) -> str:
+    """The caption beside an image (name.txt), stripped; a ValueError if missing or empty."""
+    txt = image_path.with_suffix(".txt")
+    if not txt.is_file():
+        raise ValueError(f"{image_path.name} has no caption file {txt.name}")
+    caption = txt.read_text(errors="replace").strip()
+    if not caption:
+        raise ValueError(f"{txt.name} is empty: no caption to measure")
+    return caption
+
+
 class CaptionFolder(Dataset):
-    def __init__(self, root: str | Path, image_size: int = 512):
+    """Items {"id", "image", "caption", "error"} of a caption folder (see the module doc)."""
+
+    def __init__(self, root: str | Path, image_size: int = 512, strict: bool = True):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"caption folder {root} does not exist")
         self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        missing = [p.name for p in self.files if not p.with_suffix(".txt").exists()]
-        if missing:
-            raise ValueError(f"{len(missing)} images in {root} have no caption file (.txt beside them), e.g. {missing[:3]}")
         if not self.files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-        self.image_size = image_size
+        if strict:
+            missing = [p.name for p in self.files if not p.with_suffix(".txt").exists()]
+            if missing:
+                raise ValueError(f"{len(missing)} images in {root} have no caption file (.txt beside them), "
+                                 f"e.g. {missing[:3]}")
+        self.image_size, self.strict = image_size, strict
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def caption(self, i: int) -> str | None:
+        """The caption of item i, or None where it has none (cheap: no image is read)."""
+        try:
+            return read_caption(self.files[i])
+        except ValueError:
+            return None
+
     def __getitem__(self, i: int) -> dict:
         p = self.files[i]
-        return {"id": i, "image": load_image(p, self.image_size),
-                "caption": p.with_suffix(".txt").read_text().strip()}
+        try:
+            return {"id": i, "image": load_image(p, self.image_size), "caption": read_caption(p), "error": ""}
+        except ValueError as e:
+            if self.strict:
+                raise
+            return {"id": i, "image": torch.zeros(3, self.image_size, self.image_size), "caption": "",
+                    "error": str(e)}
 
 
 class CaptionFolderData(L.LightningDataModule):
-    """Train on all but the last ``n_probe`` items; those are validation and probe items."""
+    """A caption folder for fine-tuning and analysis.
+
+    Fine-tuning trains on all but the last ``n_probe`` items; those are the validation and
+    probe items. An analysis job (``test_dataloader``) measures every item by default
+    (``test_split="all"``), or only the held-out ones (``"heldout"``); there, unreadable
+    items are recorded as failures instead of stopping the job.
+    """
 
     def __init__(self, root: str, image_size: int = 512, batch_size: int = 4, n_probe: int = 8, num_workers: int = 2,
-                 seed: int = 0):
+                 seed: int = 0, test_split: str = "all"):
         super().__init__()
+        if test_split not in TEST_SPLITS:
+            raise ValueError(f"test_split must be one of {', '.join(TEST_SPLITS)}, got {test_split!r}")
         self.save_hyperparameters()
-        self.data = CaptionFolder(root, image_size)
-        if len(self.data) <= n_probe:
-            raise ValueError(f"{root} has {len(self.data)} items; need more than n_probe={n_probe}")
-        n = len(self.data)
-        self.train_set = Subset(self.data, range(n - n_probe))
-        self.val_set = Subset(self.data, range(n - n_probe, n))
+        self.root = root
+        self._train_data: CaptionFolder | None = None
+        self.test_set = CaptionFolder(root, image_size, strict=False)
+        if test_split == "heldout":
+            n = len(self.test_set)
+            self.test_set = Subset(self.test_set, range(max(0, n - n_probe), n))
+
+    def _strict(self) -> tuple[Subset, Subset]:
+        if self._train_data is None:  # built on first use: analysis jobs never need it
+            data = CaptionFolder(self.root, self.hparams.image_size, strict=True)
+            n, n_probe = len(data), self.hparams.n_probe
+            if n <= n_probe:
+                raise ValueError(f"{self.root} has {n} items; need more than n_probe={n_probe}")
+            self._train_data = (Subset(data, range(n - n_probe)), Subset(data, range(n - n_probe, n)))
+        return self._train_data
+
+    @property
+    def train_set(self) -> Subset:
+        return self._strict()[0]
+
+    @property
+    def val_set(self) -> Subset:
+        return self._strict()[1]
 
     def probe_items(self, n: int) -> list[dict]:
         if n > len(self.val_set):
             raise ValueError(f"probe of {n} items asked, but only {len(self.val_set)} are held out (n_probe)")
         return [self.val_set[i] for i in range(n)]
+
+    def test_captions(self) -> list[str | None]:
+        """Captions of the items an analysis job measures (None where an item has none)."""
+        data = self.test_set
+        if isinstance(data, Subset):
+            return [data.dataset.caption(i) for i in data.indices]
+        return [data.caption(i) for i in range(len(data))]
+
+    def describe_test_split(self) -> str:
+        return f"{len(self.test_set)} images of {self.root} (test_split={self.hparams.test_split})"
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
@@ -87,5 +171,5 @@ class CaptionFolderData(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        """The held-out split, each item exactly once across devices (analysis jobs)."""
-        return evaluation_loader(self.val_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)
+        """The measured items, each exactly once across devices (analysis jobs)."""
+        return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..draws import id_generator
+from .caption_folder import TEST_SPLITS
 from .loaders import evaluation_loader
 
 __all__ = ["COLOURS", "SHAPES", "POSITIONS", "CaptionedShapes", "CaptionedShapesData", "render_shape"]
@@ -58,31 +59,54 @@ class CaptionedShapes(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> dict:
+    def _labels(self, i: int) -> tuple[str, str, str, torch.Generator]:
         if not 0 <= i < self.n:
             raise IndexError(i)
-        sid = self.offset + i
-        g = id_generator(self.seed, sid)
+        g = id_generator(self.seed, self.offset + i)
         c = list(COLOURS)[int(torch.randint(len(COLOURS), (), generator=g))]
         s = SHAPES[int(torch.randint(len(SHAPES), (), generator=g))]
         p = POSITIONS[int(torch.randint(len(POSITIONS), (), generator=g))]
+        return c, s, p, g
+
+    def caption(self, i: int) -> str:
+        """The caption of item i (cheap: nothing is rendered)."""
+        c, s, p, _ = self._labels(i)
+        return f"a {c} {s} on the {p}"
+
+    def __getitem__(self, i: int) -> dict:
+        c, s, p, g = self._labels(i)
         j = torch.randint(-1, 2, (2,), generator=g).tolist()
-        return {"id": sid, "image": render_shape(c, s, p, self.size, tuple(j)), "caption": f"a {c} {s} on the {p}"}
+        return {"id": self.offset + i, "image": render_shape(c, s, p, self.size, tuple(j)),
+                "caption": f"a {c} {s} on the {p}", "error": ""}
 
 
 class CaptionedShapesData(L.LightningDataModule):
     """Train / validation splits of :class:`CaptionedShapes` and a fixed probe set.
 
     The probe set (first ``probe_size`` validation items) is what the
-    InformationMonitor measures at every evaluation.
+    InformationMonitor measures at every evaluation. An analysis job measures the held-out
+    validation items (``test_split="heldout"``, the default: ids n_train .. n_train +
+    n_val - 1, which a model trained on this data never saw) or every item (``"all"``).
     """
 
     def __init__(self, n_train: int = 512, n_val: int = 64, image_size: int = 16, batch_size: int = 32,
-                 seed: int = 0, num_workers: int = 0):
+                 seed: int = 0, num_workers: int = 0, test_split: str = "heldout"):
         super().__init__()
+        if test_split not in TEST_SPLITS:
+            raise ValueError(f"test_split must be one of {', '.join(TEST_SPLITS)}, got {test_split!r}")
         self.save_hyperparameters()
         self.train_set = CaptionedShapes(n_train, image_size, seed, offset=0)
         self.val_set = CaptionedShapes(n_val, image_size, seed, offset=n_train)
+        self.test_set = self.val_set if test_split == "heldout" else CaptionedShapes(n_train + n_val, image_size, seed)
+
+    def test_captions(self) -> list[str]:
+        """Captions of the items an analysis job measures."""
+        return [self.test_set.caption(i) for i in range(len(self.test_set))]
+
+    def describe_test_split(self) -> str:
+        first = self.test_set.offset
+        return (f"{len(self.test_set)} generated shapes, ids {first}..{first + len(self.test_set) - 1} "
+                f"(test_split={self.hparams.test_split})")
 
     @property
     def vocabulary(self) -> list[str]:
@@ -102,5 +126,5 @@ class CaptionedShapesData(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        """The held-out split, each item exactly once across devices (analysis jobs)."""
-        return evaluation_loader(self.val_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)
+        """The measured items, each exactly once across devices (analysis jobs)."""
+        return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)

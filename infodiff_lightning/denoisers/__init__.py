@@ -9,7 +9,8 @@ __all__ = ["Column", "Denoiser", "DenoiserBase", "JointGaussian", "CorrelatedGau
 from .diffusers_latent import LatentDiffusionDenoiser
 from .diffusers_pixel import ClassConditionalDenoiser, PixelTextDenoiser
 from .prediction import eps_from_prediction
+from .loading import load_text_to_image
 from .text_encoding import PromptEncoder
 
 __all__ += ["LatentDiffusionDenoiser", "PixelTextDenoiser", "ClassConditionalDenoiser", "PromptEncoder",
-            "eps_from_prediction"]
+            "eps_from_prediction", "load_text_to_image"]

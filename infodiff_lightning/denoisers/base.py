@@ -15,7 +15,7 @@ from torch import Tensor
 
 Column = Union[Tensor, Sequence[Any]]
 
-__all__ = ["Column", "Denoiser", "DenoiserBase", "column_len", "take", "concat"]
+__all__ = ["Column", "Denoiser", "TextDenoiser", "DenoiserBase", "column_len", "take", "concat"]
 
 
 @runtime_checkable
@@ -38,6 +38,16 @@ class Denoiser(Protocol):
     def null_conditions(self, n: int) -> Column: ...
 
     def encode(self, images: Tensor, ids: Sequence[Any] | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class TextDenoiser(Denoiser, Protocol):
+    """A denoiser conditioned on prompts: conditions are prompt strings (or
+    :class:`~infodiff_lightning.conditions.Condition`), the null condition is "", and
+    ``tokenizer`` decides what a whole word is when words are removed from a prompt
+    (None: words are separated by white space and punctuation)."""
+
+    tokenizer: Any
 
 
 class DenoiserBase:

@@ -1,6 +1,7 @@
-"""torchmetrics for information estimates (fixed-size sum states, DDP-exact)."""
-from .information import ConditionalMutualInformation, InformationMap, MutualInformation, PointwiseInformation
+"""torchmetrics for information estimates: per-sample states reduced in id order (the same
+bits on any number of processes), and fixed-size sums for maps."""
+from .information import InformationMap, PointwiseInformation
 from .pid import PartialInformation, PartialInformationMap
 
-__all__ = ["PointwiseInformation", "MutualInformation", "ConditionalMutualInformation", "InformationMap",
+__all__ = ["PointwiseInformation", "InformationMap",
            "PartialInformation", "PartialInformationMap"]

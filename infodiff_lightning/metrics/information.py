@@ -1,95 +1,54 @@
-"""torchmetrics shells over the estimators: fixed-size sum states, exact under DDP.
+"""torchmetrics shells over the estimators: per-sample states, reduced in id order.
 
-The states are sums (of values, of squared values, of counts, of maps), reduced with
-"sum" across processes, so a sync is one small all-reduce and gives exactly the value
-that one process would get on the same samples (up to float summation order).
+``PointwiseInformation`` keeps each image's value, its own Monte-Carlo standard error
+and its id (samples.py), so 1 and N processes, any batch size and a resumed job give
+bit-identical results. ``InformationMap`` keeps a fixed-size sum of maps (too large to
+keep per image), so across processes it agrees to float64 rounding.
 
 Standard error of the dataset mean: over several images, std over images / sqrt(count)
 (sample and integration noise together). Over exactly one image the spread over images
 is unknown; the error is then that image's own Monte-Carlo standard error
-(``Estimate.stderr``, conditional on the image), kept as a sum of squared per-image
-standard errors; a plain tensor carries none, so a single image given as a tensor has a
-NaN standard error (unknown, never 0).
+(``Estimate.stderr``, conditional on the image); a plain tensor carries none, so a
+single image given as a tensor has a NaN standard error (unknown, never 0).
 """
 from __future__ import annotations
 
-import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from ..estimators import Estimate
+from .samples import SampleValues, mean_and_stderr
 
-__all__ = ["PointwiseInformation", "MutualInformation", "ConditionalMutualInformation", "InformationMap"]
-
-
-def mean_and_stderr(total: Tensor, total_sq: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and standard error (sample std / sqrt(count)) from sum states; NaN stderr for one sample."""
-    mean = total / count
-    if float(count) <= 1:
-        return mean, torch.full_like(mean, math.nan)
-    var = (total_sq / count - mean**2).clamp_min(0) * count / (count - 1)
-    return mean, (var / count).sqrt()
+__all__ = ["PointwiseInformation", "InformationMap", "mean_and_stderr"]
 
 
-def _values(estimate: Estimate | Tensor) -> Tensor:
-    v = estimate.value if isinstance(estimate, Estimate) else torch.as_tensor(estimate)
-    return v.detach().to(torch.float64).flatten()
-
-
-class PointwiseInformation(Metric):
+class PointwiseInformation(SampleValues):
     """Dataset-level mean of per-image information estimates, with its standard error.
 
-    ``update(estimate)`` takes an :class:`Estimate` (or a tensor of per-image values);
-    ``compute()`` returns {"mean", "stderr", "count", "n_evals"} where stderr is
-    std over images / sqrt(count) (sample and integration noise together), or, for
-    exactly one image, that image's ``Estimate.stderr`` (the error of its Monte-Carlo
-    integral over the draws; NaN if the image came as a plain tensor).
+    One metric for every pointwise information: i(x; y), i(x; w | c) and each PID term
+    differ only in the conditions the estimator was given.
+
+    ``update(estimate, ids=None)`` takes an :class:`Estimate` (or a tensor of per-image
+    values) and the images' ids; ``compute()`` returns {"mean", "stderr", "count",
+    "n_evals"} where stderr is std over images / sqrt(count), or, for exactly one image,
+    that image's ``Estimate.stderr`` (NaN if the image came as a plain tensor).
     """
 
-    full_state_update = False
-    higher_is_better = None
-    is_differentiable = False
+    width = 1
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total_sq", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n_evals", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        # Per-image Monte-Carlo errors: sum of stderr^2 and how many images brought one.
-        self.add_state("total_own_var", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count_own", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, estimate: Estimate | Tensor) -> None:
-        v = _values(estimate).to(self.total.device)
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError("PointwiseInformation.update: non-finite information values")
-        self.total += v.sum()
-        self.total_sq += (v**2).sum()
-        self.count += v.numel()
+    def update(self, estimate: Estimate | Tensor, ids: Sequence[int] | Tensor | None = None) -> None:
         if isinstance(estimate, Estimate):
-            self.n_evals += estimate.n_evals
-            se = estimate.stderr.detach().to(torch.float64).flatten().to(self.total.device)
-            if se.numel() != v.numel():
-                raise ValueError(f"PointwiseInformation.update: {se.numel()} standard errors for {v.numel()} values")
-            self.total_own_var += (se**2).sum()  # NaN (grid draws) stays NaN: unknown
-            self.count_own += se.numel()
+            self._add(estimate.value, estimate.stderr, ids, estimate.n_evals)
+        else:
+            self._add(torch.as_tensor(estimate), None, ids)
 
     def compute(self) -> dict[str, Tensor]:
-        if float(self.count) == 0:
-            raise ValueError("PointwiseInformation.compute: no samples were added (zero samples)")
-        mean, stderr = mean_and_stderr(self.total, self.total_sq, self.count)
-        if float(self.count) == 1 and float(self.count_own) == 1:
-            stderr = self.total_own_var.sqrt()  # the one image's own Monte-Carlo error
-        return {"mean": mean, "stderr": stderr, "count": self.count.clone(), "n_evals": self.n_evals.clone()}
-
-
-#: Names under which users look for the same shell: i(x;y) and i(x;w|c) differ only in
-#: the conditions the estimator was given.
-MutualInformation = PointwiseInformation
-ConditionalMutualInformation = PointwiseInformation
+        mean, stderr, count = self.summary()
+        return {"mean": mean[0], "stderr": stderr[0], "count": torch.tensor(float(count), dtype=torch.float64),
+                "n_evals": self.n_evals.clone()}
 
 
 class InformationMap(Metric):

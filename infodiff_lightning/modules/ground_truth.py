@@ -10,19 +10,18 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import lightning as L
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.loaders import evaluation_loader
 from ..denoisers.analytic import AnalyticSystem
 from ..draws import draws_for_ids
-from ..estimators import ESTIMATORS, information_terms, summarize
+from ..estimators import ESTIMATORS, Estimate, contrast_estimate
 from ..evaluate import denoiser_errors
 from ..integrate import AlphaSampler, TruncatedLogistic
-from ..io import run_dir, write_json_atomic
+from ..io import log_scalars
 from ..metrics import PointwiseInformation
+from .analysis_job import AnalysisJob
 
 __all__ = ["GroundTruthAnalysis"]
 
@@ -35,10 +34,10 @@ class _Samples(Dataset):
         return self.x.shape[0]
 
     def __getitem__(self, i: int):
-        return i, self.x[i], self.y[i]
+        return {"id": i, "x": self.x[i], "y": self.y[i], "error": ""}
 
 
-class GroundTruthAnalysis(L.LightningModule):
+class GroundTruthAnalysis(AnalysisJob):
     """Estimate I(X;Y) of ``system`` with each estimator and compare with the truth.
 
     Args:
@@ -50,12 +49,13 @@ class GroundTruthAnalysis(L.LightningModule):
             wide enough for the information to lie inside it for the default systems.
         seed: keys the samples and, with the sample id, each sample's draws.
         batch_size: samples per test step; microbatch: denoiser inputs per call.
+        fail_fast: stop at the first failed batch instead of recording it and going on.
     """
 
     def __init__(self, system: AnalyticSystem, n_samples: int = 2000, estimators: Sequence[str] = ("orthogonal", "standard"),
                  n_draws: int = 32, sampler: AlphaSampler | None = None, seed: int = 0, batch_size: int = 250,
-                 microbatch: int = 16384):
-        super().__init__()
+                 microbatch: int = 16384, fail_fast: bool = False):
+        super().__init__(fail_fast=fail_fast)
         if n_samples < 2:
             raise ValueError(f"n_samples must be >= 2 for a standard error, got {n_samples}")
         if n_draws < 2:
@@ -65,60 +65,61 @@ class GroundTruthAnalysis(L.LightningModule):
             raise ValueError(f"estimators must be a non-empty subset of {ESTIMATORS}, got {list(estimators)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if microbatch < 1:
+            raise ValueError(f"microbatch must be >= 1, got {microbatch}")
         self.system = system
         self.n_samples, self.n_draws, self.seed = n_samples, n_draws, seed
         self.estimators = list(estimators)
         self.sampler = sampler if sampler is not None else TruncatedLogistic(0.0, 2.0, 6.0, stratified=True)
         self.batch_size, self.microbatch = batch_size, microbatch
         self.mi = torch.nn.ModuleDict({e: PointwiseInformation() for e in self.estimators})
-        self.summary: dict | None = None
 
     def test_dataloader(self) -> DataLoader:
         x, y = self.system.sample(self.n_samples, torch.Generator().manual_seed(self.seed))
-        data = _Samples(x, y)
-        sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # The default DistributedSampler pads with duplicates; this one does not.
-            sampler = UnrepeatedDistributedSampler(data, num_replicas=self.trainer.world_size,
-                                                   rank=self.trainer.global_rank, shuffle=False)
-        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, shuffle=False)
+        return evaluation_loader(_Samples(x, y), self.batch_size, self.trainer)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        ids, x, y = batch
+    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        x, y = batch["x"][keep], batch["y"][keep]
         draws = draws_for_ids(ids, self.n_draws, tuple(x.shape[1:]), self.sampler, self.seed, dtype=x.dtype)
         n = x.shape[0]
         errors = denoiser_errors(self.system, x, [self.system.null_conditions(n), y], draws, [(0, 1)],
                                  microbatch=self.microbatch)
+        rows = [{"id": i, "n_evals": errors.n_evals // n} for i in ids]
         for est in self.estimators:
-            self.mi[est].update(summarize(information_terms(errors, 0, (0, 1), est), errors.n_evals, errors.design))
+            e = contrast_estimate(errors, 0, (0, 1), est)
+            self.mi[est].update(e, ids=ids)
+            for k, row in enumerate(rows):
+                row[est], row[f"{est}_stderr"] = float(e.value[k]), float(e.stderr[k])
+        return rows
 
-    def on_test_epoch_end(self) -> None:
-        truth = float(self.system.mutual_information())
-        rows = {}
+    def replay(self, records: list[dict]) -> None:
+        n_evals = sum(int(r["n_evals"]) for r in records)
         for est in self.estimators:
-            r = self.mi[est].compute()  # a collective: every rank calls it
-            # The logged values are identical on every rank; sync_dist only averages equals.
+            values = torch.tensor([r[est] for r in records], dtype=torch.float64)
+            stderrs = torch.tensor([float("nan") if r[f"{est}_stderr"] is None else r[f"{est}_stderr"]
+                                    for r in records], dtype=torch.float64)
+            self.mi[est].update(Estimate(values, stderrs, n_evals), ids=[r["id"] for r in records])
+
+    def results(self) -> dict:
+        truth = float(self.system.mutual_information())
+        rows, logged = {}, {"info/mi/truth": truth}
+        for est in self.estimators:
+            r = self.mi[est].compute()  # a collective: every rank calls it; the one synchronisation
             mean, se = float(r["mean"]), float(r["stderr"])
             rows[est] = {"estimate": mean, "stderr": se, "truth": truth, "z": (mean - truth) / se if se > 0 else None,
                          "relative_error": (mean - truth) / truth if truth else None,
                          "samples": int(r["count"]), "denoiser_evals": int(r["n_evals"])}
-            self.log(f"info/mi/{est}", mean, sync_dist=True)
-            self.log(f"info/mi/{est}_stderr", se, sync_dist=True)
-            self.mi[est].reset()
-        self.log("info/mi/truth", truth, sync_dist=True)
-        self.summary = {"system": type(self.system).__name__, "truth_nats": truth, "estimators": rows}
-        out = run_dir(self.trainer)  # trainer.log_dir broadcasts: every rank must ask
-        if self.trainer.is_global_zero:
-            path = write_json_atomic(out / "summary.json", self.summary)
-            rank_zero_info(format_table(self.summary) + f"\nsummary written to {path}")
+            logged[f"info/mi/{est}"], logged[f"info/mi/{est}_stderr"] = mean, se
+        log_scalars(self.trainer, logged, step=0)
+        return {"system": type(self.system).__name__, "truth_nats": truth, "estimators": rows}
 
-
-def format_table(summary: dict) -> str:
-    """The demo's table: estimate, standard error and truth per estimator."""
-    lines = [f"I(X;Y) for {summary['system']} (nats)",
-             f"{'estimator':<12}{'estimate':>10}{'stderr':>9}{'truth':>10}{'z':>7}{'rel.err':>9}{'evals':>11}"]
-    for est, r in summary["estimators"].items():
-        z = f"{r['z']:.2f}" if r["z"] is not None else "-"
-        rel = f"{100 * r['relative_error']:.2f}%" if r["relative_error"] is not None else "-"
-        lines.append(f"{est:<12}{r['estimate']:>10.4f}{r['stderr']:>9.4f}{r['truth']:>10.4f}{z:>7}{rel:>9}{r['denoiser_evals']:>11}")
-    return "\n".join(lines)
+    def report_lines(self, results: dict) -> list[str]:
+        """The demo's table: estimate, standard error and truth per estimator."""
+        lines = [f"I(X;Y) for {results['system']} (nats)", "",
+                 "| estimator | estimate | stderr | truth | z | rel. err | evals |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for est, r in results["estimators"].items():
+            z = f"{r['z']:.2f}" if r["z"] is not None else "-"
+            rel = f"{100 * r['relative_error']:.2f}%" if r["relative_error"] is not None else "-"
+            lines.append(f"| {est} | {r['estimate']:.4f} | {r['stderr']:.4f} | {r['truth']:.4f} | {z} | {rel} | "
+                         f"{r['denoiser_evals']} |")
+        return lines

@@ -1,0 +1,162 @@
+"""What train.py and analyze.py share: a quiet console, a progress bar in optimizer
+steps, run identities (resume), and one-line configuration errors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
+from lightning.pytorch.cli import LightningCLI
+
+__all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
+           "EXIT_CONFIG_ERROR", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS"]
+
+#: Set this environment variable to 1 to see full tracebacks of configuration errors.
+DEBUG_ENV = "INFODIFF_DEBUG"
+#: Exit status of a run stopped by a configuration mistake (before anything was computed).
+EXIT_CONFIG_ERROR = 2
+
+#: Console lines that teach nothing about this run (advertising, internal deprecations,
+#: a frozen VAE / text encoder kept in eval mode on purpose, a rank without probe items).
+_NOISY_MESSAGES = (
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r"Found \d+ module\(s\) in eval mode at the start of training.*",
+    r"The ``compute`` method of metric \w+ was called before the ``update`` method.*",
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless" not in record.getMessage()
+
+
+def quiet_console() -> None:
+    """Filter the warnings and log lines listed above (the entry points call it first)."""
+    for pattern in _NOISY_MESSAGES:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Training progress in optimizer steps out of ``max_steps`` (with an ETA), not in
+    batches of an epoch count that step-limited runs leave at -1; no ``v_num``."""
+
+    def on_train_epoch_start(self, trainer, *_: Any) -> None:
+        super().on_train_epoch_start(trainer)
+        if trainer.max_steps > 0:
+            self.train_progress_bar.reset(total=trainer.max_steps)
+            self.train_progress_bar.initial = 0
+            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.set_description("Training step")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.max_steps <= 0:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable and self._should_update(trainer.global_step, convert_inf(bar.total)):
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.refresh()
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+def run_identity(config: dict, operational: Iterable[str]) -> str:
+    """A short hash of a resolved config without its purely operational options
+    (dotted keys such as "trainer.devices"): two runs with the same identity compute the
+    same numbers, so the second one may continue the first one's folder."""
+    config = json.loads(json.dumps(config, default=str))
+    for key in operational:
+        *path, last = key.split(".")
+        parent = config
+        for part in path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(last, None)
+    text = json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (jsonargparse wraps constructor errors in a
+    "Does not validate against any of the Union subtypes" error)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def config_error(error: BaseException, what: str) -> int:
+    """Print a configuration mistake as one line (the full chain with INFODIFF_DEBUG=1)
+    and return the exit status."""
+    if os.environ.get(DEBUG_ENV) == "1":
+        raise error
+    cause = root_cause(error)
+    print(f"error: {what}: {cause}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
+
+
+# ----------------------------------------------------------------------------- analyze.py
+
+#: Options that change how a job runs, not what it computes: a run that differs from an
+#: earlier one only in these continues the earlier one's folder.
+OPERATIONAL_OPTIONS = (
+    "config", "fresh", "seed_everything",
+    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
+    "trainer.logger", "trainer.default_root_dir", "trainer.callbacks",
+    "data.init_args.num_workers", "data.init_args.batch_size",
+    "model.init_args.microbatch", "model.init_args.batch_size", "model.init_args.log_images",
+    "model.init_args.fail_fast",
+)
+
+
+class InfodiffCLI(LightningCLI):
+    """LightningCLI with the step progress bar (unless the config turns progress bars off
+    or brings its own)."""
+
+    def instantiate_trainer(self, **kwargs):
+        trainer_cfg = self._get(self.config_init, "trainer", default={})  # under the subcommand for train.py
+        callbacks = trainer_cfg.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if trainer_cfg.get("enable_progress_bar", True) is not False and \
+                not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = callbacks + [StepProgressBar()]
+        return super().instantiate_trainer(**kwargs)
+
+
+class AnalyzeCLI(InfodiffCLI):
+    """The analysis jobs' CLI: a run folder named by the run's identity (so the same
+    command continues an interrupted run), ``--fresh`` to start afresh."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--fresh", type=bool, default=False,
+                            help="start afresh: move an earlier run folder of the same identity aside "
+                                 "(<folder>.superseded-<time>) instead of continuing it")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config
+        logger = cfg.trainer.logger
+        if not (isinstance(logger, Namespace) and "init_args" in logger and "version" in logger.init_args):
+            return  # no versioned logger: the run folder is trainer.default_root_dir
+        if logger.init_args.version is None:
+            logger.init_args.version = "run-" + run_identity(cfg.as_dict(), OPERATIONAL_OPTIONS)
+        if cfg.fresh:
+            args = logger.init_args
+            folder = Path(args.save_dir) / (args.name or "") / str(args.version)
+            if folder.exists():
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))

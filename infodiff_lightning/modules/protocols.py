@@ -1,0 +1,48 @@
+"""What the fine-tuning monitor and the analysis jobs need from modules and datamodules.
+
+Declared here so that any module or datamodule can be monitored, not only the ones of
+this package: the callback checks them with ``isinstance`` at setup and says which is
+missing.
+"""
+from __future__ import annotations
+
+from typing import ContextManager, Protocol, runtime_checkable
+
+from ..denoisers.base import TextDenoiser
+
+__all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData"]
+
+
+@runtime_checkable
+class MeasurableModule(Protocol):
+    """A module whose current weights can be measured.
+
+    ``denoiser()`` is a text denoiser over the live weights (its caches cleared, since the
+    weights change while training); ``ema_weights(use)`` is a context in which the
+    module's weights are its EMA weights when it keeps them and ``use`` is true, and
+    which yields whether they are."""
+
+    def denoiser(self) -> TextDenoiser: ...
+
+    def ema_weights(self, use: bool = True) -> ContextManager[bool]: ...
+
+
+@runtime_checkable
+class ProbeData(Protocol):
+    """A datamodule with fixed held-out items to measure: ``probe_items(n)`` is a list of
+    n dicts with "id" (int), "image" (3, H, W) in [-1, 1] and "caption" (str), the same
+    on every call and every rank."""
+
+    def probe_items(self, n: int) -> list[dict]: ...
+
+
+@runtime_checkable
+class CaptionedEvaluationData(Protocol):
+    """A datamodule whose test split is captioned images: ``test_captions()`` lists the
+    captions of the items measured (None for an item without one), cheaply, so that a job
+    can check its words before it computes anything; ``describe_test_split()`` says in
+    words which items those are."""
+
+    def test_captions(self) -> list[str | None]: ...
+
+    def describe_test_split(self) -> str: ...
