@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -14,12 +15,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.cli import LightningCLI
 
 __all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
-           "EXIT_CONFIG_ERROR", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS"]
+           "EXIT_CONFIG_ERROR", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
 
 #: Set this environment variable to 1 to see full tracebacks of configuration errors.
 DEBUG_ENV = "INFODIFF_DEBUG"
@@ -124,17 +125,38 @@ OPERATIONAL_OPTIONS = (
 )
 
 
+class RemoveEmptyRunOnFailure(Callback):
+    """A run that fails before its first optimizer step leaves nothing worth keeping but a
+    folder (config.yaml, empty event files) that would shift the next run's version
+    number: remove it, on rank zero, if it holds nothing else."""
+
+    KEEP_IF_PRESENT = ("checkpoints", "diffusers", "per_image", "summary.json")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        if not trainer.is_global_zero or trainer.global_step > 0 or not folder.is_dir() or \
+                folder.resolve() == Path(trainer.default_root_dir).resolve():
+            return
+        names = [p.name for p in folder.iterdir()]
+        if any(n.startswith(self.KEEP_IF_PRESENT) for n in names):
+            return
+        if all(n in ("config.yaml", "hparams.yaml") or n.startswith("events.out.tfevents") for n in names):
+            shutil.rmtree(folder)
+
+
 class InfodiffCLI(LightningCLI):
     """LightningCLI with the step progress bar (unless the config turns progress bars off
-    or brings its own)."""
+    or brings its own), and no empty run folder left by a run that failed at start-up."""
 
     def instantiate_trainer(self, **kwargs):
         trainer_cfg = self._get(self.config_init, "trainer", default={})  # under the subcommand for train.py
         callbacks = trainer_cfg.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        extra = [RemoveEmptyRunOnFailure()]
         if trainer_cfg.get("enable_progress_bar", True) is not False and \
                 not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = callbacks + [StepProgressBar()]
+            extra.append(StepProgressBar())
+        kwargs["callbacks"] = callbacks + extra
         return super().instantiate_trainer(**kwargs)
 
 

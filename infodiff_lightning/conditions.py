@@ -34,7 +34,10 @@ import string
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
-__all__ = ["Condition", "as_condition", "word_spans", "remove_word", "word_alone", "null_prompt", "REMOVAL_METHODS"]
+import torch
+
+__all__ = ["Condition", "as_condition", "word_spans", "remove_word", "word_alone", "null_prompt", "drop_words",
+           "REMOVAL_METHODS"]
 
 REMOVAL_METHODS = ("delete", "placeholder", "mask")
 DEFAULT_PLACEHOLDER = "something"
@@ -226,4 +229,23 @@ def remove_word(prompt: str, word: str, method: str = "delete", *, tokenizer=Non
         if got != expect:
             raise ValueError(f"deleting {word!r} from {prompt!r} gives {text!r}, whose tokens are not the original "
                              "tokens minus the word's; use method='mask' or 'placeholder' for this prompt")
+    return text
+
+
+def drop_words(caption: str, p: float, generator: torch.Generator) -> str:
+    """Delete each word of ``caption`` with probability p (word dropout for fine-tuning),
+    by the same whole-word deletion the CMI estimator uses (:func:`remove_word`, "delete"),
+    so the prompts the estimators build by removing words stay in distribution."""
+    words = caption.split()
+    drop = [i for i in range(len(words)) if float(torch.rand((), generator=generator)) < p]
+    text = caption
+    for i in reversed(drop):
+        key = words[i].strip(".,;:!?\"'()").lower()
+        if not key:
+            continue
+        occurrence = sum(1 for w in words[:i] if w.strip(".,;:!?\"'()").lower() == key)
+        try:
+            text = remove_word(text, key, method="delete", occurrence=occurrence)
+        except ValueError:  # a word the estimator could not delete either: keep it
+            pass
     return text

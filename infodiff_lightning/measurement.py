@@ -162,15 +162,27 @@ class CaptionMetrics(torch.nn.Module):
                 continue
             if isinstance(metric, PartialInformation):
                 for term in PID_TERMS:
-                    out[f"{tag}/{term}"] = {"mean": float(r[term]), "stderr": float(r[f"{term}_stderr"]),
-                                            "images": int(r["count"])}
+                    out[f"{tag}/{term}"] = _entry(r[term], r[f"{term}_stderr"], r["count"])
             else:
-                out[tag] = {"mean": float(r["mean"]), "stderr": float(r["stderr"]), "images": int(r["count"])}
+                out[tag] = _entry(r["mean"], r["stderr"], r["count"])
         return out
 
     def reset(self) -> None:
         for metric in self.metrics.values():
             metric.reset()
+
+
+#: Why a standard error can be undefined (written beside the null it becomes in JSON).
+UNDEFINED_STDERR = ("undefined: a single image whose own Monte-Carlo error is unknown "
+                    "(grid draws have no sampling error to estimate)")
+
+
+def _entry(mean, stderr, count) -> dict:
+    """A summary entry; an undefined standard error says why."""
+    entry = {"mean": float(mean), "stderr": float(stderr), "images": int(count)}
+    if not math.isfinite(entry["stderr"]):
+        entry["stderr_note"] = UNDEFINED_STDERR
+    return entry
 
 
 def _number(value) -> float:

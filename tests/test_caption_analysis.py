@@ -57,6 +57,15 @@ def test_pid_maps_are_logged_as_overlays(run):
         assert any(t.endswith(f"pid/green+square/{term}") for t in tags), term
 
 
+def test_map_figures_are_large_enough_to_read(run):
+    # A 16x16 map shown as it is is a smudge: each figure has three panels (image | map
+    # with its colour scale | overlay) of 256 px each, so it is at least 768 px wide.
+    acc = EventAccumulator(str(run[0]), size_guidance={"images": 0})
+    acc.Reload()
+    event = acc.Images("maps/0/mi")[0]
+    assert event.width >= 3 * 256 and event.height >= 256
+
+
 def test_two_process_analysis_gives_the_single_process_values(run):
     one, tmp, model = run
     two = analyze(tmp, model, "two", "--trainer.devices", "2", "--trainer.strategy", "ddp")

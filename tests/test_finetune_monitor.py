@@ -198,7 +198,7 @@ def test_mmse_figure_curves_are_the_same_on_one_or_two_ranks(scratch_module, pro
     monitor = InformationMonitor(words=["blue"], probe_size=4, mmse_points=3, mmse_eps=2)
     denoiser = scratch_module.denoiser()
     alphas = torch.linspace(-3.0, 3.0, 3, dtype=torch.float64)
-    x = scratch_module.encode_images(torch.stack([it["image"] for it in probe]))
+    x = denoiser.encode(torch.stack([it["image"] for it in probe]))
     with torch.no_grad():
         whole = monitor.mmse_per_image(denoiser, x, probe, alphas)
         rank0 = monitor.mmse_per_image(denoiser, x[0::2], probe[0::2], alphas)
@@ -252,11 +252,25 @@ def test_bad_monitor_configuration_fails_before_training(monitor, message, tmp_p
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
+def test_a_monitor_mistake_in_train_py_is_one_line_and_leaves_no_run_folder(tmp_path):
+    # A word no probe caption contains: exit status 2, one "error:" line naming the option,
+    # no traceback, and no version_0 folder that would push the next run to version_1.
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs/train/tiny_shapes.yaml"),
+           "--config", str(small_config(tmp_path, "bad", words=["purple"]))]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: ") and "words: the word 'purple' occurs in none" in last
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "bad").glob("version_*"))
+
+
 def test_probe_images_of_the_wrong_size_fail_before_training():
     module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))  # a 16 x 16 model
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, callbacks=[InformationMonitor(words=["a"], probe_size=4)])
-    with pytest.raises(ValueError, match="probe item .* \\(3, 32, 32\\) cannot be measured with this model"):
+    with pytest.raises(ValueError, match="probe item 16 \\(image \\(3, 32, 32\\)\\) cannot be measured with this "
+                                         "model: .*images must be \\(N, 3, 16, 16\\)"):
         trainer.fit(module, datamodule=CaptionedShapesData(n_train=16, n_val=8, image_size=32, batch_size=8))
     assert trainer.global_step == 0
 

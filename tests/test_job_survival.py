@@ -163,7 +163,17 @@ def test_fail_fast_stops_at_the_first_bad_sample(model, tmp_path):
 def test_a_folder_job_measures_every_image_by_default(model, tmp_path):
     write_folder(tmp_path / "images")
     proc = run(command(model, tmp_path / "out", *folder_args(tmp_path / "images")), tmp_path)
-    assert "measuring 9 images of" in proc.stderr + proc.stdout and "test_split=all" in proc.stderr + proc.stdout
+    out = proc.stderr + proc.stdout
+    assert "measuring 9 images of" in out and "test_split=all" in out
+
+
+def test_the_console_carries_no_advertising_or_internal_deprecations(model, tmp_path):
+    proc = run(command(model, tmp_path / "out", *SHAPES_24, "--model.init_args.words", "[a]",
+                       "--model.init_args.pairs", "[]"), tmp_path)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 0 and "all 24 samples measured" in out
+    for noise in ("Tip:", "LeafSpec", "module(s) in eval mode", "was called before the ``update``", "v_num"):
+        assert noise not in out, noise
 
 
 # ---- whole-job mistakes: one line, before anything is computed, no run folder ---------------

@@ -9,7 +9,7 @@ resolution (H/8 x W/8 for SD); upsample them for display.
 Usage::
 
     den = LatentDiffusionDenoiser.from_pretrained("path/to/sd", device="cuda")
-    z = den.encode_images(images)                      # images in [-1, 1], (N, 3, H, W)
+    z = den.encode(images)                             # images in [-1, 1], (N, 3, H, W)
     est = pointwise_mi(den, z, prompts, n_draws=64, maps=True)
 """
 from __future__ import annotations

@@ -25,7 +25,27 @@ __all__ = ["PixelTextDenoiser", "ClassConditionalDenoiser"]
 
 
 class PixelTextDenoiser(TextUNetDenoiser):
-    """eps_hat of a pixel-space text-conditioned UNet2DConditionModel."""
+    """eps_hat of a pixel-space text-conditioned UNet2DConditionModel; x is the image itself."""
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images the UNet was trained on."""
+        c = self.unet.config
+        size = c.sample_size if isinstance(c.sample_size, (list, tuple)) else (c.sample_size, c.sample_size)
+        return (int(c.in_channels), int(size[0]), int(size[1]))
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, ids=None) -> Tensor:
+        """The protocol's encode: the images, checked against what the UNet was trained on
+        ((N, *sample_shape), values in [-1, 1]), in float32 on the model's device."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.sample_shape:
+            raise ValueError(f"images must be (N, {', '.join(map(str, self.sample_shape))}) for this model (its "
+                             f"UNet was trained at that size), got {tuple(images.shape)}")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.001 or hi > 1.001:
+            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3f}, {hi:.3f}]; map [0, 1] images "
+                             "with 2 * x - 1")
+        return images.to(self.device, torch.float32)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, revision: str | None = None, variant: str | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["PREDICTION_TYPES", "check_prediction_type", "eps_from_prediction"]
+__all__ = ["PREDICTION_TYPES", "check_prediction_type", "eps_from_prediction", "prediction_target"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -54,3 +54,16 @@ def eps_from_prediction(output: Tensor, x_alpha: Tensor, alpha: Tensor, predicti
     if prediction_type == "v_prediction":
         return sqrt_abar * out + sqrt_1m * xt
     return (xt - sqrt_abar * out) / sqrt_1m
+
+
+def prediction_target(x0: Tensor, eps: Tensor, abar: Tensor, prediction_type: str) -> Tensor:
+    """What a model of ``prediction_type`` is trained to output at x_t = sqrt(abar) x0 +
+    sqrt(1 - abar) eps: eps, v = sqrt(abar) eps - sqrt(1 - abar) x0, or x0 (the inverse of
+    :func:`eps_from_prediction`). ``abar`` has one entry per sample."""
+    check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "sample":
+        return x0
+    a = abar.reshape(abar.shape + (1,) * (x0.ndim - abar.ndim)).to(x0.dtype)
+    return a.sqrt() * eps - (1 - a).sqrt() * x0

@@ -82,16 +82,22 @@ class PromptEncoder:
                 ids[i, start:end] = pad
         return ids, mask
 
+    def embed(self, column: Sequence) -> Tensor:
+        """Embeddings (B, L, D) of a column of prompts or Conditions in one text-encoder
+        call, uncached and with gradients (what fine-tuning trains through), on the text
+        encoder's device. The estimators' :meth:`encode` is this under inference mode."""
+        conditions = [as_condition(c) for c in column]
+        use_mask = bool(getattr(getattr(self.text_encoder, "config", None), "use_attention_mask", False))
+        ids, mask = self.token_ids(conditions)
+        dev = self.encoder_device
+        return self.text_encoder(ids.to(dev), attention_mask=mask.to(dev) if use_mask else None)[0]
+
     @torch.inference_mode()
     def encode(self, conditions: Sequence[Condition]) -> Tensor:
-        """Embeddings (U, L, D) of the given conditions, uncached, on :attr:`device`."""
-        out = []
-        use_mask = bool(getattr(getattr(self.text_encoder, "config", None), "use_attention_mask", False))
-        for s in range(0, len(conditions), self.batch_size):
-            ids, mask = self.token_ids(conditions[s:s + self.batch_size])
-            dev = self.encoder_device
-            hidden = self.text_encoder(ids.to(dev), attention_mask=mask.to(dev) if use_mask else None)[0]
-            out.append(hidden.to(self.device))
+        """Embeddings (U, L, D) of the given conditions, uncached, on :attr:`device`
+        (:meth:`embed` in batches of ``batch_size``)."""
+        out = [self.embed(conditions[s:s + self.batch_size]).to(self.device)
+               for s in range(0, len(conditions), self.batch_size)]
         return torch.cat(out, 0)
 
     def __call__(self, column: Sequence) -> Tensor:

@@ -2,9 +2,17 @@
 
     L = E_{x0, c, t, eps} w(t) || target(x0, eps, t) - f_theta(x_t, t, c) ||^2
 
-with target = eps, v = sqrt(abar) eps - sqrt(1 - abar) x0, or x0 by the scheduler's
-prediction type, and w(t) = 1 or the Min-SNR weight (Hang et al. 2023):
-min(snr, gamma)/snr (epsilon), min(snr, gamma)/(snr + 1) (v), min(snr, gamma) (sample).
+with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (the channel of eq. (1) at
+alpha = log(abar_t / (1 - abar_t))), target = eps, v = sqrt(abar) eps - sqrt(1 - abar) x0,
+or x0 by the model's prediction type, and w(t) = 1 or the Min-SNR weight (Hang et al.
+2023): min(snr, gamma)/snr (epsilon), min(snr, gamma)/(snr + 1) (v), min(snr, gamma) (sample).
+
+The fine-tuner holds the same denoiser adapter the estimators use
+(``denoisers.load_text_to_image``, or a pixel adapter over a tiny model built from
+scratch): x0 is the adapter's ``encode`` (VAE latents with the VAE's shift and scale),
+the schedule is the scheduler class saved in the folder, text goes through the adapter's
+prompt encoder and the prediction type is the adapter's. Training and measurement see
+the same x.
 
 Caption dropout (empty prompt) and word dropout (whole words deleted the way the CMI
 estimator deletes them) keep the conditionals that CMI and PID query in distribution.
@@ -20,9 +28,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..conditions import drop_words
+from ..denoisers import LatentDiffusionDenoiser, PixelTextDenoiser, load_text_to_image
+from ..denoisers.diffusers_common import TextUNetDenoiser
+from ..denoisers.prediction import prediction_target
 from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
-from .components import drop_words, load_components, make_denoiser
 
 __all__ = ["DiffusionFineTuner", "min_snr_weight"]
 
@@ -89,13 +100,15 @@ class DiffusionFineTuner(L.LightningModule):
         self.save_hyperparameters()
         if scratch is not None:
             comps = build_tiny_text_to_image(scratch)
-            comps["vae"] = None
+            adapter: TextUNetDenoiser = PixelTextDenoiser(comps["unet"], comps["text_encoder"], comps["tokenizer"],
+                                                          comps["scheduler"])
         else:
-            comps = load_components(pretrained, revision=revision, variant=variant)
-        self.unet, self.text_encoder, self.vae = comps["unet"], comps["text_encoder"], comps.get("vae")
-        self.tokenizer, self.scheduler = comps["tokenizer"], comps["scheduler"]
-        if self.scheduler.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"unsupported prediction_type {self.scheduler.config.prediction_type!r}")
+            adapter = load_text_to_image(pretrained, revision=revision, variant=variant)
+        self.adapter = adapter  # the estimators' view of the modules below (not an nn.Module)
+        # Registered here so that Lightning moves, trains and checkpoints them.
+        self.unet, self.text_encoder = adapter.unet, adapter.text_encoder
+        self.vae = adapter.vae if isinstance(adapter, LatentDiffusionDenoiser) else None
+        self.tokenizer, self.scheduler = adapter.tokenizer, adapter.scheduler
         for m in (self.vae, self.text_encoder):
             if m is not None:
                 m.requires_grad_(False)
@@ -132,41 +145,15 @@ class DiffusionFineTuner(L.LightningModule):
     def trainable_names(self) -> set[str]:
         return {n for n, p in self.named_parameters() if p.requires_grad}
 
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """Shape of one model input (latent or pixel) for images of the configured size."""
-        c = self.unet.config
-        return (c.in_channels, c.sample_size, c.sample_size)
+    # ---- data to model inputs: the adapter's, as the estimators see them ------
+    def clean_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """x0 of the loss: the adapter's ``encode`` (the x the estimators integrate over)."""
+        return self.adapter.encode(images)
 
-    @property
-    def image_size(self) -> int:
-        c = self.unet.config
-        return c.sample_size * (self.vae_scale_factor if self.vae is not None else 1)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
-
-    # ---- data to model inputs --------------------------------------------
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Model inputs x0: pixels in [-1, 1], or VAE posterior means times the scaling factor."""
-        if images.ndim != 4 or images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
-        if self.vae is None:
-            return images.to(self.device, self.unet.dtype)
-        posterior = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
-        return posterior.mean * self.vae.config.scaling_factor
-
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids)[0]
-
-    def denoiser(self):
-        """A denoiser adapter over the live modules (fresh text cache each call)."""
-        return make_denoiser(unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                             scheduler=self.scheduler, vae=self.vae)
+    def denoiser(self) -> TextUNetDenoiser:
+        """The adapter over the live modules, its caches cleared (the weights have changed)."""
+        self.adapter.clear_cache()
+        return self.adapter
 
     @contextlib.contextmanager
     def ema_weights(self, use: bool = True):
@@ -190,25 +177,26 @@ class DiffusionFineTuner(L.LightningModule):
             if float(torch.rand((), generator=g)) < self.hparams.caption_dropout:
                 out.append("")
             elif self.hparams.word_dropout > 0:
-                out.append(drop_words(c, self.hparams.word_dropout, g, self.tokenizer))
+                out.append(drop_words(c, self.hparams.word_dropout, g))
             else:
                 out.append(c)
         return out
 
     def loss(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
-        x0 = self.encode_images(images)
+        x0 = self.clean_inputs(images)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        emb = self.encode_prompts(captions)
+        t = torch.randint(0, len(self.scheduler.alphas_cumprod), (x0.shape[0],), device=x0.device)
+        abar = self.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t]
+        a = abar.reshape(-1, *([1] * (x0.ndim - 1)))
+        x_t = a ** 0.5 * x0 + (1 - a) ** 0.5 * noise  # eq. (1) at alpha = log(abar / (1 - abar))
+        emb = self.adapter.text.embed(list(captions))
         pred = self.unet(x_t, t, encoder_hidden_states=emb).sample
-        kind = self.scheduler.config.prediction_type
-        target = noise if kind == "epsilon" else self.scheduler.get_velocity(x0, noise, t) if kind == "v_prediction" else x0
+        kind = self.adapter.prediction_type
+        target = prediction_target(x0, noise, abar, kind)
         per = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         if self.hparams.min_snr_gamma is not None:
-            from diffusers.training_utils import compute_snr
-
-            per = per * min_snr_weight(compute_snr(self.scheduler, t), self.hparams.min_snr_gamma, kind)
+            snr = (abar / (1 - abar)).double()
+            per = per * min_snr_weight(snr, self.hparams.min_snr_gamma, kind).to(per.dtype)
         return per.mean()
 
     def training_step(self, batch, batch_idx: int):
