@@ -1,5 +1,7 @@
 """Datasets and datamodules."""
 from .caption_folder import CaptionFolder, CaptionFolderData
 from .shapes import CaptionedShapes, CaptionedShapesData
+from .world import CaptionedWorld, CaptionedWorldData
 
-__all__ = ["CaptionedShapes", "CaptionedShapesData", "CaptionFolder", "CaptionFolderData"]
+__all__ = ["CaptionedShapes", "CaptionedShapesData", "CaptionFolder", "CaptionFolderData", "CaptionedWorld",
+           "CaptionedWorldData"]

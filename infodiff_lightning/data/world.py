@@ -1,0 +1,306 @@
+"""The embedded world: generated captioned scenes with planted relations and word masks.
+
+Every scene is drawn from a generator keyed by (seed, scene id), so the world needs no
+files and is the same on every machine and rank. A scene holds one object (70%) or two
+(left and right); an object has a shape, a colour, a size and a position, and may carry
+a centre dot. Captions come from templates; every word that names or describes an
+object has a ground-truth mask (the object's pixels).
+
+Planted relations, each with a control (what MI / CMI / PID should show):
+
+| relation | how it is planted | expected signature | control |
+|---|---|---|---|
+| synonym | a red object is called "red" (50%), "scarlet" (30%) or "scarlet red" (20%) | PID of (scarlet, red) in "scarlet red" captions: redundancy dominates | (big, red): two words about different features, unique terms dominate |
+| synergy | single objects get "wavy" and "spotted" each with p 1/2, independently; the centre dot is drawn iff exactly one of them is in the caption (XOR) | PID of (wavy, spotted): synergy dominates, unique terms near 0 | (big, red) |
+| biased co-occurrence | a "cross" is red with p 0.85 (else another colour, uniform); other shapes take colours uniformly | redundancy of (red, cross) above that of (blue, cross) or (green, cross) | the other colours with cross |
+| homonym | "bat" names a horizontal bar after "baseball" and a V shape after "cave" | PID of (bat, baseball) / (bat, cave): synergy | a shape word with its colour |
+| distractors | "lovely", "nice", "pretty" inserted at random; they change nothing in the image | CMI near 0, like function words | object words |
+
+Splits are fixed id ranges: train, threshold selection, held out (:data:`SPLITS`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..draws import id_generator
+from .loaders import evaluation_loader
+
+__all__ = ["WorldObject", "Scene", "sample_scene", "render_scene", "word_masks", "caption_of", "COLOURS", "SHAPES",
+           "DISTRACTORS", "FUNCTION_WORDS", "SPLITS", "split_ids", "attribute_swap", "left_right_swap",
+           "shuffled_words", "WORLD_VOCABULARY", "CaptionedWorld", "CaptionedWorldData", "object_mask"]
+
+COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "yellow": (1.0, 1.0, -1.0)}
+#: Shapes named by one word; "bar" and "vee" are named "bat" with a context word.
+SHAPES = ("square", "circle", "cross", "triangle")
+HOMONYM = {"bar": "baseball", "vee": "cave"}  # shape -> context word; both are called "bat"
+SIZES = ("small", "big")
+POSITIONS_ONE = ("left", "right", "top", "bottom")
+SYNONYM = "scarlet"
+XOR_WORDS = ("wavy", "spotted")
+DISTRACTORS = ("lovely", "nice", "pretty")
+FUNCTION_WORDS = ("a", "the", "on", "and")
+BACKGROUND = -0.6
+DOT = (1.0, 1.0, 1.0)
+
+#: Probabilities of the generator (documented in the module table).
+P_TWO_OBJECTS = 0.3
+P_HOMONYM = 0.15
+P_CROSS_RED = 0.85
+P_XOR_WORD = 0.5
+P_DISTRACTOR = 0.3
+
+#: Fixed id ranges: (first id, number of scenes) of each split.
+SPLITS = {"train": (0, 20000), "threshold": (20000, 500), "heldout": (20500, 1000)}
+
+WORLD_VOCABULARY = sorted(set(FUNCTION_WORDS) | set(COLOURS) | set(SHAPES) | set(SIZES) | set(POSITIONS_ONE)
+                          | {SYNONYM, "bat", *HOMONYM.values(), *XOR_WORDS, *DISTRACTORS})
+
+
+@dataclass(frozen=True)
+class WorldObject:
+    shape: str  # one of SHAPES or a HOMONYM key
+    colour: str
+    size: str
+    position: str
+    colour_words: tuple[str, ...] = ()  # how the caption names the colour ("red", "scarlet", ...)
+    modifiers: tuple[str, ...] = ()  # XOR words in the caption
+    dot: bool = False
+
+
+@dataclass(frozen=True)
+class Scene:
+    id: int
+    objects: tuple[WorldObject, ...]
+    distractor: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def caption(self) -> str:
+        return caption_of(self)
+
+
+def split_ids(split: str) -> range:
+    """The scene ids of a split ("train", "threshold", "heldout")."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    first, n = SPLITS[split]
+    return range(first, first + n)
+
+
+def _pick(options: Sequence, g: torch.Generator):
+    return options[int(torch.randint(len(options), (), generator=g))]
+
+
+def _u(g: torch.Generator) -> float:
+    return float(torch.rand((), generator=g))
+
+
+def _colour_for(shape: str, g: torch.Generator) -> str:
+    if shape == "cross":  # the biased co-occurrence
+        return "red" if _u(g) < P_CROSS_RED else _pick(["green", "blue", "yellow"], g)
+    return _pick(list(COLOURS), g)
+
+
+def _colour_words(colour: str, g: torch.Generator) -> tuple[str, ...]:
+    if colour != "red":
+        return (colour,)
+    r = _u(g)  # the synonym: red 50%, scarlet 30%, scarlet red 20%
+    return ("red",) if r < 0.5 else (SYNONYM,) if r < 0.8 else (SYNONYM, "red")
+
+
+def sample_scene(scene_id: int, seed: int = 0) -> Scene:
+    """Scene ``scene_id`` of the world with ``seed`` (see the module doc for the rules)."""
+    g = id_generator(seed, scene_id)
+    two = _u(g) < P_TWO_OBJECTS
+    positions = ("left", "right") if two else (_pick(POSITIONS_ONE, g),)
+    objects = []
+    for pos in positions:
+        shape = _pick(list(HOMONYM), g) if _u(g) < P_HOMONYM else _pick(SHAPES, g)
+        colour = _colour_for(shape, g)
+        obj = WorldObject(shape, colour, _pick(SIZES, g), pos, _colour_words(colour, g))
+        if not two:  # the XOR pair: the dot iff exactly one of the two words is said
+            mods = tuple(w for w in XOR_WORDS if _u(g) < P_XOR_WORD)
+            obj = replace(obj, modifiers=mods, dot=len(mods) == 1)
+        objects.append(obj)
+    distractor = _pick(DISTRACTORS, g) if _u(g) < P_DISTRACTOR else None
+    return Scene(scene_id, tuple(objects), distractor)
+
+
+def _object_phrase(o: WorldObject) -> list[str]:
+    noun = ["bat"] if o.shape in HOMONYM else [o.shape]
+    context = [HOMONYM[o.shape]] if o.shape in HOMONYM else []
+    return ["a", o.size, *o.modifiers, *o.colour_words, *context, *noun]
+
+
+def caption_of(scene: Scene) -> str:
+    """The template caption: "a [lovely] big wavy scarlet red cross on the left", or
+    "a small red square on the left and a big blue circle on the right"."""
+    parts = []
+    for k, o in enumerate(scene.objects):
+        phrase = _object_phrase(o)
+        if k == 0 and scene.distractor is not None:
+            phrase.insert(1, scene.distractor)
+        parts.append(" ".join(phrase + ["on", "the", o.position]))
+    return " and ".join(parts)
+
+
+# ----------------------------------------------------------------------------- pixels
+
+def _centre(position: str, size: int) -> tuple[int, int]:
+    quarter = size // 4
+    return {"left": (size // 2, quarter), "right": (size // 2, size - quarter), "top": (quarter, size // 2),
+            "bottom": (size - quarter, size // 2)}[position]
+
+
+def object_mask(o: WorldObject, size: int) -> torch.Tensor:
+    """(size, size) bool: the object's pixels (its shape at its position and size)."""
+    cy, cx = _centre(o.position, size)
+    r = max(2, round(size * (0.2 if o.size == "big" else 0.11)))
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    dy, dx = yy - cy, xx - cx
+    ay, ax = dy.abs(), dx.abs()
+    w = max(1, r // 3)
+    if o.shape == "square":
+        return (ay <= r) & (ax <= r)
+    if o.shape == "circle":
+        return dy**2 + dx**2 <= r**2
+    if o.shape == "cross":
+        return ((ay <= r) & (ax <= w)) | ((ax <= r) & (ay <= w))
+    if o.shape == "triangle":  # apex up: the half-width grows from the top row down
+        return (dy >= -r) & (dy <= r) & (ax <= (dy + r) / 2)
+    if o.shape == "bar":
+        return (ay <= w) & (ax <= r)
+    if o.shape == "vee":  # two strokes meeting at the bottom
+        return (dy >= -r) & (dy <= r) & ((ax - (r - dy) / 2).abs() <= w)
+    raise ValueError(f"unknown shape {o.shape!r}")
+
+
+def render_scene(scene: Scene, size: int = 32) -> torch.Tensor:
+    """(3, size, size) in [-1, 1]: grey background, each object in its colour, the centre
+    dot (white, 3x3 pixels; 1 pixel below 24 px) where the object carries one."""
+    img = torch.full((3, size, size), BACKGROUND)
+    for o in scene.objects:
+        mask = object_mask(o, size)
+        img[:, mask] = torch.tensor(COLOURS[o.colour])[:, None]
+        if o.dot:
+            cy, cx = _centre(o.position, size)
+            d = 1 if size >= 24 else 0
+            img[:, cy - d:cy + d + 1, cx - d:cx + d + 1] = torch.tensor(DOT)[:, None, None]
+    return img
+
+
+def word_masks(scene: Scene, size: int = 32) -> dict[str, torch.Tensor]:
+    """Ground-truth (size, size) masks of the caption words that name or describe an
+    object: the object's pixels. Function words and distractors have none. A word that
+    describes both objects of a scene gets the union."""
+    out: dict[str, torch.Tensor] = {}
+    for o in scene.objects:
+        mask = object_mask(o, size)
+        for w in _object_phrase(o)[1:] + [o.position]:
+            out[w] = out[w] | mask if w in out else mask.clone()
+    return out
+
+
+# ----------------------------------------------------------------------------- hard negatives
+
+def attribute_swap(scene: Scene) -> str | None:
+    """The caption of a two-object scene with the two objects' colours swapped (a
+    VG-Attribution-style negative); None for one object or equal colours."""
+    if len(scene.objects) != 2 or scene.objects[0].colour_words == scene.objects[1].colour_words:
+        return None
+    a, b = scene.objects
+    swapped = (replace(a, colour_words=b.colour_words), replace(b, colour_words=a.colour_words))
+    return caption_of(replace(scene, objects=swapped))
+
+
+def left_right_swap(scene: Scene) -> str | None:
+    """The caption of a two-object scene with "left" and "right" exchanged (a
+    VG-Relation-style negative); None for one object or two objects with equal phrases."""
+    if len(scene.objects) != 2:
+        return None
+    a, b = scene.objects
+    swapped = (replace(a, position=b.position), replace(b, position=a.position))
+    caption = caption_of(replace(scene, objects=swapped))
+    return None if caption == caption_of(scene) else caption
+
+
+def shuffled_words(caption: str, generator: torch.Generator) -> str:
+    """The caption's words in a random order that differs from the original (a
+    COCO-Order-style negative); the caption itself when it has fewer than two distinct words."""
+    words = caption.split()
+    if len(set(words)) < 2:
+        return caption
+    while True:
+        order = torch.randperm(len(words), generator=generator).tolist()
+        out = " ".join(words[i] for i in order)
+        if out != caption:
+            return out
+
+
+# ----------------------------------------------------------------------------- datasets
+
+class CaptionedWorld(Dataset):
+    """The scenes of one split: items {"id", "image" (3, size, size) in [-1, 1], "caption", "error"}."""
+
+    def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, limit: int | None = None):
+        if image_size < 16:
+            raise ValueError(f"image_size must be >= 16 (objects need a few pixels), got {image_size}")
+        ids = split_ids(split)
+        self.ids = ids if limit is None else ids[:limit]
+        self.split, self.image_size, self.seed = split, image_size, seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def scene(self, i: int) -> Scene:
+        return sample_scene(self.ids[i], self.seed)
+
+    def caption(self, i: int) -> str:
+        return self.scene(i).caption
+
+    def __getitem__(self, i: int) -> dict:
+        scene = self.scene(i)
+        return {"id": scene.id, "image": render_scene(scene, self.image_size), "caption": scene.caption, "error": ""}
+
+
+class CaptionedWorldData(L.LightningDataModule):
+    """The world for fine-tuning (train split; the first held-out scenes are the validation
+    and probe items) and for analysis (``test_split``: "heldout" by default, "threshold",
+    or "train"). ``limit_*`` cut a split to its first scenes (quick runs, tests)."""
+
+    def __init__(self, image_size: int = 32, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
+                 test_split: str = "heldout", limit_train: int | None = None, limit_test: int | None = None,
+                 n_val: int = 64):
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set = CaptionedWorld("train", image_size, seed, limit_train)
+        self.val_set = CaptionedWorld("heldout", image_size, seed, n_val)
+        self.test_set = CaptionedWorld(test_split, image_size, seed, limit_test)
+
+    def probe_items(self, n: int) -> list[dict]:
+        if n > len(self.val_set):
+            raise ValueError(f"probe of {n} items asked, but the validation split has {len(self.val_set)} (n_val)")
+        return [self.val_set[i] for i in range(n)]
+
+    def test_captions(self) -> list[str]:
+        return [self.test_set.caption(i) for i in range(len(self.test_set))]
+
+    def describe_test_split(self) -> str:
+        ids = self.test_set.ids
+        return f"{len(ids)} world scenes, ids {ids[0]}..{ids[-1]} (test_split={self.hparams.test_split})"
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers,
+                          generator=torch.Generator().manual_seed(self.hparams.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)
