@@ -118,3 +118,16 @@ def test_the_data_module_measures_the_held_out_scenes_and_names_them():
     item = dm.test_set[0]
     assert item["image"].shape == (3, 32, 32) and item["caption"] == caption_of(sample_scene(20500))
     assert [it["id"] for it in dm.probe_items(3)] == [20500, 20501, 20502]
+
+
+def test_the_bundled_model_recipe_puts_attention_only_where_it_is_affordable():
+    # Self-attention at 32x32 costs (32*32)^2 per head: about 10x the step time of the
+    # whole UNet without it on a CPU. The recipe keeps attention at 8x8 (and the mid block).
+    from infodiff_lightning.models.tiny import TinyTextToImageSpec, build_tiny_text_to_image
+
+    scratch = yaml.safe_load((ROOT / "configs/train/world.yaml").read_text())["model"]["init_args"]["scratch"]
+    unet = build_tiny_text_to_image(TinyTextToImageSpec(**scratch))["unet"]
+    assert [type(b).__name__ for b in unet.down_blocks] == ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"]
+    assert [type(b).__name__ for b in unet.up_blocks] == ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
+    with pytest.raises(ValueError, match="attention_levels must be a non-empty subset of 0..2"):
+        build_tiny_text_to_image(TinyTextToImageSpec(**{**scratch, "attention_levels": [3]}))

@@ -71,7 +71,12 @@ def build_clip_tokenizer(words: list[str], model_max_length: int = 16,
 
 @dataclass
 class TinyTextToImageSpec:
-    """Sizes of a tiny pixel-space text-to-image model (UNet2DConditionModel + CLIP)."""
+    """Sizes of a tiny pixel-space text-to-image model (UNet2DConditionModel + CLIP).
+
+    ``attention_levels``: the resolution levels (0 = full resolution) whose blocks have
+    (self- and cross-) attention; None: every level but the last. Attention at full
+    resolution costs (H W)^2 per head: leave level 0 out above 16x16 pixels.
+    """
 
     words: list[str] = field(default_factory=list)
     image_size: int = 16
@@ -84,6 +89,7 @@ class TinyTextToImageSpec:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"
     seed: int = 0
+    attention_levels: tuple[int, ...] | None = None
 
 
 def build_tiny_text_to_image(spec: TinyTextToImageSpec) -> dict:
@@ -100,11 +106,15 @@ def build_tiny_text_to_image(spec: TinyTextToImageSpec) -> dict:
         num_hidden_layers=spec.text_layers, num_attention_heads=4, max_position_embeddings=spec.max_tokens,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
     n = len(spec.block_out_channels)
+    levels = set(range(n - 1) if spec.attention_levels is None else spec.attention_levels)
+    if not levels or not levels <= set(range(n)):
+        raise ValueError(f"attention_levels must be a non-empty subset of 0..{n - 1}, got {spec.attention_levels}")
+    down = tuple("CrossAttnDownBlock2D" if k in levels else "DownBlock2D" for k in range(n))
     unet = UNet2DConditionModel(
         sample_size=spec.image_size, in_channels=spec.in_channels, out_channels=spec.in_channels,
         block_out_channels=tuple(spec.block_out_channels), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        down_block_types=down,
+        up_block_types=tuple(b.replace("Down", "Up") for b in reversed(down)),
         cross_attention_dim=spec.text_hidden_size, attention_head_dim=8, norm_num_groups=8)
     scheduler = DDPMScheduler(num_train_timesteps=spec.num_train_timesteps, beta_schedule=spec.beta_schedule,
                               prediction_type=spec.prediction_type)
