@@ -14,6 +14,10 @@ only because the model changed:
                                             (eps keyed by probe id: the same on any number of ranks)
 - info/monitor/time_share, info/monitor/ema share of wall time spent here; 1 if EMA weights measured
 
+Each measurement is also appended to ``monitor.jsonl`` in the run folder (step, EMA flag,
+the summary {tag: {mean, stderr, images}}): the curves as data. ``at_fit_start`` adds a
+measurement at step 0, the "before" of a fine-tuning run.
+
 The measurement is the one every job shares (infodiff_lightning.measurement): a
 :class:`MeasurementSpec`, :func:`measure_captions` and :class:`CaptionMetrics`. The
 module must be a :class:`MeasurableModule` and the datamodule a :class:`ProbeData`.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Sequence
 
 import lightning as L
@@ -32,7 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from infodiff_lightning.estimators import default_sampler
-from infodiff_lightning.io import log_scalars
+from infodiff_lightning.io import json_line, log_scalars, run_dir
 from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
 from infodiff_lightning.metrics import InformationMap
 from infodiff_lightning.mmse import mmse_curve, mmse_eps_for_ids
@@ -44,6 +49,8 @@ __all__ = ["InformationMonitor"]
 #: The MMSE-figure eps of a probe image come from id_generator(seed + this, id), so they
 #: are keyed by probe id like the estimator draws (id_generator(seed, id)) yet differ from them.
 MMSE_SEED_OFFSET = 1
+#: Each measurement is appended to this JSONL file in the run folder: {"step", "ema", "summary"}.
+MONITOR_RECORDS = "monitor.jsonl"
 
 
 class InformationMonitor(Callback):
@@ -55,6 +62,7 @@ class InformationMonitor(Callback):
         probe_size: number of probe items taken from ``datamodule.probe_items``.
         every_n_steps: cadence in optimizer steps (None: off); must be >= 1.
         at_validation_end: also measure after each validation loop.
+        at_fit_start: also measure before the first step (step 0: the "before" of a fine-tuning run).
         n_draws: (alpha, eps) draws per probe image, fixed for the whole run.
         condition: how a word is removed: "delete", "placeholder" or "mask".
         maps: log CMI heat-map overlays; mmse_points: alpha grid size for the MMSE figure (0: off).
@@ -63,7 +71,8 @@ class InformationMonitor(Callback):
     """
 
     def __init__(self, words: Sequence[str] = (), pairs: Sequence[Sequence[str]] = (), probe_size: int = 8,
-                 every_n_steps: int | None = 50, at_validation_end: bool = False, n_draws: int = 32,
+                 every_n_steps: int | None = 50, at_validation_end: bool = False, at_fit_start: bool = False,
+                 n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
                  use_ema: bool = True, seed: int = 0, microbatch: int = 256):
         if every_n_steps is not None and every_n_steps < 1:
@@ -78,11 +87,13 @@ class InformationMonitor(Callback):
         except ValueError as e:
             raise ValueError(f"InformationMonitor: {e}") from None
         self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
+        self.at_fit_start = at_fit_start
         self.mmse_points, self.mmse_eps, self.use_ema = mmse_points, mmse_eps, use_ema
         self.history: list[int] = []  # steps measured (saved with the checkpoint)
         self.monitor_seconds = 0.0
         self._fit_start = None
         self._probe: list[dict] | None = None
+        self._records: Path | None = None  # set in setup (the run folder is known then)
 
     # ---- start-up checks: fail before any training time is spent ---------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -101,6 +112,7 @@ class InformationMonitor(Callback):
         except ValueError as e:
             raise ValueError(f"InformationMonitor: {e}") from None
         self._probe = probe
+        self._records = run_dir(trainer) / MONITOR_RECORDS  # a broadcast under DDP: every rank asks
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = time.perf_counter()
@@ -118,6 +130,8 @@ class InformationMonitor(Callback):
                              f"cannot be measured with this model: {type(e).__name__}: {e}") from e
         finally:
             pl_module.train(was_training)
+        if self.at_fit_start and trainer.global_step not in self.history:
+            self.measure(trainer, pl_module)
 
     # ---- cadence ----------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -196,6 +210,10 @@ class InformationMonitor(Callback):
         values["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
         values["info/monitor/ema"] = 1.0 if on_ema else 0.0
         log_scalars(trainer, values, step)
+        if self._records is not None:
+            self._records.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._records, "a") as f:  # the curves as data, beside the TensorBoard events
+                f.write(json_line({"step": step, "ema": on_ema, "summary": summary}))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 exp = logger.experiment

@@ -1,4 +1,5 @@
 """Fine-tuning with the InformationMonitor: CLI fit, TensorBoard, DDP, resume, LoRA, bad config."""
+import json
 import math
 import subprocess
 import sys
@@ -55,14 +56,21 @@ def scalars(run: Path, tag: str) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def two_step_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit")
-    return fit(tmp, "run", "--model.init_args.learning_rate", "0.0") / "version_0"
+    return fit(tmp, "run", "--model.init_args.learning_rate", "0.0", at_fit_start=True) / "version_0"
 
 
 def test_two_step_fit_logs_information_scalars_at_each_step(two_step_run):
     for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/stderr",
                 "info/pid/green+square/redundancy/value", "info/pid/green+square/synergy/stderr",
                 "info/monitor/time_share", "info/monitor/ema"):
-        assert sorted(scalars(two_step_run, tag)) == [1, 2], tag
+        assert sorted(scalars(two_step_run, tag)) == [0, 1, 2], tag  # at_fit_start adds step 0
+
+
+def test_monitor_writes_each_measurement_to_jsonl_beside_the_events(two_step_run):
+    records = [json.loads(line) for line in (two_step_run / "monitor.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    logged = scalars(two_step_run, "info/cmi/red/value")
+    assert [r["summary"]["cmi/red"]["mean"] for r in records] == pytest.approx([logged[s] for s in (0, 1, 2)])
 
 
 def test_two_step_fit_logs_heat_maps_and_mmse_figures(two_step_run):
@@ -86,7 +94,7 @@ def test_fixed_draws_give_identical_points_when_the_model_does_not_change(two_st
     # learning rate 0: the weights never move, and the draws are fixed for the run, so
     # the two points of every curve must be equal (no sampling noise between points).
     mi = scalars(two_step_run, "info/mi/value")
-    assert mi[1] == mi[2] and mi[1] > 0
+    assert mi[0] == mi[1] == mi[2] and mi[1] > 0
 
 
 def test_two_process_ddp_logs_the_single_process_values(two_step_run, tmp_path):

@@ -131,3 +131,28 @@ def test_the_bundled_model_recipe_puts_attention_only_where_it_is_affordable():
     assert [type(b).__name__ for b in unet.up_blocks] == ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
     with pytest.raises(ValueError, match="attention_levels must be a non-empty subset of 0..2"):
         build_tiny_text_to_image(TinyTextToImageSpec(**{**scratch, "attention_levels": [3]}))
+
+
+def test_a_shifted_world_repaints_objects_at_the_asked_rate_and_names_them_by_the_new_word(scenes):
+    from infodiff_lightning.data.world import NEW_COLOURS, shift_scene
+
+    shifted = [shift_scene(s, "purple", 0.5) for s in scenes[:1000]]
+    objects = [(a, b) for s, t in zip(scenes, shifted) for a, b in zip(s.objects, t.objects)]
+    repainted = [b for a, b in objects if b.colour == "purple"]
+    assert within(len(repainted), len(objects), 0.5)
+    # everything but the colour is the unshifted scene's: the repainting has its own generator
+    assert all((a.shape, a.size, a.position) == (b.shape, b.size, b.position) for a, b in objects)
+    assert all(b == a for a, b in objects if b.colour != "purple")
+    scene = next(t for t in shifted if len(t.objects) == 1 and t.objects[0].colour == "purple" and not t.objects[0].dot)
+    image, masks = render_scene(scene), word_masks(scene)
+    assert "purple" in scene.caption.split() and masks["purple"].any()
+    assert (image[:, masks["purple"]] == torch.tensor(NEW_COLOURS["purple"])[:, None]).all()
+
+
+def test_a_shifted_world_names_a_bad_option():
+    from infodiff_lightning.data.world import CaptionedWorld
+
+    with pytest.raises(ValueError, match="new_colour must be one of purple, got 'pink'"):
+        CaptionedWorld("heldout", new_colour="pink")
+    with pytest.raises(ValueError, match="p_new_colour must be in"):
+        CaptionedWorld("heldout", new_colour="purple", p_new_colour=1.5)

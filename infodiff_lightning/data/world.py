@@ -17,6 +17,11 @@ Planted relations, each with a control (what MI / CMI / PID should show):
 | distractors | "lovely", "nice", "pretty" inserted at random; they change nothing in the image | CMI near 0, like function words | object words |
 
 Splits are fixed id ranges: train, threshold selection, held out (:data:`SPLITS`).
+
+A *shifted* world (``new_colour="purple"``) repaints each object, with probability
+``p_new_colour``, in a colour the bundled model never saw, named by a word it never read:
+the demo fine-tunes the bundled model on it and watches that word's information rise.
+The unshifted scenes are untouched (the repainting draws from its own generator).
 """
 from __future__ import annotations
 
@@ -30,11 +35,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..draws import id_generator
 from .loaders import evaluation_loader
 
-__all__ = ["WorldObject", "Scene", "sample_scene", "render_scene", "word_masks", "caption_of", "COLOURS", "SHAPES",
+__all__ = ["NEW_COLOURS", "shift_scene", "WorldObject", "Scene", "sample_scene", "render_scene", "word_masks", "caption_of", "COLOURS", "SHAPES",
            "DISTRACTORS", "FUNCTION_WORDS", "SPLITS", "split_ids", "attribute_swap", "left_right_swap",
            "shuffled_words", "WORLD_VOCABULARY", "CaptionedWorld", "CaptionedWorldData", "object_mask"]
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "yellow": (1.0, 1.0, -1.0)}
+#: Colours outside the bundled model's training world (the shifted world of the demo).
+NEW_COLOURS = {"purple": (1.0, -1.0, 1.0)}
 #: Shapes named by one word; "bar" and "vee" are named "bat" with a context word.
 SHAPES = ("square", "circle", "cross", "triangle")
 HOMONYM = {"bar": "baseball", "vee": "cave"}  # shape -> context word; both are called "bat"
@@ -149,6 +156,23 @@ def caption_of(scene: Scene) -> str:
     return " and ".join(parts)
 
 
+#: The repainting of a shifted world draws from id_generator(seed + this, scene id).
+SHIFT_SEED_OFFSET = 7919
+
+
+def shift_scene(scene: Scene, new_colour: str, p_new_colour: float = 0.5, seed: int = 0) -> Scene:
+    """``scene`` with each object repainted in ``new_colour`` (one of :data:`NEW_COLOURS`)
+    with probability ``p_new_colour``; a repainted object is named by that colour word alone."""
+    if new_colour not in NEW_COLOURS:
+        raise ValueError(f"new_colour must be one of {', '.join(NEW_COLOURS)}, got {new_colour!r}")
+    if not 0 <= p_new_colour <= 1:
+        raise ValueError(f"p_new_colour must be in [0, 1], got {p_new_colour}")
+    g = id_generator(seed + SHIFT_SEED_OFFSET, scene.id)
+    objects = tuple(replace(o, colour=new_colour, colour_words=(new_colour,)) if _u(g) < p_new_colour else o
+                    for o in scene.objects)
+    return replace(scene, objects=objects)
+
+
 # ----------------------------------------------------------------------------- pixels
 
 def _centre(position: str, size: int) -> tuple[int, int]:
@@ -186,7 +210,7 @@ def render_scene(scene: Scene, size: int = 32) -> torch.Tensor:
     img = torch.full((3, size, size), BACKGROUND)
     for o in scene.objects:
         mask = object_mask(o, size)
-        img[:, mask] = torch.tensor(COLOURS[o.colour])[:, None]
+        img[:, mask] = torch.tensor({**COLOURS, **NEW_COLOURS}[o.colour])[:, None]
         if o.dot:
             cy, cx = _centre(o.position, size)
             d = 1 if size >= 24 else 0
@@ -245,20 +269,28 @@ def shuffled_words(caption: str, generator: torch.Generator) -> str:
 # ----------------------------------------------------------------------------- datasets
 
 class CaptionedWorld(Dataset):
-    """The scenes of one split: items {"id", "image" (3, size, size) in [-1, 1], "caption", "error"}."""
+    """The scenes of one split: items {"id", "image" (3, size, size) in [-1, 1], "caption", "error"}.
+    ``new_colour``: the shifted world (:func:`shift_scene`)."""
 
-    def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, limit: int | None = None):
+    def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, limit: int | None = None,
+                 new_colour: str | None = None, p_new_colour: float = 0.5):
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16 (objects need a few pixels), got {image_size}")
+        if new_colour is not None:
+            shift_scene(sample_scene(0, seed), new_colour, p_new_colour, seed)  # validates both options
         ids = split_ids(split)
         self.ids = ids if limit is None else ids[:limit]
         self.split, self.image_size, self.seed = split, image_size, seed
+        self.new_colour, self.p_new_colour = new_colour, p_new_colour
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def scene(self, i: int) -> Scene:
-        return sample_scene(self.ids[i], self.seed)
+        scene = sample_scene(self.ids[i], self.seed)
+        if self.new_colour is not None:
+            scene = shift_scene(scene, self.new_colour, self.p_new_colour, self.seed)
+        return scene
 
     def caption(self, i: int) -> str:
         return self.scene(i).caption
@@ -271,16 +303,18 @@ class CaptionedWorld(Dataset):
 class CaptionedWorldData(L.LightningDataModule):
     """The world for fine-tuning (train split; the first held-out scenes are the validation
     and probe items) and for analysis (``test_split``: "heldout" by default, "threshold",
-    or "train"). ``limit_*`` cut a split to its first scenes (quick runs, tests)."""
+    or "train"). ``limit_*`` cut a split to its first scenes (quick runs, tests).
+    ``new_colour``, ``p_new_colour``: the shifted world of every split (:func:`shift_scene`)."""
 
     def __init__(self, image_size: int = 32, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
                  test_split: str = "heldout", limit_train: int | None = None, limit_test: int | None = None,
-                 n_val: int = 64):
+                 n_val: int = 64, new_colour: str | None = None, p_new_colour: float = 0.5):
         super().__init__()
         self.save_hyperparameters()
-        self.train_set = CaptionedWorld("train", image_size, seed, limit_train)
-        self.val_set = CaptionedWorld("heldout", image_size, seed, n_val)
-        self.test_set = CaptionedWorld(test_split, image_size, seed, limit_test)
+        shift = {"new_colour": new_colour, "p_new_colour": p_new_colour}
+        self.train_set = CaptionedWorld("train", image_size, seed, limit_train, **shift)
+        self.val_set = CaptionedWorld("heldout", image_size, seed, n_val, **shift)
+        self.test_set = CaptionedWorld(test_split, image_size, seed, limit_test, **shift)
 
     def probe_items(self, n: int) -> list[dict]:
         if n > len(self.val_set):
@@ -292,7 +326,8 @@ class CaptionedWorldData(L.LightningDataModule):
 
     def describe_test_split(self) -> str:
         ids = self.test_set.ids
-        return f"{len(ids)} world scenes, ids {ids[0]}..{ids[-1]} (test_split={self.hparams.test_split})"
+        shift = "" if self.hparams.new_colour is None else f", shifted: {self.hparams.new_colour} objects"
+        return f"{len(ids)} world scenes, ids {ids[0]}..{ids[-1]} (test_split={self.hparams.test_split}{shift})"
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
