@@ -15,36 +15,19 @@ import argparse
 import json
 import time
 
-import torch
-
-from infodiff_lightning.data.world import COLOURS, SHAPES, CaptionedWorld, word_masks
+from infodiff_lightning.data.world import COLOURS, SHAPES, CaptionedWorld
 from infodiff_lightning.denoisers import load_text_to_image
-from infodiff_lightning.localization import choose_threshold, mean_iou, whole_image_iou
-from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions
+from infodiff_lightning.localization import WordMaps, collect_word_maps, localization
+from infodiff_lightning.measurement import MeasurementSpec
 
 WORDS = (*COLOURS, *SHAPES, "scarlet", "lovely", "the")
 PAIRS = (("scarlet", "red"), ("big", "red"), ("wavy", "spotted"), ("red", "cross"), ("blue", "cross"))
 
 
-def measure(denoiser, split: str, n: int, spec: MeasurementSpec, batch: int = 16):
-    """CaptionMetrics summary and, per word, the (maps, masks) of the scenes with that word."""
+def measure(denoiser, split: str, n: int, spec: MeasurementSpec) -> WordMaps:
+    """Maps, masks and the measurement summary of the first ``n`` scenes of ``split``."""
     data = CaptionedWorld(split, 32, limit=n)
-    metrics = CaptionMetrics(spec)
-    maps = {w: [] for w in (*COLOURS, *SHAPES)}
-    masks = {w: [] for w in maps}
-    for start in range(0, n, batch):
-        items = [data[i] for i in range(start, min(n, start + batch))]
-        ids = [it["id"] for it in items]
-        res = measure_captions(denoiser, torch.stack([it["image"] for it in items]), ids,
-                               [it["caption"] for it in items], spec)
-        metrics.update(res, ids)
-        for k, i in enumerate(range(start, start + len(items))):
-            truth = word_masks(data.scene(i), 32)
-            for w in maps:
-                if bool(res.present[w][k]):
-                    maps[w].append(res.cmi[w].map[k])
-                    masks[w].append(truth[w])
-    return metrics.compute(), maps, masks
+    return collect_word_maps(denoiser, (data[i] for i in range(n)), data.true_masks, spec)
 
 
 def main() -> None:
@@ -58,17 +41,10 @@ def main() -> None:
     t0 = time.time()
     denoiser = load_text_to_image(args.model)
     spec = MeasurementSpec(WORDS, PAIRS, n_draws=args.n_draws, maps=True, microbatch=256)
-    _, thr_maps, thr_masks = measure(denoiser, "threshold", args.n_threshold, spec)
-    summary, maps, masks = measure(denoiser, "heldout", args.n_heldout, spec)
-    loc = {}
-    for kind, words in (("colour", COLOURS), ("shape", SHAPES)):
-        tm = torch.stack([m for w in words for m in thr_maps[w]])
-        tk = torch.stack([m for w in words for m in thr_masks[w]])
-        tau = choose_threshold(tm, tk)
-        hm = torch.stack([m for w in words for m in maps[w]])
-        hk = torch.stack([m for w in words for m in masks[w]])
-        loc[kind] = {"threshold": tau, "miou": mean_iou(hm, hk, tau), "whole_image": whole_image_iou(hk),
-                     "maps": int(hm.shape[0])}
+    selection = measure(denoiser, "threshold", args.n_threshold, spec)
+    heldout = measure(denoiser, "heldout", args.n_heldout, spec)
+    summary = heldout.summary
+    loc = {kind: localization(selection, heldout, words) for kind, words in (("colour", COLOURS), ("shape", SHAPES))}
     findings = {"model": args.model, "summary": summary, "localization": loc, "seconds": time.time() - t0}
     print(f"localization on {args.n_heldout} held-out scenes (threshold from {args.n_threshold} others):")
     for kind, r in loc.items():

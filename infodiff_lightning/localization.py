@@ -14,13 +14,15 @@ predicts the whole image: its IoU is the mask's area fraction.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["map_to_mask", "iou", "choose_threshold", "mean_iou", "whole_image_iou", "THRESHOLDS"]
+__all__ = ["map_to_mask", "iou", "choose_threshold", "mean_iou", "whole_image_iou", "THRESHOLDS", "WordMaps",
+           "collect_word_maps", "localization"]
 
 #: The thresholds tried when one is chosen (LOC).
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -66,3 +68,63 @@ def whole_image_iou(masks: Tensor) -> tuple[float, float]:
     values = masks.bool().flatten(1).double().mean(1)
     n = values.numel()
     return float(values.mean()), float(values.std() / math.sqrt(n)) if n > 1 else math.nan
+
+
+@dataclass
+class WordMaps:
+    """Per-word CMI maps of the images that contain the word, with their true masks, and
+    the measurement summary of the same images (:class:`~infodiff_lightning.measurement.CaptionMetrics`)."""
+
+    maps: dict[str, list[Tensor]] = field(default_factory=dict)
+    masks: dict[str, list[Tensor]] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+    def stacked(self, words: Iterable[str]) -> tuple[Tensor, Tensor]:
+        """(maps, masks) of ``words`` pooled, each (N, H, W); N may be 0."""
+        maps = [m for w in words for m in self.maps.get(w, [])]
+        masks = [m for w in words for m in self.masks.get(w, [])]
+        if not maps:
+            return torch.zeros(0, 1, 1), torch.zeros(0, 1, 1, dtype=torch.bool)
+        return torch.stack(maps), torch.stack(masks)
+
+
+def collect_word_maps(denoiser, items: Iterable[dict], true_masks: Callable[[dict], dict[str, Tensor]],
+                      spec, batch_size: int = 16) -> WordMaps:
+    """Measure captioned ``items`` ({"id", "image", "caption"}) through the shared path
+    (measure_captions, CaptionMetrics) with ``spec`` (maps on) and keep, for each word of
+    ``spec`` that an item's caption contains and that has a true mask
+    (``true_masks(item)``), the item's CMI map and mask."""
+    from .measurement import CaptionMetrics, measure_captions
+
+    if not spec.maps:
+        raise ValueError("collect_word_maps needs a MeasurementSpec with maps=True")
+    metrics = CaptionMetrics(spec)
+    out = WordMaps({w: [] for w in spec.words}, {w: [] for w in spec.words})
+    items = list(items)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        ids = [it["id"] for it in chunk]
+        res = measure_captions(denoiser, torch.stack([it["image"] for it in chunk]), ids,
+                               [it["caption"] for it in chunk], spec)
+        metrics.update(res, ids)
+        for k, item in enumerate(chunk):
+            truth = true_masks(item)
+            for w in spec.words:
+                if bool(res.present[w][k]) and w in truth:
+                    out.maps[w].append(res.cmi[w].map[k].detach().cpu())
+                    out.masks[w].append(truth[w])
+    out.summary = metrics.compute()
+    return out
+
+
+def localization(selection: WordMaps, heldout: WordMaps, words: Sequence[str]) -> dict:
+    """Eq. LOC for a group of words: the threshold chosen on ``selection``, mean IoU
+    (with its standard error) on ``heldout``, and the whole-image baseline there.
+    {"threshold", "miou": (mean, se), "whole_image": (mean, se), "maps": N}."""
+    sel_maps, sel_masks = selection.stacked(words)
+    maps, masks = heldout.stacked(words)
+    if maps.shape[0] == 0 or sel_maps.shape[0] == 0:
+        raise ValueError(f"localization: no image of the selection or held-out split contains {', '.join(words)}")
+    tau = choose_threshold(sel_maps, sel_masks)
+    return {"threshold": tau, "miou": mean_iou(maps, masks, tau), "whole_image": whole_image_iou(masks),
+            "maps": int(maps.shape[0])}

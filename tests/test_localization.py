@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from infodiff_lightning.localization import choose_threshold, iou, map_to_mask, mean_iou, whole_image_iou
+from infodiff_lightning.denoisers import DenoiserBase
+from infodiff_lightning.localization import (choose_threshold, collect_word_maps, iou, localization, map_to_mask,
+                                             mean_iou, whole_image_iou)
+from infodiff_lightning.measurement import MeasurementSpec
 
 
 def square_masks(n: int = 6, size: int = 16) -> torch.Tensor:
@@ -45,3 +48,47 @@ def test_small_maps_are_resized_to_the_mask_before_thresholding():
     info[0, :2, :2] = 1.0  # the top-left quarter
     mask = map_to_mask(info, 0.5, (16, 16))
     assert mask.shape == (1, 16, 16) and bool(mask[0, 0, 0]) and not bool(mask[0, 15, 15])
+
+
+class RegionWords(DenoiserBase):
+    """A captioned denoiser whose prediction changes only inside a word's region: "top"
+    adds a bump to the top half, "left" to the left half. The orthogonal CMI map of a word
+    is ||eps_hat(.|caption) - eps_hat(.|caption without the word)||^2 per pixel, so it is
+    non-zero exactly on that word's region: localization must be perfect (IoU 1)."""
+
+    tokenizer = None  # words are split on white space
+    REGIONS = {"top": (slice(0, 4), slice(None)), "left": (slice(None), slice(0, 4))}
+
+    def null_conditions(self, n):
+        return [""] * n
+
+    def eps_hat(self, x_alpha, alpha, conditions):
+        out = 0.5 * x_alpha * torch.sigmoid(-alpha).view(-1, 1, 1, 1)
+        for k, caption in enumerate(conditions):
+            for word, region in self.REGIONS.items():
+                if word in caption.split():
+                    out[k, :, region[0], region[1]] += 1.0
+        return out
+
+
+def region_masks(item):
+    masks = {}
+    for word, region in RegionWords.REGIONS.items():
+        m = torch.zeros(8, 8, dtype=torch.bool)
+        m[region] = True
+        masks[word] = m
+    return {w: m for w, m in masks.items() if w in item["caption"].split()}
+
+
+def test_collected_maps_of_words_that_change_only_their_region_localize_perfectly():
+    captions = ["a top thing", "a left thing", "a top left thing", "a thing"] * 2
+    items = [{"id": i, "image": torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(i)), "caption": c}
+             for i, c in enumerate(captions)]
+    spec = MeasurementSpec(("top", "left"), n_draws=4, maps=True)
+    selection = collect_word_maps(RegionWords(), items[:4], region_masks, spec, batch_size=3)
+    heldout = collect_word_maps(RegionWords(), items[4:], region_masks, spec, batch_size=3)
+    assert [len(heldout.maps[w]) for w in ("top", "left")] == [2, 2]  # the captions that hold each word
+    assert heldout.summary["cmi/top"]["images"] == 2
+    result = localization(selection, heldout, ["top", "left"])
+    assert result["miou"][0] == pytest.approx(1.0) and result["maps"] == 4
+    assert result["whole_image"][0] == pytest.approx(0.5)  # each region is half the image

@@ -287,10 +287,17 @@ class CaptionedWorld(Dataset):
         return len(self.ids)
 
     def scene(self, i: int) -> Scene:
-        scene = sample_scene(self.ids[i], self.seed)
+        return self.scene_of_id(self.ids[i])
+
+    def scene_of_id(self, scene_id: int) -> Scene:
+        scene = sample_scene(scene_id, self.seed)
         if self.new_colour is not None:
             scene = shift_scene(scene, self.new_colour, self.p_new_colour, self.seed)
         return scene
+
+    def true_masks(self, item: dict) -> dict[str, torch.Tensor]:
+        """The word masks (:func:`word_masks`) of an item of this dataset, by its id."""
+        return word_masks(self.scene_of_id(int(item["id"])), self.image_size)
 
     def caption(self, i: int) -> str:
         return self.scene(i).caption
