@@ -1,7 +1,8 @@
 """Datasets and datamodules."""
 from .caption_folder import CaptionFolder, CaptionFolderData
+from .digits import CaptionedDigits, CaptionedDigitsData
 from .shapes import CaptionedShapes, CaptionedShapesData
 from .world import CaptionedWorld, CaptionedWorldData
 
 __all__ = ["CaptionedShapes", "CaptionedShapesData", "CaptionFolder", "CaptionFolderData", "CaptionedWorld",
-           "CaptionedWorldData"]
+           "CaptionedWorldData", "CaptionedDigits", "CaptionedDigitsData"]

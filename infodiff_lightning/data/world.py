@@ -28,12 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..draws import id_generator
-from .loaders import evaluation_loader
+from .datamodule import SplitCaptionData
 
 __all__ = ["NEW_COLOURS", "shift_scene", "WorldObject", "Scene", "sample_scene", "render_scene", "word_masks", "caption_of", "COLOURS", "SHAPES",
            "DISTRACTORS", "FUNCTION_WORDS", "SPLITS", "split_ids", "attribute_swap", "left_right_swap",
@@ -307,11 +306,13 @@ class CaptionedWorld(Dataset):
         return {"id": scene.id, "image": render_scene(scene, self.image_size), "caption": scene.caption, "error": ""}
 
 
-class CaptionedWorldData(L.LightningDataModule):
+class CaptionedWorldData(SplitCaptionData):
     """The world for fine-tuning (train split; the first held-out scenes are the validation
     and probe items) and for analysis (``test_split``: "heldout" by default, "threshold",
     or "train"). ``limit_*`` cut a split to its first scenes (quick runs, tests).
     ``new_colour``, ``p_new_colour``: the shifted world of every split (:func:`shift_scene`)."""
+
+    name = "world scenes"
 
     def __init__(self, image_size: int = 32, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
                  test_split: str = "heldout", limit_train: int | None = None, limit_test: int | None = None,
@@ -323,26 +324,6 @@ class CaptionedWorldData(L.LightningDataModule):
         self.val_set = CaptionedWorld("heldout", image_size, seed, n_val, **shift)
         self.test_set = CaptionedWorld(test_split, image_size, seed, limit_test, **shift)
 
-    def probe_items(self, n: int) -> list[dict]:
-        if n > len(self.val_set):
-            raise ValueError(f"probe of {n} items asked, but the validation split has {len(self.val_set)} (n_val)")
-        return [self.val_set[i] for i in range(n)]
-
-    def test_captions(self) -> list[str]:
-        return [self.test_set.caption(i) for i in range(len(self.test_set))]
-
     def describe_test_split(self) -> str:
-        ids = self.test_set.ids
         shift = "" if self.hparams.new_colour is None else f", shifted: {self.hparams.new_colour} objects"
-        return f"{len(ids)} world scenes, ids {ids[0]}..{ids[-1]} (test_split={self.hparams.test_split}{shift})"
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.hparams.num_workers,
-                          generator=torch.Generator().manual_seed(self.hparams.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)
+        return super().describe_test_split() + shift
