@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo ground-truth test bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e ".[test]"
 	@touch $(STAMP)
 
+# The main job on the embedded default: fine-tune the bundled world model with the
+# InformationMonitor on, analyse it, print the findings (demo.py says what each step does).
 demo: $(STAMP)
+	$(PY) demo.py
+
+# The estimators against a closed form: I(X;Y) of a jointly Gaussian pair, exact denoiser.
+ground-truth: $(STAMP)
 	$(PY) analyze.py --config configs/analyze/gaussian.yaml
 
 test: $(STAMP)

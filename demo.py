@@ -5,8 +5,9 @@
 
 1. ``train.py fit --config configs/demo/finetune.yaml``: the bundled model (models/world,
    trained from scratch on the embedded world) is fine-tuned on a shifted world in which
-   half the objects are purple, a colour and a word it has never seen, with the
-   InformationMonitor measuring the new word on a fixed probe from step 0.
+   half the objects are purple, a colour it has never seen, called "lovely", a word it
+   learned to ignore (a distractor), with the InformationMonitor measuring the word on a
+   fixed probe from step 0.
 2. ``analyze.py --config configs/demo/analyze.yaml --fresh true``: the caption analysis of
    the fine-tuned model on held-out scenes of the shifted world.
 3. Localization of the new word (eq. LOC: threshold chosen on the threshold split, mean
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent
 FINETUNE = ROOT / "configs/demo/finetune.yaml"
 ANALYZE = ROOT / "configs/demo/analyze.yaml"
 BUNDLED = ROOT / "models/world"
-NEW_WORD = "purple"
+NEW_COLOUR, NEW_WORD = "purple", "lovely"  # the shift of configs/demo/*.yaml
 KNOWN_WORD = "red"
 
 
@@ -57,7 +58,7 @@ def new_word_localization(model: Path, n_threshold: int, n_heldout: int, n_draws
     spec = MeasurementSpec((NEW_WORD, KNOWN_WORD), n_draws=n_draws, maps=True, microbatch=256)
     maps = {}
     for split, n in (("threshold", n_threshold), ("heldout", n_heldout)):
-        data = CaptionedWorld(split, 32, limit=n, new_colour=NEW_WORD)
+        data = CaptionedWorld(split, 32, limit=n, new_colour=NEW_COLOUR, new_word=NEW_WORD)
         maps[split] = collect_word_maps(denoiser, (data[i] for i in range(n)), data.true_masks, spec)
     return {w: {**localization(maps["threshold"], maps["heldout"], [w]),
                 "cmi": maps["heldout"].summary[f"cmi/{w}"]} for w in (NEW_WORD, KNOWN_WORD)}
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 "train_run": str(train_run.relative_to(ROOT)), "analysis_run": str(analysis_run.relative_to(ROOT))}
     (ROOT / "runs/demo/findings.json").write_text(json.dumps(findings, indent=2, allow_nan=False))
 
-    print(f"\n== What fine-tuning taught the model about '{NEW_WORD}' (nats; mean +- standard error) ==")
+    print(f"\n== What fine-tuning taught the model about '{NEW_WORD}', now the name of {NEW_COLOUR} objects "
+          "(nats; mean +- standard error) ==")
     print(f"monitored CMI of '{NEW_WORD}' on the {first['summary'][tag]['images']} probe images that name it:")
     for r in records:
         e = r["summary"][tag]

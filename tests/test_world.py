@@ -156,3 +156,14 @@ def test_a_shifted_world_names_a_bad_option():
         CaptionedWorld("heldout", new_colour="pink")
     with pytest.raises(ValueError, match="p_new_colour must be in"):
         CaptionedWorld("heldout", new_colour="purple", p_new_colour=1.5)
+
+
+def test_a_shifted_world_can_give_a_distractor_the_new_colour_as_its_only_meaning():
+    from infodiff_lightning.data.world import CaptionedWorld
+
+    data = CaptionedWorld("train", new_colour="purple", p_new_colour=0.3, new_word="lovely", limit=400)
+    for i in range(len(data)):
+        scene = data.scene(i)
+        named = sum(o.colour_words == ("lovely",) for o in scene.objects)
+        assert scene.caption.split().count("lovely") == named  # never inserted at random any more
+        assert all(o.colour == "purple" for o in scene.objects if o.colour_words == ("lovely",))

@@ -19,8 +19,11 @@ Planted relations, each with a control (what MI / CMI / PID should show):
 Splits are fixed id ranges: train, threshold selection, held out (:data:`SPLITS`).
 
 A *shifted* world (``new_colour="purple"``) repaints each object, with probability
-``p_new_colour``, in a colour the bundled model never saw, named by a word it never read:
-the demo fine-tunes the bundled model on it and watches that word's information rise.
+``p_new_colour``, in a colour the bundled model never saw, named by the colour's name or
+by ``new_word``. The demo names it "lovely", a distractor the bundled model learned to
+ignore, and watches that word's information rise as the model learns its new meaning (a
+word the model never read is a worse probe: its letter tokens perturb the text encoding,
+so the orthogonal estimate of an unknown word starts high before it means anything).
 The unshifted scenes are untouched (the repainting draws from its own generator).
 """
 from __future__ import annotations
@@ -159,17 +162,23 @@ def caption_of(scene: Scene) -> str:
 SHIFT_SEED_OFFSET = 7919
 
 
-def shift_scene(scene: Scene, new_colour: str, p_new_colour: float = 0.5, seed: int = 0) -> Scene:
+def shift_scene(scene: Scene, new_colour: str, p_new_colour: float = 0.5, seed: int = 0,
+                new_word: str | None = None) -> Scene:
     """``scene`` with each object repainted in ``new_colour`` (one of :data:`NEW_COLOURS`)
-    with probability ``p_new_colour``; a repainted object is named by that colour word alone."""
+    with probability ``p_new_colour``; a repainted object is named by ``new_word`` alone
+    (default: the colour's name). A distractor ``new_word`` is no longer inserted at
+    random: in the shifted world it has one meaning, the new colour."""
     if new_colour not in NEW_COLOURS:
         raise ValueError(f"new_colour must be one of {', '.join(NEW_COLOURS)}, got {new_colour!r}")
     if not 0 <= p_new_colour <= 1:
         raise ValueError(f"p_new_colour must be in [0, 1], got {p_new_colour}")
+    word = new_word or new_colour
+    if not word.isalpha() or not word.islower():
+        raise ValueError(f"new_word must be one lowercase word, got {new_word!r}")
     g = id_generator(seed + SHIFT_SEED_OFFSET, scene.id)
-    objects = tuple(replace(o, colour=new_colour, colour_words=(new_colour,)) if _u(g) < p_new_colour else o
+    objects = tuple(replace(o, colour=new_colour, colour_words=(word,)) if _u(g) < p_new_colour else o
                     for o in scene.objects)
-    return replace(scene, objects=objects)
+    return replace(scene, objects=objects, distractor=None if scene.distractor == word else scene.distractor)
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -269,18 +278,18 @@ def shuffled_words(caption: str, generator: torch.Generator) -> str:
 
 class CaptionedWorld(Dataset):
     """The scenes of one split: items {"id", "image" (3, size, size) in [-1, 1], "caption", "error"}.
-    ``new_colour``: the shifted world (:func:`shift_scene`)."""
+    ``new_colour``, ``p_new_colour``, ``new_word``: the shifted world (:func:`shift_scene`)."""
 
     def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, limit: int | None = None,
-                 new_colour: str | None = None, p_new_colour: float = 0.5):
+                 new_colour: str | None = None, p_new_colour: float = 0.5, new_word: str | None = None):
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16 (objects need a few pixels), got {image_size}")
         if new_colour is not None:
-            shift_scene(sample_scene(0, seed), new_colour, p_new_colour, seed)  # validates both options
+            shift_scene(sample_scene(0, seed), new_colour, p_new_colour, seed, new_word)  # validates the options
         ids = split_ids(split)
         self.ids = ids if limit is None else ids[:limit]
         self.split, self.image_size, self.seed = split, image_size, seed
-        self.new_colour, self.p_new_colour = new_colour, p_new_colour
+        self.new_colour, self.p_new_colour, self.new_word = new_colour, p_new_colour, new_word
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -291,7 +300,7 @@ class CaptionedWorld(Dataset):
     def scene_of_id(self, scene_id: int) -> Scene:
         scene = sample_scene(scene_id, self.seed)
         if self.new_colour is not None:
-            scene = shift_scene(scene, self.new_colour, self.p_new_colour, self.seed)
+            scene = shift_scene(scene, self.new_colour, self.p_new_colour, self.seed, self.new_word)
         return scene
 
     def true_masks(self, item: dict) -> dict[str, torch.Tensor]:
@@ -310,20 +319,22 @@ class CaptionedWorldData(SplitCaptionData):
     """The world for fine-tuning (train split; the first held-out scenes are the validation
     and probe items) and for analysis (``test_split``: "heldout" by default, "threshold",
     or "train"). ``limit_*`` cut a split to its first scenes (quick runs, tests).
-    ``new_colour``, ``p_new_colour``: the shifted world of every split (:func:`shift_scene`)."""
+    ``new_colour``, ``p_new_colour``, ``new_word``: the shifted world of every split (:func:`shift_scene`)."""
 
     name = "world scenes"
 
     def __init__(self, image_size: int = 32, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
                  test_split: str = "heldout", limit_train: int | None = None, limit_test: int | None = None,
-                 n_val: int = 64, new_colour: str | None = None, p_new_colour: float = 0.5):
+                 n_val: int = 64, new_colour: str | None = None, p_new_colour: float = 0.5,
+                 new_word: str | None = None):
         super().__init__()
         self.save_hyperparameters()
-        shift = {"new_colour": new_colour, "p_new_colour": p_new_colour}
+        shift = {"new_colour": new_colour, "p_new_colour": p_new_colour, "new_word": new_word}
         self.train_set = CaptionedWorld("train", image_size, seed, limit_train, **shift)
         self.val_set = CaptionedWorld("heldout", image_size, seed, n_val, **shift)
         self.test_set = CaptionedWorld(test_split, image_size, seed, limit_test, **shift)
 
     def describe_test_split(self) -> str:
-        shift = "" if self.hparams.new_colour is None else f", shifted: {self.hparams.new_colour} objects"
+        hp = self.hparams
+        shift = "" if hp.new_colour is None else f", shifted: {hp.new_colour} objects called {hp.new_word or hp.new_colour}"
         return super().describe_test_split() + shift
