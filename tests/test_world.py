@@ -167,3 +167,13 @@ def test_a_shifted_world_can_give_a_distractor_the_new_colour_as_its_only_meanin
         named = sum(o.colour_words == ("lovely",) for o in scene.objects)
         assert scene.caption.split().count("lovely") == named  # never inserted at random any more
         assert all(o.colour == "purple" for o in scene.objects if o.colour_words == ("lovely",))
+
+
+def test_colour_candidates_differ_only_in_the_colour_and_hold_the_true_caption(scenes):
+    from infodiff_lightning.data.world import colour_candidates
+
+    one = next(s for s in scenes if len(s.objects) == 1 and s.objects[0].colour_words == ("scarlet",))
+    captions, true = colour_candidates(one)
+    assert captions[true] == one.caption and len(set(captions)) == len(COLOURS)
+    assert all(len(c.split()) == len(one.caption.split()) for c in captions)  # one colour word replaced
+    assert colour_candidates(next(s for s in scenes if len(s.objects) == 2)) is None

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from ..draws import id_generator
 from .datamodule import SplitCaptionData
 
-__all__ = ["NEW_COLOURS", "shift_scene", "WorldObject", "Scene", "sample_scene", "render_scene", "word_masks", "caption_of", "COLOURS", "SHAPES",
+__all__ = ["colour_candidates", "NEW_COLOURS", "shift_scene", "WorldObject", "Scene", "sample_scene", "render_scene", "word_masks", "caption_of", "COLOURS", "SHAPES",
            "DISTRACTORS", "FUNCTION_WORDS", "SPLITS", "split_ids", "attribute_swap", "left_right_swap",
            "shuffled_words", "WORLD_VOCABULARY", "CaptionedWorld", "CaptionedWorldData", "object_mask"]
 
@@ -259,6 +259,18 @@ def left_right_swap(scene: Scene) -> str | None:
     swapped = (replace(a, position=b.position), replace(b, position=a.position))
     caption = caption_of(replace(scene, objects=swapped))
     return None if caption == caption_of(scene) else caption
+
+
+def colour_candidates(scene: Scene) -> tuple[list[str], int] | None:
+    """Attribute recognition on a one-object scene: the caption with the object's colour
+    named each of the :data:`COLOURS` in turn (the true one keeps its own words, "scarlet"
+    included), and the index of the true caption; None for two objects or a new colour."""
+    if len(scene.objects) != 1 or scene.objects[0].colour not in COLOURS:
+        return None
+    o = scene.objects[0]
+    captions = [scene.caption if c == o.colour else caption_of(replace(scene, objects=(replace(o, colour_words=(c,)),)))
+                for c in COLOURS]
+    return captions, list(COLOURS).index(o.colour)
 
 
 def shuffled_words(caption: str, generator: torch.Generator) -> str:
