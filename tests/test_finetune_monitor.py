@@ -311,3 +311,25 @@ def test_text_encoder_trains_only_when_asked(tmp_path):
         quick_fit(module, tmp_path)
         changed[name] = any(not torch.equal(before[k], v) for k, v in module.text_encoder.state_dict().items())
     assert changed == {"frozen": False, "trained": True}
+
+
+def test_exporting_the_last_checkpoint_gives_the_model_saved_at_the_end_of_fit(two_step_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from infodiff_lightning.export import main as export
+
+    assert export(["--ckpt", str(two_step_run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "out")]) == 0
+    for part in ("unet", "text_encoder"):
+        saved = load_file(next((two_step_run / "diffusers" / part).glob("*.safetensors")))
+        again = load_file(next((tmp_path / "out" / part).glob("*.safetensors")))
+        assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved), part
+
+
+def test_training_curves_are_written_as_a_figure_and_the_logged_numbers(two_step_run, tmp_path):
+    from infodiff_lightning.curves import main as curves
+
+    assert curves(["--run", str(two_step_run), "--out", str(tmp_path / "curves")]) == 0
+    rows = (tmp_path / "curves.csv").read_text().splitlines()
+    logged = scalars(two_step_run, "info/cmi/red/value")
+    assert f"info/cmi/red/value,2,{logged[2]:.6g}" in rows
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
