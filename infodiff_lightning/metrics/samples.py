@@ -17,7 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["SampleValues", "mean_and_stderr"]
+__all__ = ["SampleValues", "SampleHits", "mean_and_stderr"]
 
 
 def mean_and_stderr(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,3 +98,19 @@ class SampleValues(Metric):
         if values.shape[0] == 1:
             stderr = own[0]
         return mean, stderr, values.shape[0]
+
+
+class SampleHits(SampleValues):
+    """Per-sample outcomes (1 hit, 0 miss) with their ids; ``compute()`` gives
+    {"hits", "n"} counted over the samples in id order (exact on any number of ranks;
+    {"hits": 0, "n": 0} when no rank saw a sample)."""
+
+    def update(self, hits: Tensor, ids) -> None:
+        hits = torch.as_tensor(hits).to(torch.float64)
+        self._add(hits, torch.zeros_like(hits), ids)
+
+    def compute(self) -> dict[str, int]:
+        if not any(t.numel() for t in (self.ids if isinstance(self.ids, list) else [self.ids])):
+            return {"hits": 0, "n": 0}
+        _, values, _ = self._sorted()
+        return {"hits": int(values.sum()), "n": int(values.shape[0])}

@@ -46,3 +46,15 @@ class CaptionedEvaluationData(Protocol):
     def test_captions(self) -> list[str | None]: ...
 
     def describe_test_split(self) -> str: ...
+
+
+@runtime_checkable
+class RankingData(Protocol):
+    """A datamodule whose test items carry candidate captions: batches with "image",
+    "id", "candidates" (one list per item, the true caption first), "group" and "error";
+    ``groups()`` names every group in a fixed order (the same on every rank), and
+    ``describe_test_split()`` says in words which items are ranked."""
+
+    def groups(self) -> list[str]: ...
+
+    def describe_test_split(self) -> str: ...

@@ -1,0 +1,123 @@
+"""Caption ranking as an analysis job (the ARO protocol of Kong et al. 2024).
+
+For each image, its candidate captions (the true one first) are scored by pointwise MI
+from one denoiser pass with draws keyed by the image id and shared by the candidates
+(``ranking.score_candidates``); the prediction is the candidate with the largest score of
+the standard estimator (the pointwise identity; see ranking.py), and the orthogonal
+estimator's choice is reported beside it. Accuracy per group (the benchmark file: VG
+attribution, VG relation, COCO order, ...) and overall, with Wilson 95% intervals.
+
+Records, resume, failures and the report are those of every analysis job (analysis_job.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from ..denoisers import load_text_to_image
+from ..estimators import ESTIMATORS
+from ..io import log_scalars
+from ..metrics.samples import SampleHits
+from ..ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
+from .analysis_job import AnalysisJob
+from .protocols import RankingData
+
+__all__ = ["CaptionRanking", "OVERALL"]
+
+#: The group name of the accuracy over every item.
+OVERALL = "all"
+
+
+class CaptionRanking(AnalysisJob):
+    """Accuracy of choosing the true caption by pointwise MI.
+
+    Args:
+        pretrained: diffusers folder or hub id; lora: optional LoRA adapter folder.
+        n_draws: (alpha, eps) draws per image, shared by its candidates.
+        seed: with the image id, keys each image's draws.
+        microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
+        fail_fast: stop at the first failed image.
+    """
+
+    def __init__(self, pretrained: str, lora: str | None = None, n_draws: int = 16, seed: int = 0,
+                 microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
+        super().__init__(fail_fast=fail_fast)
+        if n_draws < 2:
+            raise ValueError(f"n_draws must be >= 2 (a standard error needs two draws), got {n_draws}")
+        if microbatch < 1:
+            raise ValueError(f"microbatch must be >= 1, got {microbatch}")
+        dtype = None
+        if torch_dtype:
+            dtype = getattr(torch, torch_dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"torch_dtype must name a torch dtype (float32, float16, bfloat16), got {torch_dtype!r}")
+        self.n_draws, self.seed, self.microbatch = n_draws, seed, microbatch
+        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=dtype)
+        self.hits = torch.nn.ModuleDict()  # "<group>/<estimator>" -> SampleHits, made in setup
+
+    def validate(self, datamodule: Any) -> None:
+        if not isinstance(datamodule, RankingData):
+            raise ValueError("CaptionRanking needs a datamodule with candidate captions (the RankingData protocol, "
+                             f"e.g. CaptionRankingData); got {type(datamodule).__name__}")
+        rank_zero_info(f"ranking {datamodule.describe_test_split()}")
+
+    def setup(self, stage: str) -> None:
+        self.denoiser.to(self.device)
+        # Every rank builds the same metrics, in the same order, before the loop (DDP collectives).
+        for group in [*self.trainer.datamodule.groups(), OVERALL]:
+            for est in ESTIMATORS:
+                self.hits[f"{group}/{est}"] = SampleHits().to(self.device)
+
+    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        records = []
+        by_size: dict[int, list[int]] = {}  # candidates of one length are scored together
+        for k in keep:
+            by_size.setdefault(len(batch["candidates"][k]), []).append(k)
+        for ks in by_size.values():
+            kids = [int(batch["id"][k]) for k in ks]
+            cands = [batch["candidates"][k] for k in ks]
+            scores = score_candidates(self.denoiser, batch["image"][ks].to(self.device), kids, cands,
+                                      n_draws=self.n_draws, seed=self.seed, microbatch=self.microbatch)
+            hit = {est: correct(scores.value[est], [0] * len(ks)) for est in ESTIMATORS}
+            for j, k in enumerate(ks):
+                rec = {"id": kids[j], "group": batch["group"][k], "candidates": cands[j]}
+                for est in ESTIMATORS:
+                    rec[est] = scores.value[est][j].tolist()
+                    rec[f"{est}_stderr"] = scores.stderr[est][j].tolist()
+                    rec[f"correct_{est}"] = bool(hit[est][j])
+                records.append(rec)
+        self._update(records)
+        return sorted(records, key=lambda r: r["id"])
+
+    def _update(self, records: list[dict]) -> None:
+        for group in {r["group"] for r in records}:
+            rows = [r for r in records if r["group"] == group]
+            for name in (group, OVERALL):
+                for est in ESTIMATORS:
+                    self.hits[f"{name}/{est}"].update(torch.tensor([r[f"correct_{est}"] for r in rows]),
+                                                      [r["id"] for r in rows])
+
+    def replay(self, records: list[dict]) -> None:
+        self._update(records)
+
+    def results(self) -> dict:
+        out = {}
+        for key, metric in self.hits.items():
+            group, est = key.rsplit("/", 1)
+            counts = metric.compute()  # a collective: every rank, every metric, same order
+            if counts["n"]:
+                acc, low, high = accuracy_interval(counts["hits"], counts["n"])
+                out[f"ranking/{group}/{est}"] = {"accuracy": acc, "low": low, "high": high, **counts}
+        log_scalars(self.trainer, {f"info/{k}/accuracy": v["accuracy"] for k, v in out.items()}, step=0)
+        return out
+
+    def report_lines(self, results: dict) -> list[str]:
+        lines = [f"Prediction: argmax of pointwise MI, {PREDICTION_ESTIMATOR} estimator (orthogonal shown for comparison).",
+                 "", "| group | estimator | accuracy | 95% interval | items |", "|---|---|---:|---|---:|"]
+        for key, r in results.items():
+            _, group, est = key.split("/")
+            lines.append(f"| {group} | {est} | {100 * r['accuracy']:.1f}% | [{100 * r['low']:.1f}, "
+                         f"{100 * r['high']:.1f}] | {r['n']} |")
+        return lines

@@ -1,0 +1,80 @@
+"""The caption-ranking job: ARO-layout files in, accuracy per benchmark file out, on the
+shared analysis-job path (records, resume, failures, report)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infodiff_lightning.data.ranking_files import RankingFiles
+from infodiff_lightning.data.world_export import export_world
+from tiny_models import save_pixel_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ranking")
+    export_world(tmp / "world", "heldout", n=20)
+    save_pixel_text(tmp / "model")
+    return tmp
+
+
+def analyze(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/ranking.yaml"),
+           "--model.init_args.pretrained", str(tmp / "model"), "--model.init_args.n_draws", "2",
+           "--data.init_args.root", str(tmp / "world"), "--data.init_args.image_size", "8",
+           "--trainer.default_root_dir", str(tmp / "runs"), "--trainer.logger.init_args.save_dir", str(tmp / "runs"),
+           "--trainer.enable_progress_bar", "false", *extra]
+    return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+
+
+def test_each_file_is_a_group_and_each_row_an_item_with_the_true_caption_first(exported):
+    data = RankingFiles(exported / "world", image_size=8)
+    rows = {name: json.loads((exported / "world" / f"{name}.json").read_text())
+            for name in ("vg_attribution", "vg_relation", "coco_order")}
+    assert data.groups == list(rows) and len(data) == sum(len(r) for r in rows.values())
+    first = data[0]
+    assert first["candidates"][0] == rows["vg_attribution"][0]["true_caption"] and first["error"] == ""
+    assert len(data[len(data) - 1]["candidates"]) == 5  # coco order: the caption and four shuffles
+
+
+def test_the_job_reports_per_group_accuracy_that_matches_its_records(exported):
+    proc = analyze(exported)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((exported / "runs" / "ranking").glob("run-*"))
+    summary = json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+    assert summary["status"] == "complete" and summary["samples"]["measured"] == len(records)
+    for group in ("vg_attribution", "vg_relation", "coco_order", "all"):
+        rows = [r for r in records if group in (r["group"], "all")]
+        entry = summary[f"ranking/{group}/standard"]
+        assert entry["n"] == len(rows) and entry["hits"] == sum(r["correct_standard"] for r in rows)
+        assert entry["low"] <= entry["accuracy"] <= entry["high"]
+    for r in records:  # a record is correct when the true (first) candidate strictly wins
+        assert r["correct_standard"] == (r["standard"][0] > max(r["standard"][1:]))
+    assert "| vg_relation | standard |" in (run / "report.md").read_text()
+
+
+def test_an_unreadable_image_is_a_recorded_failure_and_the_rest_is_ranked(exported, tmp_path):
+    import shutil
+
+    shutil.copytree(exported / "world", tmp_path / "world")
+    shutil.copytree(exported / "model", tmp_path / "model")
+    rows = json.loads((tmp_path / "world" / "vg_relation.json").read_text())
+    (tmp_path / "world" / rows[0]["image_path"]).write_bytes(b"not a png")
+    proc = analyze(tmp_path, "--data.init_args.files", "[vg_relation.json]")
+    assert proc.returncode == 3, proc.stderr[-3000:]  # finished, with a failed sample
+    run = next((tmp_path / "runs" / "ranking").glob("run-*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["samples"]["failed"] == 1 and summary["ranking/vg_relation/standard"]["n"] == len(rows) - 1
+
+
+def test_a_file_without_caption_fields_is_named_in_one_line(exported, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "vg_relation.json").write_text(json.dumps([{"image_path": "x.png", "caption": "a"}]))
+    proc = analyze(exported, "--data.init_args.root", str(tmp_path / "bad"), "--data.init_args.files",
+                   "[vg_relation.json]")
+    assert proc.returncode == 2 and "vg_relation.json row 0" in proc.stderr
