@@ -17,7 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["SampleValues", "SampleHits", "mean_and_stderr"]
+__all__ = ["SampleValues", "SampleHits", "SampleVectors", "mean_and_stderr"]
 
 
 def mean_and_stderr(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,3 +114,23 @@ class SampleHits(SampleValues):
             return {"hits": 0, "n": 0}
         _, values, _ = self._sorted()
         return {"hits": int(values.sum()), "n": int(values.shape[0])}
+
+
+class SampleVectors(SampleValues):
+    """Per-sample vectors of ``width`` values (an IoU per threshold, say) with their ids;
+    ``compute()`` gives {"mean" (width,), "stderr" (width,), "n"} in id order, or n = 0
+    with empty tensors when no rank saw a sample."""
+
+    def __init__(self, width: int, **kwargs):
+        self.width = int(width)
+        super().__init__(**kwargs)
+
+    def update(self, values: Tensor, ids) -> None:
+        self._add(torch.as_tensor(values), None, ids)
+
+    def compute(self) -> dict:
+        if not any(t.numel() for t in (self.ids if isinstance(self.ids, list) else [self.ids])):
+            return {"mean": torch.empty(0), "stderr": torch.empty(0), "n": 0}
+        _, values, _ = self._sorted()
+        mean, stderr = mean_and_stderr(values)
+        return {"mean": mean, "stderr": stderr, "n": int(values.shape[0])}

@@ -1,9 +1,10 @@
 """LightningModules: analysis jobs and fine-tuning."""
 from .caption_analysis import CaptionAnalysis
 from .caption_ranking import CaptionRanking
+from .word_localization import WordLocalization
 from .finetune import DiffusionFineTuner
 from .ground_truth import GroundTruthAnalysis
-from .protocols import CaptionedEvaluationData, MeasurableModule, ProbeData, RankingData
+from .protocols import CaptionedEvaluationData, MeasurableModule, ProbeData, GroupedEvaluationData, LocalizationEvaluationData
 
-__all__ = ["CaptionAnalysis", "CaptionRanking", "RankingData", "DiffusionFineTuner", "GroundTruthAnalysis", "MeasurableModule", "ProbeData",
+__all__ = ["CaptionAnalysis", "CaptionRanking", "WordLocalization", "LocalizationEvaluationData", "GroupedEvaluationData", "DiffusionFineTuner", "GroundTruthAnalysis", "MeasurableModule", "ProbeData",
            "CaptionedEvaluationData"]

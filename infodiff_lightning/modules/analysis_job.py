@@ -41,7 +41,7 @@ from torchmetrics import Metric
 
 from ..io import json_line, run_dir, write_json_atomic
 
-__all__ = ["AnalysisJob", "SampleFailure", "EXIT_SAMPLE_FAILURES", "read_records"]
+__all__ = ["AnalysisJob", "SampleFailure", "EXIT_SAMPLE_FAILURES", "read_records", "torch_dtype_of"]
 
 #: analyze.py's exit status when every result was written but some samples failed.
 EXIT_SAMPLE_FAILURES = 3
@@ -69,6 +69,16 @@ class SampleCounts(Metric):
     def compute(self) -> dict[str, int]:
         m, r, f = int(self.measured), int(self.resumed), int(self.failed)
         return {"total": m + r + f, "measured": m, "resumed": r, "failed": f}
+
+
+def torch_dtype_of(name: str | None) -> torch.dtype | None:
+    """The torch dtype a job's ``torch_dtype`` option names (None: the model's own)."""
+    if not name:
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"torch_dtype must name a torch dtype (float32, float16, bfloat16), got {name!r}")
+    return dtype
 
 
 def read_records(folder: Path, stem: str) -> list[dict]:

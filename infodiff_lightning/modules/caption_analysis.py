@@ -22,7 +22,7 @@ from ..io import log_scalars
 from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, per_image_rows, scalars
 from ..pid import PID_TERMS, PIDEstimate
 from ..viz import map_figure
-from .analysis_job import AnalysisJob
+from .analysis_job import AnalysisJob, torch_dtype_of
 from .protocols import CaptionedEvaluationData
 
 __all__ = ["CaptionAnalysis"]
@@ -52,12 +52,7 @@ class CaptionAnalysis(AnalysisJob):
         if log_images < 0:
             raise ValueError(f"log_images must be >= 0, got {log_images}")
         self.log_images = log_images
-        dtype = None
-        if torch_dtype:
-            dtype = getattr(torch, torch_dtype, None)
-            if not isinstance(dtype, torch.dtype):
-                raise ValueError(f"torch_dtype must name a torch dtype (float32, float16, bfloat16), got {torch_dtype!r}")
-        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=dtype)
+        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
         self.info = CaptionMetrics(self.spec)
         self._logged_images = 0
 

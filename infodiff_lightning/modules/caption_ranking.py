@@ -21,8 +21,8 @@ from ..estimators import ESTIMATORS
 from ..io import log_scalars
 from ..metrics.samples import SampleHits
 from ..ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
-from .analysis_job import AnalysisJob
-from .protocols import RankingData
+from .analysis_job import AnalysisJob, torch_dtype_of
+from .protocols import GroupedEvaluationData
 
 __all__ = ["CaptionRanking", "OVERALL"]
 
@@ -48,18 +48,13 @@ class CaptionRanking(AnalysisJob):
             raise ValueError(f"n_draws must be >= 2 (a standard error needs two draws), got {n_draws}")
         if microbatch < 1:
             raise ValueError(f"microbatch must be >= 1, got {microbatch}")
-        dtype = None
-        if torch_dtype:
-            dtype = getattr(torch, torch_dtype, None)
-            if not isinstance(dtype, torch.dtype):
-                raise ValueError(f"torch_dtype must name a torch dtype (float32, float16, bfloat16), got {torch_dtype!r}")
         self.n_draws, self.seed, self.microbatch = n_draws, seed, microbatch
-        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=dtype)
+        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
         self.hits = torch.nn.ModuleDict()  # "<group>/<estimator>" -> SampleHits, made in setup
 
     def validate(self, datamodule: Any) -> None:
-        if not isinstance(datamodule, RankingData):
-            raise ValueError("CaptionRanking needs a datamodule with candidate captions (the RankingData protocol, "
+        if not isinstance(datamodule, GroupedEvaluationData):
+            raise ValueError("CaptionRanking needs a datamodule with candidate captions (the GroupedEvaluationData protocol, "
                              f"e.g. CaptionRankingData); got {type(datamodule).__name__}")
         rank_zero_info(f"ranking {datamodule.describe_test_split()}")
 

@@ -49,12 +49,22 @@ class CaptionedEvaluationData(Protocol):
 
 
 @runtime_checkable
-class RankingData(Protocol):
-    """A datamodule whose test items carry candidate captions: batches with "image",
-    "id", "candidates" (one list per item, the true caption first), "group" and "error";
-    ``groups()`` names every group in a fixed order (the same on every rank), and
-    ``describe_test_split()`` says in words which items are ranked."""
+class GroupedEvaluationData(Protocol):
+    """A datamodule whose test items fall into named groups (a benchmark file, a word):
+    ``groups()`` names every group in a fixed order, the same on every rank, so that a job
+    can build one metric per group before the loop; ``describe_test_split()`` says in
+    words which items are measured. The batch layout is the job's: CaptionRanking reads
+    "image", "id", "candidates" (true caption first), "group", "error"; WordLocalization
+    reads "image", "id", "caption", "word", "mask", "split", "error"."""
 
     def groups(self) -> list[str]: ...
 
     def describe_test_split(self) -> str: ...
+
+
+@runtime_checkable
+class LocalizationEvaluationData(GroupedEvaluationData, Protocol):
+    """Word-mask rows, grouped by word, some of them (``selection_rows()`` many) set aside
+    to choose the localization threshold on."""
+
+    def selection_rows(self) -> int: ...

@@ -1,0 +1,66 @@
+"""The word-localization job: COCO-layout word masks in, mean IoU per word out, with the
+threshold chosen on a separate set of rows, on the shared analysis-job path."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infodiff_lightning.data.localization_files import LocalizationRows
+from infodiff_lightning.data.world_export import export_world
+from infodiff_lightning.localization import THRESHOLDS
+from tiny_models import save_pixel_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loc")
+    export_world(tmp / "heldout", "heldout", n=6)
+    export_world(tmp / "threshold", "threshold", n=4)
+    save_pixel_text(tmp / "model")
+    return tmp
+
+
+def localize(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/localization.yaml"),
+           "--model.init_args.pretrained", str(tmp / "model"), "--model.init_args.n_draws", "2",
+           "--data.init_args.root", str(tmp / "heldout"), "--data.init_args.selection_root", str(tmp / "threshold"),
+           "--data.init_args.image_size", "8", "--trainer.default_root_dir", str(tmp / "runs"),
+           "--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--trainer.enable_progress_bar", "false", *extra]
+    return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+
+
+def test_rows_are_annotations_with_masks_at_the_asked_size(exported):
+    rows = LocalizationRows([("eval", str(exported / "heldout"))], image_size=8)
+    n = len(json.loads((exported / "heldout" / "localization.json").read_text())["annotations"])
+    item = rows[0]
+    assert len(rows) == n and item["mask"].shape == (8, 8) and item["mask"].any()
+    assert item["word"] in item["caption"].split()
+
+
+def test_the_threshold_is_chosen_on_the_selection_rows_and_the_eval_rows_are_reported(exported):
+    proc = localize(exported)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((exported / "runs" / "localization").glob("run-*"))
+    summary = json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+    sel = [r for r in records if r["split"] == "selection"]
+    evaluated = [r for r in records if r["split"] == "eval"]
+    # the chosen threshold is the one with the best mean IoU over the selection rows
+    means = [sum(r["iou"][t] for r in sel) / len(sel) for t in range(len(THRESHOLDS))]
+    best = max(range(len(THRESHOLDS)), key=means.__getitem__)
+    assert summary["localization/threshold"]["value"] == THRESHOLDS[best]
+    overall = summary["localization/all"]
+    assert overall["n"] == len(evaluated)
+    assert overall["miou"] == pytest.approx(sum(r["iou"][best] for r in evaluated) / len(evaluated))
+    assert overall["whole_image"] == pytest.approx(sum(r["whole_image"] for r in evaluated) / len(evaluated))
+
+
+def test_without_selection_rows_a_threshold_must_be_given(exported):
+    proc = localize(exported, "--data.init_args.selection_root", "null")
+    assert proc.returncode == 2 and "threshold: give one" in proc.stderr
+    assert localize(exported, "--data.init_args.selection_root", "null", "--model.init_args.threshold", "0.5",
+                    "--fresh", "true").returncode == 0
