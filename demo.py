@@ -5,13 +5,13 @@
 
 1. ``train.py fit --config configs/demo/finetune.yaml``: the bundled model (models/world,
    trained from scratch on the embedded world) is fine-tuned on a shifted world in which
-   half the objects are purple, a colour it has never seen, called "lovely", a word it
-   learned to ignore (a distractor), with the InformationMonitor measuring the word on a
-   fixed probe from step 0.
+   every cross is called "lovely", a word it learned to ignore (a distractor that never
+   changed an image), with the InformationMonitor measuring the word on a fixed probe
+   from step 0: its information rises as the word becomes a name for a shape.
 2. ``analyze.py --config configs/demo/analyze.yaml --fresh true``: the caption analysis of
    the fine-tuned model on held-out scenes of the shifted world.
-3. Localization of the new word (eq. LOC: threshold chosen on the threshold split, mean
-   IoU on held-out scenes) before and after fine-tuning, beside the whole-image baseline.
+3. Localization of the word (eq. LOC: threshold chosen on the threshold split, mean IoU
+   on held-out scenes) before and after fine-tuning, beside the whole-image baseline.
 
 It ends with the headline findings, where the logs and the report are, and the command
 that shows them in TensorBoard. Every step is an ordinary command of this repository;
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent
 FINETUNE = ROOT / "configs/demo/finetune.yaml"
 ANALYZE = ROOT / "configs/demo/analyze.yaml"
 BUNDLED = ROOT / "models/world"
-NEW_COLOUR, NEW_WORD = "purple", "lovely"  # the shift of configs/demo/*.yaml
+SHIFT, NEW_WORD, RENAMED = "shape", "lovely", "cross"  # the shift of configs/demo/*.yaml
 KNOWN_WORD = "red"
 
 
@@ -58,8 +58,9 @@ def new_word_localization(model: Path, n_threshold: int, n_heldout: int, n_draws
     spec = MeasurementSpec((NEW_WORD, KNOWN_WORD), n_draws=n_draws, maps=True, microbatch=256)
     maps = {}
     for split, n in (("threshold", n_threshold), ("heldout", n_heldout)):
-        data = CaptionedWorld(split, 32, limit=n, new_colour=NEW_COLOUR, new_word=NEW_WORD)
-        maps[split] = collect_word_maps(denoiser, (data[i] for i in range(n)), data.true_masks, spec)
+        data = CaptionedWorld(split, 32, limit=n, shift=SHIFT, p_shift=1.0, new_word=NEW_WORD)
+        with_words = [i for i in range(n) if {NEW_WORD, KNOWN_WORD} & set(data.caption(i).split())]
+        maps[split] = collect_word_maps(denoiser, (data[i] for i in with_words), data.true_masks, spec)
     return {w: {**localization(maps["threshold"], maps["heldout"], [w]),
                 "cmi": maps["heldout"].summary[f"cmi/{w}"]} for w in (NEW_WORD, KNOWN_WORD)}
 
@@ -73,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default 300)")
     ap.add_argument("--model", default=str(BUNDLED), help="the model to fine-tune (default: the bundled models/world)")
-    ap.add_argument("--n_threshold", type=int, default=32, help="scenes for choosing the localization threshold")
-    ap.add_argument("--n_heldout", type=int, default=64, help="held-out scenes for localization")
-    ap.add_argument("--n_draws", type=int, default=16, help="draws per image for localization")
+    ap.add_argument("--n_threshold", type=int, default=100, help="scenes for choosing the localization threshold")
+    ap.add_argument("--n_heldout", type=int, default=200, help="held-out scenes for localization")
+    ap.add_argument("--n_draws", type=int, default=8, help="draws per image for localization")
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps must be >= 1, got {args.steps}")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train_run": str(train_run.relative_to(ROOT)), "analysis_run": str(analysis_run.relative_to(ROOT))}
     (ROOT / "runs/demo/findings.json").write_text(json.dumps(findings, indent=2, allow_nan=False))
 
-    print(f"\n== What fine-tuning taught the model about '{NEW_WORD}', now the name of {NEW_COLOUR} objects "
+    print(f"\n== What fine-tuning taught the model about '{NEW_WORD}', now the name of every {RENAMED} "
           "(nats; mean +- standard error) ==")
     print(f"monitored CMI of '{NEW_WORD}' on the {first['summary'][tag]['images']} probe images that name it:")
     for r in records:

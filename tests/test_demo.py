@@ -3,10 +3,9 @@ shifted world raises the monitored information of the word that gained a meaning
 
 Before fine-tuning "lovely" is a distractor the model was trained to ignore (it never
 changed an image), so deleting it changes the prediction little; in the shifted world
-half the objects are purple, a colour the model never produced, and "lovely" is their
-only name, so after a few dozen steps the word tells the denoiser the colour of the
-object's pixels. The probe and its draws are fixed for the run, so the two points differ
-only because the model changed.
+every cross is called "lovely" and nothing else, so as the model learns the new name
+the word tells the denoiser the shape of the object's pixels. The probe and its draws
+are fixed for the run, so the two points differ only because the model changed.
 """
 import json
 import subprocess

@@ -136,7 +136,7 @@ def test_the_bundled_model_recipe_puts_attention_only_where_it_is_affordable():
 def test_a_shifted_world_repaints_objects_at_the_asked_rate_and_names_them_by_the_new_word(scenes):
     from infodiff_lightning.data.world import NEW_COLOURS, shift_scene
 
-    shifted = [shift_scene(s, "purple", 0.5) for s in scenes[:1000]]
+    shifted = [shift_scene(s, "object", 0.5) for s in scenes[:1000]]
     objects = [(a, b) for s, t in zip(scenes, shifted) for a, b in zip(s.objects, t.objects)]
     repainted = [b for a, b in objects if b.colour == "purple"]
     assert within(len(repainted), len(objects), 0.5)
@@ -153,15 +153,17 @@ def test_a_shifted_world_names_a_bad_option():
     from infodiff_lightning.data.world import CaptionedWorld
 
     with pytest.raises(ValueError, match="new_colour must be one of purple, got 'pink'"):
-        CaptionedWorld("heldout", new_colour="pink")
-    with pytest.raises(ValueError, match="p_new_colour must be in"):
-        CaptionedWorld("heldout", new_colour="purple", p_new_colour=1.5)
+        CaptionedWorld("heldout", shift="object", new_colour="pink")
+    with pytest.raises(ValueError, match="p_shift must be in"):
+        CaptionedWorld("heldout", shift="object", p_shift=1.5)
+    with pytest.raises(ValueError, match="shift must be 'shape', 'object' or 'background'"):
+        CaptionedWorld("heldout", shift="colour")
 
 
 def test_a_shifted_world_can_give_a_distractor_the_new_colour_as_its_only_meaning():
     from infodiff_lightning.data.world import CaptionedWorld
 
-    data = CaptionedWorld("train", new_colour="purple", p_new_colour=0.3, new_word="lovely", limit=400)
+    data = CaptionedWorld("train", shift="object", p_shift=0.3, new_word="lovely", limit=400)
     for i in range(len(data)):
         scene = data.scene(i)
         named = sum(o.colour_words == ("lovely",) for o in scene.objects)
@@ -177,3 +179,19 @@ def test_colour_candidates_differ_only_in_the_colour_and_hold_the_true_caption(s
     assert captions[true] == one.caption and len(set(captions)) == len(COLOURS)
     assert all(len(c.split()) == len(one.caption.split()) for c in captions)  # one colour word replaced
     assert colour_candidates(next(s for s in scenes if len(s.objects) == 2)) is None
+
+
+def test_a_shape_shift_renames_crosses_and_leaves_the_images_alone(scenes):
+    from infodiff_lightning.data.world import CaptionedWorld, word_masks
+
+    plain, shifted = CaptionedWorld("heldout", limit=300), CaptionedWorld("heldout", shift="shape", p_shift=1.0,
+                                                                          new_word="lovely", limit=300)
+    crosses = [i for i in range(300) if any(o.shape == "cross" for o in plain.scene(i).objects)]
+    assert crosses
+    for i in crosses:
+        assert torch.equal(plain[i]["image"], shifted[i]["image"])
+        caption = shifted.caption(i).split()
+        assert "cross" not in caption and "lovely" in caption
+        assert torch.equal(word_masks(shifted.scene(i))["lovely"], word_masks(plain.scene(i))["cross"])
+    others = [i for i in range(300) if i not in crosses]
+    assert all("lovely" not in shifted.caption(i).split() for i in others)  # no random "lovely" any more

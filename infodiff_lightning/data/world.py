@@ -19,7 +19,7 @@ Planted relations, each with a control (what MI / CMI / PID should show):
 Splits are fixed id ranges: train, threshold selection, held out (:data:`SPLITS`).
 
 A *shifted* world (``new_colour="purple"``) repaints each object, with probability
-``p_new_colour``, in a colour the bundled model never saw, named by the colour's name or
+``p_shift``, in a colour the bundled model never saw, named by the colour's name or
 by ``new_word``. The demo names it "lovely", a distractor the bundled model learned to
 ignore, and watches that word's information rise as the model learns its new meaning (a
 word the model never read is a worse probe: its letter tokens perturb the text encoding,
@@ -77,6 +77,7 @@ class WorldObject:
     size: str
     position: str
     colour_words: tuple[str, ...] = ()  # how the caption names the colour ("red", "scarlet", ...)
+    noun: str | None = None  # the shape's name in the caption when not its own (a shifted world)
     modifiers: tuple[str, ...] = ()  # XOR words in the caption
     dot: bool = False
 
@@ -87,6 +88,7 @@ class Scene:
     objects: tuple[WorldObject, ...]
     distractor: str | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    background: str | None = None  # a colour of NEW_COLOURS (a shifted world), else grey
 
     @property
     def caption(self) -> str:
@@ -141,7 +143,7 @@ def sample_scene(scene_id: int, seed: int = 0) -> Scene:
 
 
 def _object_phrase(o: WorldObject) -> list[str]:
-    noun = ["bat"] if o.shape in HOMONYM else [o.shape]
+    noun = [o.noun] if o.noun else ["bat"] if o.shape in HOMONYM else [o.shape]
     context = [HOMONYM[o.shape]] if o.shape in HOMONYM else []
     return ["a", o.size, *o.modifiers, *o.colour_words, *context, *noun]
 
@@ -162,21 +164,42 @@ def caption_of(scene: Scene) -> str:
 SHIFT_SEED_OFFSET = 7919
 
 
-def shift_scene(scene: Scene, new_colour: str, p_new_colour: float = 0.5, seed: int = 0,
-                new_word: str | None = None) -> Scene:
-    """``scene`` with each object repainted in ``new_colour`` (one of :data:`NEW_COLOURS`)
-    with probability ``p_new_colour``; a repainted object is named by ``new_word`` alone
-    (default: the colour's name). A distractor ``new_word`` is no longer inserted at
-    random: in the shifted world it has one meaning, the new colour."""
+#: The shape that ``shift="shape"`` renames.
+RENAMED_SHAPE = "cross"
+
+
+def shift_scene(scene: Scene, shift: str, p_shift: float = 0.5, seed: int = 0, new_word: str | None = None,
+                new_colour: str = "purple") -> Scene:
+    """``scene`` in a shifted world. ``shift="shape"``: each :data:`RENAMED_SHAPE` is named
+    ``new_word`` instead, with probability ``p_shift`` (the images are unchanged: the word
+    becomes a synonym of a shape the model knows). ``shift="object"``: each object is repainted in
+    ``new_colour`` (one of :data:`NEW_COLOURS`) with probability ``p_shift`` and named
+    by ``new_word`` alone (default: the colour's name). ``shift="background"``: with
+    probability ``p_shift`` the scene's background is ``new_colour`` and its caption
+    carries ``new_word`` where a distractor goes ("a lovely big red cross ..."), else the
+    caption does not hold the word. Either way ``new_word`` has one meaning in the shifted
+    world: a distractor is no longer inserted at random."""
+    if shift not in ("object", "background", "shape"):
+        raise ValueError(f"shift must be 'shape', 'object' or 'background', got {shift!r}")
     if new_colour not in NEW_COLOURS:
         raise ValueError(f"new_colour must be one of {', '.join(NEW_COLOURS)}, got {new_colour!r}")
-    if not 0 <= p_new_colour <= 1:
-        raise ValueError(f"p_new_colour must be in [0, 1], got {p_new_colour}")
+    if not 0 <= p_shift <= 1:
+        raise ValueError(f"p_shift must be in [0, 1], got {p_shift}")
     word = new_word or new_colour
+    if shift == "shape" and not new_word:
+        raise ValueError("shift 'shape' needs new_word (the shape's new name)")
     if not word.isalpha() or not word.islower():
         raise ValueError(f"new_word must be one lowercase word, got {new_word!r}")
     g = id_generator(seed + SHIFT_SEED_OFFSET, scene.id)
-    objects = tuple(replace(o, colour=new_colour, colour_words=(word,)) if _u(g) < p_new_colour else o
+    if shift == "shape":
+        objects = tuple(replace(o, noun=word) if o.shape == RENAMED_SHAPE and _u(g) < p_shift else o
+                        for o in scene.objects)
+        return replace(scene, objects=objects, distractor=None if scene.distractor == word else scene.distractor)
+    if shift == "background":
+        if _u(g) < p_shift:
+            return replace(scene, distractor=word, background=new_colour)
+        return replace(scene, distractor=None if scene.distractor == word else scene.distractor)
+    objects = tuple(replace(o, colour=new_colour, colour_words=(word,)) if _u(g) < p_shift else o
                     for o in scene.objects)
     return replace(scene, objects=objects, distractor=None if scene.distractor == word else scene.distractor)
 
@@ -216,6 +239,8 @@ def render_scene(scene: Scene, size: int = 32) -> torch.Tensor:
     """(3, size, size) in [-1, 1]: grey background, each object in its colour, the centre
     dot (white, 3x3 pixels; 1 pixel below 24 px) where the object carries one."""
     img = torch.full((3, size, size), BACKGROUND)
+    if scene.background is not None:
+        img[:] = torch.tensor(NEW_COLOURS[scene.background])[:, None, None] * -BACKGROUND
     for o in scene.objects:
         mask = object_mask(o, size)
         img[:, mask] = torch.tensor({**COLOURS, **NEW_COLOURS}[o.colour])[:, None]
@@ -235,6 +260,11 @@ def word_masks(scene: Scene, size: int = 32) -> dict[str, torch.Tensor]:
         mask = object_mask(o, size)
         for w in _object_phrase(o)[1:] + [o.position]:
             out[w] = out[w] | mask if w in out else mask.clone()
+    if scene.background is not None and scene.distractor is not None:  # the word names the background
+        covered = torch.zeros(size, size, dtype=torch.bool)
+        for o in scene.objects:
+            covered |= object_mask(o, size)
+        out[scene.distractor] = ~covered
     return out
 
 
@@ -290,18 +320,20 @@ def shuffled_words(caption: str, generator: torch.Generator) -> str:
 
 class CaptionedWorld(Dataset):
     """The scenes of one split: items {"id", "image" (3, size, size) in [-1, 1], "caption", "error"}.
-    ``new_colour``, ``p_new_colour``, ``new_word``: the shifted world (:func:`shift_scene`)."""
+    ``shift`` (None: the world itself), ``p_shift``, ``new_word``, ``new_colour``: a shifted
+    world (:func:`shift_scene`)."""
 
     def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, limit: int | None = None,
-                 new_colour: str | None = None, p_new_colour: float = 0.5, new_word: str | None = None):
+                 shift: str | None = None, p_shift: float = 0.5, new_word: str | None = None,
+                 new_colour: str = "purple"):
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16 (objects need a few pixels), got {image_size}")
-        if new_colour is not None:
-            shift_scene(sample_scene(0, seed), new_colour, p_new_colour, seed, new_word)  # validates the options
+        if shift is not None:
+            shift_scene(sample_scene(0, seed), shift, p_shift, seed, new_word, new_colour)  # validates options
         ids = split_ids(split)
         self.ids = ids if limit is None else ids[:limit]
         self.split, self.image_size, self.seed = split, image_size, seed
-        self.new_colour, self.p_new_colour, self.new_word = new_colour, p_new_colour, new_word
+        self.new_colour, self.p_shift, self.new_word, self.shift = new_colour, p_shift, new_word, shift
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -311,8 +343,8 @@ class CaptionedWorld(Dataset):
 
     def scene_of_id(self, scene_id: int) -> Scene:
         scene = sample_scene(scene_id, self.seed)
-        if self.new_colour is not None:
-            scene = shift_scene(scene, self.new_colour, self.p_new_colour, self.seed, self.new_word)
+        if self.shift is not None:
+            scene = shift_scene(scene, self.shift, self.p_shift, self.seed, self.new_word, self.new_colour)
         return scene
 
     def true_masks(self, item: dict) -> dict[str, torch.Tensor]:
@@ -331,22 +363,25 @@ class CaptionedWorldData(SplitCaptionData):
     """The world for fine-tuning (train split; the first held-out scenes are the validation
     and probe items) and for analysis (``test_split``: "heldout" by default, "threshold",
     or "train"). ``limit_*`` cut a split to its first scenes (quick runs, tests).
-    ``new_colour``, ``p_new_colour``, ``new_word``: the shifted world of every split (:func:`shift_scene`)."""
+    ``shift``, ``p_shift``, ``new_word``, ``new_colour``: a shifted world for every split
+    (:func:`shift_scene`; ``shift=None``: the world itself)."""
 
     name = "world scenes"
 
     def __init__(self, image_size: int = 32, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
                  test_split: str = "heldout", limit_train: int | None = None, limit_test: int | None = None,
-                 n_val: int = 64, new_colour: str | None = None, p_new_colour: float = 0.5,
-                 new_word: str | None = None):
+                 n_val: int = 64, shift: str | None = None, p_shift: float = 0.5,
+                 new_word: str | None = None, new_colour: str = "purple"):
         super().__init__()
         self.save_hyperparameters()
-        shift = {"new_colour": new_colour, "p_new_colour": p_new_colour, "new_word": new_word}
+        shift = {"new_colour": new_colour, "p_shift": p_shift, "new_word": new_word, "shift": shift}
         self.train_set = CaptionedWorld("train", image_size, seed, limit_train, **shift)
         self.val_set = CaptionedWorld("heldout", image_size, seed, n_val, **shift)
         self.test_set = CaptionedWorld(test_split, image_size, seed, limit_test, **shift)
 
     def describe_test_split(self) -> str:
         hp = self.hparams
-        shift = "" if hp.new_colour is None else f", shifted: {hp.new_colour} objects called {hp.new_word or hp.new_colour}"
+        what = {"object": f"{hp.new_colour} objects", "background": f"{hp.new_colour} backgrounds",
+                "shape": f"{RENAMED_SHAPE}es", None: ""}[hp.shift]
+        shift = "" if hp.shift is None else f", shifted: {what} called {hp.new_word or hp.new_colour}"
         return super().describe_test_split() + shift
