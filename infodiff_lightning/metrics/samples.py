@@ -80,6 +80,11 @@ class SampleValues(Metric):
                 state.append(torch.empty(0, dtype=torch.float64, device=self.n_evals.device))
         super()._sync_dist(dist_sync_fn, process_group)
 
+    def _no_samples(self) -> bool:
+        """True when no rank added a sample (the states are empty lists, or empty after a sync)."""
+        states = self.ids if isinstance(self.ids, list) else [self.ids]
+        return not any(t.numel() for t in states)
+
     def _sorted(self) -> tuple[Tensor, Tensor, Tensor]:
         """(ids (n,), values (n, width), own standard errors (n, width)) in id order."""
         ids = dim_zero_cat(self.ids) if len(self.ids) else torch.empty(0, dtype=torch.float64)
@@ -110,7 +115,7 @@ class SampleHits(SampleValues):
         self._add(hits, torch.zeros_like(hits), ids)
 
     def compute(self) -> dict[str, int]:
-        if not any(t.numel() for t in (self.ids if isinstance(self.ids, list) else [self.ids])):
+        if self._no_samples():
             return {"hits": 0, "n": 0}
         _, values, _ = self._sorted()
         return {"hits": int(values.sum()), "n": int(values.shape[0])}
@@ -129,7 +134,7 @@ class SampleVectors(SampleValues):
         self._add(torch.as_tensor(values), None, ids)
 
     def compute(self) -> dict:
-        if not any(t.numel() for t in (self.ids if isinstance(self.ids, list) else [self.ids])):
+        if self._no_samples():
             return {"mean": torch.empty(0), "stderr": torch.empty(0), "n": 0}
         _, values, _ = self._sorted()
         mean, stderr = mean_and_stderr(values)
