@@ -119,7 +119,7 @@ OPERATIONAL_OPTIONS = (
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
     "trainer.logger", "trainer.default_root_dir", "trainer.callbacks",
-    "data.init_args.num_workers", "data.init_args.batch_size",
+    "data.init_args.num_workers", "data.init_args.batch_size", "data.init_args.eval_batch_size",
     "model.init_args.microbatch", "model.init_args.batch_size", "model.init_args.log_images",
     "model.init_args.fail_fast",
 )

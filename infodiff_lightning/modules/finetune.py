@@ -34,6 +34,7 @@ from ..denoisers.diffusers_common import TextUNetDenoiser
 from ..denoisers.prediction import prediction_target
 from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+from .ema import EMAWeights
 
 __all__ = ["DiffusionFineTuner", "min_snr_weight"]
 
@@ -93,8 +94,6 @@ class DiffusionFineTuner(L.LightningModule):
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
         if lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
-        if ema_decay is not None and not 0 < ema_decay < 1:
-            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
         self.save_hyperparameters()
@@ -129,12 +128,7 @@ class DiffusionFineTuner(L.LightningModule):
         self.text_encoder.train(train_text_encoder)
         if self.vae is not None:
             self.vae.eval()
-        self.ema = None
-        if ema_decay is not None:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(self.trainable_parameters(), decay=ema_decay)
-        self._ema_step = 0
+        self.ema = EMAWeights(self.trainable_parameters(), ema_decay) if ema_decay is not None else None
         # Frozen weights come from `pretrained`; checkpoints keep only what training changes.
         self.strict_loading = False
 
@@ -161,13 +155,8 @@ class DiffusionFineTuner(L.LightningModule):
         if self.ema is None or not use:
             yield False
             return
-        params = self.trainable_parameters()
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        try:
+        with self.ema.applied(self.trainable_parameters()):
             yield True
-        finally:
-            self.ema.restore(params)
 
     # ---- training ----------------------------------------------------------
     def _dropped_captions(self, captions: Sequence[str]) -> list[str]:
@@ -212,10 +201,8 @@ class DiffusionFineTuner(L.LightningModule):
         self.log("val/loss", loss, sync_dist=True, batch_size=len(batch["caption"]))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None and self.trainer.global_step != self._ema_step:  # an optimizer step happened
-            self._ema_step = self.trainer.global_step
-            self.ema.to(self.device)
-            self.ema.step(self.trainable_parameters())
+        if self.ema is not None:
+            self.ema.update(self.trainable_parameters(), self.trainer.global_step, self.device)
 
     def configure_optimizers(self):
         from diffusers.optimization import get_scheduler
@@ -231,13 +218,11 @@ class DiffusionFineTuner(L.LightningModule):
         keep = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         if self.ema is not None:
-            checkpoint["ema"] = self.ema.state_dict()
-        checkpoint["ema_step"] = self._ema_step
+            self.ema.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.ema is not None and "ema" in checkpoint:
-            self.ema.load_state_dict(checkpoint["ema"])
-        self._ema_step = checkpoint.get("ema_step", 0)
+        if self.ema is not None:
+            self.ema.load(checkpoint)
 
     def save_pretrained(self, folder: str | Path, use_ema: bool = True) -> Path:
         """Save in diffusers format: all components, or only the LoRA adapter (unet_lora/)."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import ContextManager, Protocol, runtime_checkable
 
+from ..data.vector_pairs import Standardization
 from ..denoisers.base import TextDenoiser
 
-__all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData"]
+__all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData", "VectorPairSource"]
 
 
 @runtime_checkable
@@ -68,3 +69,14 @@ class LocalizationEvaluationData(GroupedEvaluationData, Protocol):
     to choose the localization threshold on."""
 
     def selection_rows(self) -> int: ...
+
+
+@runtime_checkable
+class VectorPairSource(Protocol):
+    """A datamodule of vector pairs (x, y): ``dims`` is (dim_x, dim_y) and
+    ``standardization()`` the per-column statistics of its training split (VectorPairData)."""
+
+    @property
+    def dims(self) -> tuple[int, int]: ...
+
+    def standardization(self) -> Standardization: ...

@@ -1,0 +1,220 @@
+"""Pairs of vectors (x, y) from a user's arrays: reading, checking, splitting, standardising.
+
+Accepted files:
+
+- ``.npz``: one file with two arrays, named by ``x_key`` and ``y_key`` (default "x", "y");
+- ``.npy``: two files, one per variable (``x`` and ``y``);
+- ``.parquet``: one file; X is the columns named in ``x_columns`` (default: every column
+  whose name starts with "x"), Y those in ``y_columns`` (default: names starting with "y").
+
+A 1-D array is one column. Rows are pairs: row i of X goes with row i of Y. The checks
+name the file and what is wrong: rows that differ in number, a non-finite entry (with
+the first bad row), a column that is constant (it carries no information, and
+standardising it would divide by zero), fewer than ``min_rows`` rows.
+
+Splits are fixed by ``seed``: a random permutation of the rows, the first
+``val_fraction`` of it held out for validation (early stopping and the estimate), the
+rest trained on. Standardisation (per-column mean and standard deviation of the training
+split) is an invertible map of each variable, so it leaves I(X;Y) unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+
+from .loaders import evaluation_loader
+
+__all__ = ["read_vector_pairs", "check_vector_pairs", "Standardization", "VectorPairs", "VectorPairData"]
+
+SPLITS = ("train", "val", "all")
+
+
+def _as_matrix(a: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected a 1-D or 2-D array (rows = samples), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"{what}: expected real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _read_parquet(path: Path, x_columns: Sequence[str] | None, y_columns: Sequence[str] | None):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = table.column_names
+    xs = list(x_columns) if x_columns else [c for c in names if c.startswith("x")]
+    ys = list(y_columns) if y_columns else [c for c in names if c.startswith("y")]
+    for what, cols in (("x_columns", xs), ("y_columns", ys)):
+        if not cols:
+            raise ValueError(f"{path}: no columns for {what} (columns are {names}); name them with {what}")
+        missing = [c for c in cols if c not in names]
+        if missing:
+            raise ValueError(f"{path}: {what} {missing} not among the columns {names}")
+    mat = lambda cols: np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in cols], 1)  # noqa: E731
+    return mat(xs), mat(ys)
+
+
+def read_vector_pairs(x: str, y: str | None = None, x_key: str = "x", y_key: str = "y",
+                      x_columns: Sequence[str] | None = None,
+                      y_columns: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(X (n, dim_x), Y (n, dim_y)) as float64 from .npz, two .npy files or .parquet (see the module doc)."""
+    px = Path(x)
+    if not px.is_file():
+        raise FileNotFoundError(f"x: no such file {px}")
+    suffix = px.suffix.lower()
+    if suffix == ".npy":
+        if y is None:
+            raise ValueError(f"x: {px} is one .npy array; give the other variable's .npy file as y")
+        py = Path(y)
+        if not py.is_file():
+            raise FileNotFoundError(f"y: no such file {py}")
+        return _as_matrix(np.load(px), str(px)), _as_matrix(np.load(py), str(py))
+    if y is not None:
+        raise ValueError(f"y: give y only with a .npy file as x ({px} holds both variables)")
+    if suffix == ".npz":
+        with np.load(px) as f:
+            for key, opt in ((x_key, "x_key"), (y_key, "y_key")):
+                if key not in f.files:
+                    raise ValueError(f"{px}: no array {key!r} ({opt}); the file holds {f.files}")
+            return _as_matrix(f[x_key], f"{px}[{x_key}]"), _as_matrix(f[y_key], f"{px}[{y_key}]")
+    if suffix == ".parquet":
+        xs, ys = _read_parquet(px, x_columns, y_columns)
+        return _as_matrix(xs, f"{px} x_columns"), _as_matrix(ys, f"{px} y_columns")
+    raise ValueError(f"x: {px} is not a .npz, .npy or .parquet file")
+
+
+def check_vector_pairs(x: np.ndarray, y: np.ndarray, source: str, min_rows: int = 10) -> None:
+    """Raise a ValueError naming ``source`` and the problem if (x, y) are not usable pairs."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{source}: x has {x.shape[0]} rows but y has {y.shape[0]}; row i of x must pair with row i of y")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{source}: {x.shape[0]} rows; need at least {min_rows}")
+    for name, a in (("x", x), ("y", y)):
+        bad = ~np.isfinite(a).all(1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(f"{source}: {name} has {rows.size} rows with NaN or infinite entries (first: row {rows[0]}); "
+                             f"drop or impute them")
+        const = np.flatnonzero(a.std(0) == 0)
+        if const.size:
+            raise ValueError(f"{source}: {name} column {int(const[0])} is constant ({a[0, const[0]]!r}); "
+                             f"it carries no information: drop it")
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """Per-column mean and standard deviation of X and of Y (float64 tensors)."""
+
+    mean_x: Tensor
+    std_x: Tensor
+    mean_y: Tensor
+    std_y: Tensor
+
+    @classmethod
+    def fit(cls, x: Tensor, y: Tensor) -> "Standardization":
+        return cls(x.mean(0), x.std(0), y.mean(0), y.std(0))
+
+    @classmethod
+    def identity(cls, dim_x: int, dim_y: int) -> "Standardization":
+        z, o = torch.zeros, torch.ones
+        return cls(z(dim_x, dtype=torch.float64), o(dim_x, dtype=torch.float64), z(dim_y, dtype=torch.float64),
+                   o(dim_y, dtype=torch.float64))
+
+    def x(self, x: Tensor) -> Tensor:
+        return (x - self.mean_x.to(x)) / self.std_x.to(x)
+
+    def y(self, y: Tensor) -> Tensor:
+        return (y - self.mean_y.to(y)) / self.std_y.to(y)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"mean_x": self.mean_x, "std_x": self.std_x, "mean_y": self.mean_y, "std_y": self.std_y}
+
+
+class VectorPairs(Dataset):
+    """Rows of (x, y) as analysis-job items {"id", "x", "y", "error"}; ``ids`` are row numbers of the file."""
+
+    def __init__(self, x: Tensor, y: Tensor, ids: Tensor):
+        self.x, self.y, self.ids = x, y, ids
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+    def __getitem__(self, i: int) -> dict:
+        return {"id": int(self.ids[i]), "x": self.x[i], "y": self.y[i], "error": ""}
+
+
+class VectorPairData(L.LightningDataModule):
+    """A user's two arrays as training batches and evaluation items (see the module doc).
+
+    Args:
+        x, y: the files (``y`` only for two .npy files).
+        x_key, y_key: array names in a .npz file; x_columns, y_columns: Parquet columns.
+        val_fraction: share of rows held out (validation during training, and the rows
+            whose information is estimated by default).
+        eval_split: rows the analysis job measures: "val" (held out, the default), "train" or "all".
+        seed: fixes the split and the order of training batches.
+        batch_size: training pairs per step; eval_batch_size: pairs per analysis step.
+    """
+
+    def __init__(self, x: str, y: str | None = None, x_key: str = "x", y_key: str = "y",
+                 x_columns: Sequence[str] | None = None, y_columns: Sequence[str] | None = None,
+                 val_fraction: float = 0.2, eval_split: str = "val", seed: int = 0, batch_size: int = 256,
+                 eval_batch_size: int = 500):
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if eval_split not in SPLITS:
+            raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
+        for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        xs, ys = read_vector_pairs(x, y, x_key, y_key, x_columns, y_columns)
+        check_vector_pairs(xs, ys, source=str(x) if y is None else f"{x}, {y}")
+        self.x, self.y = torch.from_numpy(xs), torch.from_numpy(ys)
+        n = self.x.shape[0]
+        n_val = max(2, int(round(val_fraction * n)))
+        if n - n_val < 2:
+            raise ValueError(f"val_fraction {val_fraction} leaves {n - n_val} of {n} rows for training")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        self.split_ids = {"val": perm[:n_val].sort().values, "train": perm[n_val:].sort().values,
+                          "all": torch.arange(n)}
+        self.eval_split, self.seed = eval_split, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return int(self.x.shape[1]), int(self.y.shape[1])
+
+    def standardization(self) -> Standardization:
+        """Fitted on the training split only."""
+        ids = self.split_ids["train"]
+        return Standardization.fit(self.x[ids], self.y[ids])
+
+    def split(self, name: str) -> VectorPairs:
+        ids = self.split_ids[name]
+        return VectorPairs(self.x[ids], self.y[ids], ids)
+
+    def train_dataloader(self) -> DataLoader:
+        # Whole batches by tensor indexing: a per-row collate would cost more than the
+        # small networks trained on these pairs.
+        ids = self.split_ids["train"]
+        data = torch.utils.data.TensorDataset(self.x[ids], self.y[ids])
+        order = RandomSampler(data, generator=torch.Generator().manual_seed(self.seed))
+        batches = BatchSampler(order, min(self.batch_size, len(data)), drop_last=True)
+        return DataLoader(data, sampler=batches, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return evaluation_loader(self.split("val"), self.eval_batch_size, self.trainer)
+
+    def test_dataloader(self) -> DataLoader:
+        return evaluation_loader(self.split(self.eval_split), self.eval_batch_size, self.trainer)

@@ -1,0 +1,123 @@
+"""The job both vector-pair analyses share: i(x;y) per sample, averaged to I(X;Y).
+
+For each pair (x, y) the pointwise information
+
+    i(x; y) = 1/2 Int E_eps[ ||eps - eps_hat(x_a | null)||^2 - ||eps - eps_hat(x_a | y)||^2 ] da   (standard)
+    i(x; y) = 1/2 Int E_eps[ ||eps_hat(x_a | y) - eps_hat(x_a | null)||^2 ] da                     (orthogonal)
+
+is estimated with (alpha, eps) draws keyed by the sample id, from one denoiser pass
+that both forms share; the dataset-level I(X;Y) is the mean over samples with its
+standard error (PointwiseInformation, reduced across devices in id order). The
+ground-truth job (an analytic system and its exact denoiser) and the vector-MI job (a
+trained denoiser on a user's arrays) differ only in where the denoiser, the pairs and
+the truth (if known) come from.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..denoisers.base import Denoiser
+from ..draws import draws_for_ids
+from ..estimators import ESTIMATORS, Estimate, contrast_estimate
+from ..evaluate import denoiser_errors
+from ..integrate import AlphaSampler
+from ..io import log_scalars
+from ..metrics import PointwiseInformation
+from .analysis_job import AnalysisJob
+
+__all__ = ["PairInformationJob"]
+
+
+class PairInformationJob(AnalysisJob):
+    """Estimate I(X;Y) from pairs (x, y) with a denoiser of x conditioned on y.
+
+    Batches are dicts with "id", "x" (B, dim_x) as the data set holds it (the
+    denoiser's ``encode`` maps it to the x the estimators integrate over), "y" (B, dim_y)
+    and "error". Subclasses give :meth:`denoiser`, :meth:`truth` and :meth:`title`.
+
+    Args:
+        estimators: any of "orthogonal", "standard" (both share one denoiser pass).
+        n_draws: (alpha, eps) draws per sample.
+        sampler: the log-SNR proposal (restricted to the denoiser's ``alpha_range``).
+        seed: keys each sample's draws, with its id.
+        microbatch: denoiser inputs per call.
+        fail_fast: stop at the first failed batch instead of recording it and going on.
+    """
+
+    def __init__(self, estimators: Sequence[str], n_draws: int, sampler: AlphaSampler, seed: int, microbatch: int,
+                 fail_fast: bool = False):
+        super().__init__(fail_fast=fail_fast)
+        if n_draws < 2:
+            raise ValueError(f"n_draws must be >= 2 for a standard error, got {n_draws}")
+        bad = [e for e in estimators if e not in ESTIMATORS]
+        if bad or not estimators:
+            raise ValueError(f"estimators must be a non-empty subset of {ESTIMATORS}, got {list(estimators)}")
+        if microbatch < 1:
+            raise ValueError(f"microbatch must be >= 1, got {microbatch}")
+        self.n_draws, self.seed, self.microbatch = n_draws, seed, microbatch
+        self.estimators = list(estimators)
+        self.sampler = sampler
+        self.mi = torch.nn.ModuleDict({e: PointwiseInformation() for e in self.estimators})
+
+    # ---- what a pair job supplies ---------------------------------------------
+    def denoiser(self) -> Denoiser:
+        raise NotImplementedError
+
+    def truth(self) -> float | None:
+        """The true I(X;Y) in nats where it is known (None otherwise)."""
+        raise NotImplementedError
+
+    def title(self) -> str:
+        raise NotImplementedError
+
+    # ---- the shared measurement ------------------------------------------------
+    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        den = self.denoiser()
+        x = den.encode(batch["x"][keep], ids)
+        y = batch["y"][keep]
+        sampler = self.sampler.restricted(den.alpha_range)
+        draws = draws_for_ids(ids, self.n_draws, tuple(x.shape[1:]), sampler, self.seed, dtype=x.dtype)
+        n = x.shape[0]
+        errors = denoiser_errors(den, x, [den.null_conditions(n), y], draws, [(0, 1)], microbatch=self.microbatch)
+        rows = [{"id": i, "n_evals": errors.n_evals // n} for i in ids]
+        for est in self.estimators:
+            e = contrast_estimate(errors, 0, (0, 1), est)
+            self.mi[est].update(e, ids=ids)
+            for k, row in enumerate(rows):
+                row[est], row[f"{est}_stderr"] = float(e.value[k]), float(e.stderr[k])
+        return rows
+
+    def replay(self, records: list[dict]) -> None:
+        n_evals = sum(int(r["n_evals"]) for r in records)
+        for est in self.estimators:
+            values = torch.tensor([r[est] for r in records], dtype=torch.float64)
+            stderrs = torch.tensor([float("nan") if r[f"{est}_stderr"] is None else r[f"{est}_stderr"]
+                                    for r in records], dtype=torch.float64)
+            self.mi[est].update(Estimate(values, stderrs, n_evals), ids=[r["id"] for r in records])
+
+    def results(self) -> dict:
+        truth = self.truth()
+        rows, logged = {}, ({} if truth is None else {"info/mi/truth": truth})
+        for est in self.estimators:
+            r = self.mi[est].compute()  # a collective: every rank calls it; the one synchronisation
+            mean, se = float(r["mean"]), float(r["stderr"])
+            rows[est] = {"estimate": mean, "stderr": se, "truth": truth,
+                         "z": (mean - truth) / se if truth is not None and se > 0 else None,
+                         "relative_error": (mean - truth) / truth if truth else None,
+                         "samples": int(r["count"]), "denoiser_evals": int(r["n_evals"])}
+            logged[f"info/mi/{est}"], logged[f"info/mi/{est}_stderr"] = mean, se
+        log_scalars(self.trainer, logged, step=0)
+        return {"system": self.title(), "truth_nats": truth, "estimators": rows}
+
+    def report_lines(self, results: dict) -> list[str]:
+        """Estimate, standard error (and truth, z, relative error where known) per estimator."""
+        fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
+        lines = [f"I(X;Y) for {results['system']} (nats)", "",
+                 "| estimator | estimate | stderr | truth | z | rel. err | evals |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for est, r in results["estimators"].items():
+            rel = None if r["relative_error"] is None else 100 * r["relative_error"]
+            lines.append(f"| {est} | {r['estimate']:.4f} | {r['stderr']:.4f} | {fmt(r['truth'], '{:.4f}')} | "
+                         f"{fmt(r['z'], '{:.2f}')} | {fmt(rel, '{:.2f}%')} | {r['denoiser_evals']} |")
+        return lines

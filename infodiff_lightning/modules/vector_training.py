@@ -1,0 +1,184 @@
+"""Training a conditional denoiser on vector pairs (x, y), for I(X;Y) of a user's data.
+
+The loss is the denoising loss of the noise channel of eq. (1) in logsnr.py,
+
+    L = E_{(x, y), alpha ~ q, eps} w(alpha) || eps - eps_hat(x_alpha, alpha | c) ||^2 / dim_x,
+    x_alpha = sqrt(sigma(alpha)) x + sqrt(sigma(-alpha)) eps,
+
+with c = y, or the null condition with probability ``condition_dropout``, so that one
+network gives both eps_hat(. | y) and eps_hat(. | null); x and y are standardised with
+the statistics of the training split. q is the log-SNR sampler, by default the one the
+estimators use (so training spends its effort where the estimate looks), and w is 1 or
+the Min-SNR weight min(snr, gamma)/snr.
+
+Every validation measures the held-out pairs through the estimators' own path: the
+validation loss (``val/loss``: the mean of the conditional and null losses, on fixed
+draws, for early stopping) and the information estimate ``val/mi_standard`` and
+``val/mi_orthogonal`` with their standard errors, so TensorBoard shows I(X;Y) as the
+network learns it. At the end of fit the network (EMA weights when kept) is saved as a
+vector-denoiser folder (denoisers/vector.py) for analyze.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from ..data.vector_pairs import Standardization
+from ..denoisers.vector import MLPDenoiser, StandardizedDenoiser, save_vector_denoiser
+from ..draws import draws_for_ids
+from ..estimators import contrast_estimate
+from ..evaluate import denoiser_errors
+from ..integrate import AlphaSampler, TruncatedLogistic
+from ..io import run_dir
+from ..logsnr import noise_channel
+from ..models.vector_mlp import ConditionalMLP
+from .ema import EMAWeights
+from .finetune import min_snr_weight
+from .protocols import VectorPairSource
+
+__all__ = ["VectorMITrainer", "DEFAULT_VECTOR_SAMPLER"]
+
+
+def DEFAULT_VECTOR_SAMPLER() -> TruncatedLogistic:
+    """Logistic(0, 2) on [-8, 8]: for standardised x, information outside that range is
+    negligible unless I(X;Y) is many nats per dimension."""
+    return TruncatedLogistic(0.0, 2.0, 4.0, stratified=True)
+
+
+class VectorMITrainer(L.LightningModule):
+    """Train a ConditionalMLP denoiser of x given y on a VectorPairSource datamodule.
+
+    The network is built when fit starts, from the datamodule's dimensions and training
+    statistics (kept in checkpoints and in the saved folder).
+
+    Args:
+        width, depth, n_frequencies: the ConditionalMLP.
+        sampler: the log-SNR distribution of training (and its range is the model's
+            ``alpha_range``); default Logistic(0, 2) on [-8, 8].
+        condition_dropout: probability of training a pair on the null condition.
+        min_snr_gamma: Min-SNR loss weighting (None: uniform).
+        learning_rate, weight_decay, warmup_steps, lr_schedule: AdamW and a diffusers
+            schedule ("constant", "cosine", ...), stepped per optimizer step.
+        ema_decay: keep an EMA of the weights, used for validation and saved (None: off).
+        val_draws: (alpha, eps) draws per held-out pair at each validation.
+        export_dir: where the trained denoiser is saved (default <run folder>/vector_denoiser).
+        seed: keys the validation draws.
+    """
+
+    def __init__(self, width: int = 256, depth: int = 3, n_frequencies: int = 16, sampler: AlphaSampler | None = None,
+                 condition_dropout: float = 0.2, min_snr_gamma: float | None = None, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.0, warmup_steps: int = 100, lr_schedule: str = "cosine",
+                 ema_decay: float | None = 0.999, val_draws: int = 8, export_dir: str | None = None, seed: int = 0):
+        super().__init__()
+        if not 0 < condition_dropout < 1:
+            raise ValueError(f"condition_dropout must be in (0, 1): both conditionals are trained, got {condition_dropout}")
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
+        if val_draws < 2:
+            raise ValueError(f"val_draws must be >= 2 for a standard error, got {val_draws}")
+        self.save_hyperparameters(ignore=["sampler"])
+        self.sampler = sampler if sampler is not None else DEFAULT_VECTOR_SAMPLER()
+        self.net: ConditionalMLP | None = None
+        self.ema: EMAWeights | None = None
+
+    # ---- the network, built from the data -------------------------------------
+    def build(self, dim_x: int, dim_y: int, standardization: Standardization) -> None:
+        """Create the network and register the standardisation (also used by tests)."""
+        if self.net is not None:
+            return
+        h = self.hparams
+        self.net = ConditionalMLP(dim_x, dim_y, h.width, h.depth, h.n_frequencies)
+        for k, v in standardization.tensors().items():
+            self.register_buffer(k, v.to(torch.float64))
+        if h.ema_decay is not None:
+            self.ema = EMAWeights(self.net.parameters(), h.ema_decay)
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if not isinstance(dm, VectorPairSource):
+            raise TypeError(f"VectorMITrainer needs a datamodule of vector pairs (dims, standardization()), "
+                            f"got {type(dm).__name__}")
+        dim_x, dim_y = dm.dims
+        self.build(dim_x, dim_y, dm.standardization())
+
+    def standardization(self) -> Standardization:
+        return Standardization(self.mean_x, self.std_x, self.mean_y, self.std_y)
+
+    def denoiser(self) -> StandardizedDenoiser:
+        """The network as the estimators see it: raw pairs in, standardised inside."""
+        return StandardizedDenoiser(MLPDenoiser(self.net, self.sampler.range), self.standardization())
+
+    # ---- training --------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int):
+        std = self.standardization()
+        x, y = std.x(batch[0]).float(), std.y(batch[1]).float()
+        alpha, _ = self.sampler.sample((x.shape[0],))  # stratified across the batch: a lower-variance gradient
+        alpha = alpha.to(x)
+        eps = torch.randn_like(x)
+        null = torch.rand(x.shape[0], device=x.device) < self.hparams.condition_dropout
+        y = torch.where(null[:, None], torch.full_like(y, float("nan")), y)
+        pred = self.net(noise_channel(x, alpha, eps), alpha, y)
+        per = ((pred - eps) ** 2).mean(1)
+        if self.hparams.min_snr_gamma is not None:
+            per = per * min_snr_weight(alpha.double().exp(), self.hparams.min_snr_gamma, "epsilon").to(per)
+        loss = per.mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net.parameters(), self.trainer.global_step, self.device)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        ids = [int(i) for i in batch["id"]]
+        with self._averaged():
+            den = self.denoiser()
+            x = den.encode(batch["x"], ids)
+            draws = draws_for_ids(ids, self.hparams.val_draws, tuple(x.shape[1:]), self.sampler, self.hparams.seed,
+                                  dtype=x.dtype)
+            errors = denoiser_errors(den, x, [den.null_conditions(len(ids)), batch["y"]], draws, [(0, 1)])
+        n = len(ids)
+        self.log("val/loss", errors.mse.mean() / x.shape[1], batch_size=n, sync_dist=True, prog_bar=True)
+        for est in ("standard", "orthogonal"):
+            e = contrast_estimate(errors, 0, (0, 1), est)
+            self.log(f"val/mi_{est}", e.value.mean(), batch_size=n, sync_dist=True, prog_bar=est == "standard")
+            self.log(f"val/mi_{est}_stderr", e.value.std() / n**0.5, batch_size=n, sync_dist=True)
+
+    def _averaged(self):
+        import contextlib
+
+        return self.ema.applied(self.net.parameters()) if self.ema is not None else contextlib.nullcontext()
+
+    def configure_optimizers(self):
+        from diffusers.optimization import get_scheduler
+
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.hparams.learning_rate,
+                                weight_decay=self.hparams.weight_decay)
+        sched = get_scheduler(self.hparams.lr_schedule, opt, num_warmup_steps=self.hparams.warmup_steps,
+                              num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints and export --------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            self.ema.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            self.ema.load(checkpoint)
+
+    def save_denoiser(self, folder: str | Path) -> Path:
+        """Save the network (EMA weights when kept) as a vector-denoiser folder."""
+        with self._averaged():
+            return save_vector_denoiser(folder, self.net, self.sampler.range, self.standardization())
+
+    def on_fit_end(self) -> None:
+        folder = Path(self.hparams.export_dir) if self.hparams.export_dir else run_dir(self.trainer) / "vector_denoiser"
+        if self.trainer.is_global_zero:
+            self.save_denoiser(folder)
+            rank_zero_info(f"trained denoiser saved to {folder}")
