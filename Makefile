@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo ground-truth test bench clean
+.PHONY: install demo ground-truth test bench bmi-samples bmi clean
 
 install: $(STAMP)
 
@@ -34,6 +34,20 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# The bmi benchmark's samples, from bmi's own environment (it needs an old JAX that the
+# project does not depend on; jaxlib 0.4.13 has wheels for Python 3.9-3.11 only).
+BMI_PYTHON ?= python3.11
+BMI_VENV ?= .venv-bmi
+bmi-samples:
+	@test -x $(BMI_VENV)/bin/python || $(BMI_PYTHON) -m venv $(BMI_VENV)
+	$(BMI_VENV)/bin/python -m pip install -q benchmark-mi==0.1.3 jax==0.4.13 jaxlib==0.4.13 "scipy<1.12" chex==0.1.82 optax==0.1.7
+	$(BMI_VENV)/bin/python benchmarks/bmi/export_samples.py --out benchmarks/bmi/samples
+
+# All 40 tasks with the fixed recipe (configs/*/vector_mi.yaml); resumes task by task.
+bmi: $(STAMP)
+	@test -f benchmarks/bmi/samples/tasks.json || $(MAKE) bmi-samples
+	$(PY) benchmarks/bmi/run_benchmark.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

@@ -107,7 +107,7 @@ def check_vector_pairs(x: np.ndarray, y: np.ndarray, source: str, min_rows: int 
                              f"drop or impute them")
         const = np.flatnonzero(a.std(0) == 0)
         if const.size:
-            raise ValueError(f"{source}: {name} column {int(const[0])} is constant ({a[0, const[0]]!r}); "
+            raise ValueError(f"{source}: {name} column {int(const[0])} is constant ({float(a[0, const[0]])!r}); "
                              f"it carries no information: drop it")
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..denoisers.vector import StandardizedDenoiser, load_vector_denoiser
+import torch
+
+from ..denoisers.base import Denoiser
+from ..denoisers.vector import load_vector_denoiser
 from ..integrate import AlphaSampler
 from .pair_information import PairInformationJob
 from .vector_training import DEFAULT_VECTOR_SAMPLER
@@ -40,13 +43,17 @@ class VectorInformation(PairInformationJob):
                  microbatch: int = 16384, fail_fast: bool = False):
         super().__init__(estimators, n_draws, sampler if sampler is not None else DEFAULT_VECTOR_SAMPLER(), seed,
                          microbatch, fail_fast=fail_fast)
-        saved = load_vector_denoiser(model)
         self.model_path = str(model)
-        self.net = saved.net  # registered, so Lightning moves it to the job's device
-        self._denoiser = saved.denoiser()
+        # The network is registered as a submodule, so Lightning moves it to the job's device.
+        self._denoiser, self.net, self.dims = self.load(model)
         self.known_truth = truth
 
-    def denoiser(self) -> StandardizedDenoiser:
+    def load(self, model: str) -> tuple[Denoiser, torch.nn.Module, tuple[int, int]]:
+        """(the denoiser of raw pairs, the module holding its weights, (dim_x, dim_y)) saved in ``model``."""
+        saved = load_vector_denoiser(model)
+        return saved.denoiser(), saved.net, (saved.net.dim_x, saved.net.dim_y)
+
+    def denoiser(self) -> Denoiser:
         return self._denoiser
 
     def truth(self) -> float | None:
@@ -60,7 +67,7 @@ class VectorInformation(PairInformationJob):
 
         if not isinstance(datamodule, VectorPairSource):
             raise ValueError(f"data: VectorInformation needs a datamodule of vector pairs, got {type(datamodule).__name__}")
-        want = (self.net.dim_x, self.net.dim_y)
+        want = tuple(self.dims)
         if tuple(datamodule.dims) != want:
             raise ValueError(f"data: the pairs have dims {tuple(datamodule.dims)} (x, y) but the model {self.model_path} "
                              f"was trained on {want}")
