@@ -95,7 +95,16 @@ def test_split_is_fixed_by_the_seed_and_disjoint(tmp_path, pairs):
     a, b = VectorPairData(str(tmp_path / "p.npz"), seed=3), VectorPairData(str(tmp_path / "p.npz"), seed=3)
     assert torch.equal(a.split_ids["val"], b.split_ids["val"])
     val, train = set(a.split_ids["val"].tolist()), set(a.split_ids["train"].tolist())
-    assert len(val) == 40 and len(train) == 160 and not val & train  # val_fraction 0.2 of 200 rows
+    assert len(val) == 40 and len(train) == 160 and not val & train  # one of 5 folds of 200 rows
+
+
+def test_the_folds_partition_the_rows(tmp_path, pairs):
+    # Cross-fitting: over all folds every row is held out exactly once.
+    np.savez(tmp_path / "p.npz", x=pairs[0], y=pairs[1])
+    held = [VectorPairData(str(tmp_path / "p.npz"), folds=3, fold=k).split_ids["val"] for k in range(3)]
+    assert sorted(torch.cat(held).tolist()) == list(range(200))
+    with pytest.raises(ValueError, match=r"fold must be in \[0, 3\), got 3"):
+        VectorPairData(str(tmp_path / "p.npz"), folds=3, fold=3)
 
 
 def test_standardisation_uses_the_training_split_only(tmp_path, pairs):
@@ -108,3 +117,12 @@ def test_standardisation_uses_the_training_split_only(tmp_path, pairs):
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close(z.std(0), torch.ones(3, dtype=torch.float64), atol=1e-12, rtol=0)
     assert not torch.allclose(std.mean_x, torch.from_numpy(x * 5 + 2).mean(0))  # the held-out rows are not used
+
+
+def test_cross_fitting_weights_each_fold_by_its_pairs():
+    from infodiff_lightning.crossfit import combine_folds
+
+    # Two folds of 300 and 100 pairs: the pooled mean is (300*1 + 100*2)/400 = 1.25, and the
+    # pooled variance of the mean is (300^2 0.1^2 + 100^2 0.2^2)/400^2 = 1300/160000.
+    mean, se, n = combine_folds([(1.0, 0.1, 300), (2.0, 0.2, 100)])
+    assert n == 400 and mean == pytest.approx(1.25) and se == pytest.approx((1300 / 160000) ** 0.5)

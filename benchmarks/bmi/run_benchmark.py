@@ -7,8 +7,10 @@
 Each task is trained with ``train.py fit --config configs/train/vector_mi.yaml`` and
 estimated with ``analyze.py --config configs/analyze/vector_mi.yaml`` (run in this
 process, through the same entry points a user runs; no per-task option other than the
-data file and the output folders). The data are bmi's 5000 samples of seed 0: 4000
-train the denoiser, the 1000 held-out pairs give the estimate and its standard error.
+data file and the output folders). The data are bmi's 5000 samples of seed 0,
+cross-fitted: cut into ``--folds`` parts (default 2), one model trained per part on the
+others and estimated on it, the fold estimates merged (infodiff_lightning.crossfit), so
+every sample is measured by a model that never saw it.
 
 A task counts as within the goal when |estimate - truth| <= 10% of the truth, or
 <= 0.05 nats where the truth is below 0.5. Results go to ``<out>/<task_id>.json`` as
@@ -34,46 +36,55 @@ def within_goal(estimate: float, truth: float) -> bool:
     return abs(estimate - truth) <= (0.05 if truth < 0.5 else 0.1 * truth)
 
 
-def run_task(task: dict, samples: Path, out: Path, max_steps: int | None) -> dict:
+def run_fold(task: dict, data: str, work: Path, folds: int, fold: int, max_steps: int | None) -> dict:
+    """Train on every fold but ``fold`` and estimate on ``fold``, through train.py and analyze.py."""
     import analyze
     import train
 
-    tid = task["task_id"]
-    data = str(samples / tid / "seed0.npz")
-    work = out / "runs" / tid
-    model = work / "vector_denoiser"
-    log = (out / "logs").joinpath(f"{tid}.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    common = ["--data.x", data, "--trainer.enable_progress_bar", "false"]
+    name = f"fold{fold}"
+    model = work / name / "vector_denoiser"
+    common = ["--data.x", data, "--data.folds", str(folds), "--data.fold", str(fold),
+              "--trainer.enable_progress_bar", "false"]
     train_args = ["fit", "--config", str(ROOT / "configs/train/vector_mi.yaml"), *common,
                   "--model.export_dir", str(model), "--trainer.default_root_dir", str(work / "train"),
-                  "--trainer.logger.init_args.save_dir", str(work / "train"), "--trainer.logger.init_args.name", tid]
+                  "--trainer.logger.init_args.save_dir", str(work / "train"), "--trainer.logger.init_args.name", name]
     if max_steps is not None:
         train_args += ["--trainer.max_steps", str(max_steps)]
     analyze_args = ["--config", str(ROOT / "configs/analyze/vector_mi.yaml"), *common, "--model.model", str(model),
                     "--model.truth", str(task["mi_true"]), "--trainer.default_root_dir", str(work / "analyze"),
-                    "--trainer.logger.init_args.save_dir", str(work / "analyze"), "--trainer.logger.init_args.name", tid]
-    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        t0 = time.perf_counter()
-        rc = train.main(train_args)
-        t1 = time.perf_counter()
-        if rc != 0:
-            raise RuntimeError(f"train.py exited {rc}; see {log}")
-        rc = analyze.main(analyze_args)
-        t2 = time.perf_counter()
-        if rc != 0:
-            raise RuntimeError(f"analyze.py exited {rc}; see {log}")
-    summary = json.loads(next((work / "analyze" / tid).glob("run-*/summary.json")).read_text())
-    steps = sorted((work / "train" / tid).glob("version_*/checkpoints/last.ckpt"))
-    row = {**task, "train_s": t1 - t0, "estimate_s": t2 - t1, "samples_estimated": summary["samples"]["total"]}
-    for form in FORMS:
-        r = summary["estimators"][form]
-        row[form] = {"estimate": r["estimate"], "stderr": r["stderr"], "relative_error": r["relative_error"],
-                     "within_goal": within_goal(r["estimate"], task["mi_true"])}
-    if steps:
-        import torch
+                    "--trainer.logger.init_args.save_dir", str(work / "analyze"), "--trainer.logger.init_args.name", name]
+    t0 = time.perf_counter()
+    if train.main(train_args) != 0:
+        raise RuntimeError(f"train.py failed on {task['task_id']} fold {fold}")
+    t1 = time.perf_counter()
+    if analyze.main(analyze_args) != 0:
+        raise RuntimeError(f"analyze.py failed on {task['task_id']} fold {fold}")
+    t2 = time.perf_counter()
+    [summary] = [json.loads(p.read_text()) for p in (work / "analyze" / name).glob("run-*/summary.json")]
+    [ckpt] = sorted((work / "train" / name).glob("version_*/checkpoints/last.ckpt"))[-1:]
+    import torch
 
-        row["train_steps"] = int(torch.load(steps[-1], map_location="cpu", weights_only=False)["global_step"])
+    steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    return {"summary": summary, "train_s": t1 - t0, "estimate_s": t2 - t1, "train_steps": steps}
+
+
+def run_task(task: dict, samples: Path, out: Path, folds: int, max_steps: int | None) -> dict:
+    """Cross-fitted estimate of one task: every fold trained and estimated, then merged."""
+    from infodiff_lightning.crossfit import combine_summaries
+
+    tid = task["task_id"]
+    log = out / "logs" / f"{tid}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        parts = [run_fold(task, str(samples / tid / "seed0.npz"), out / "runs" / tid, folds, k, max_steps)
+                 for k in range(folds)]
+    combined = combine_summaries([p["summary"] for p in parts])
+    row = {**task, "folds": folds, "train_s": sum(p["train_s"] for p in parts),
+           "estimate_s": sum(p["estimate_s"] for p in parts), "train_steps": [p["train_steps"] for p in parts]}
+    for form in FORMS:
+        r = combined[form]
+        row[form] = {**r, "within_goal": within_goal(r["estimate"], task["mi_true"]),
+                     "per_fold": [p["summary"]["estimators"][form]["estimate"] for p in parts]}
     return row
 
 
@@ -87,7 +98,7 @@ def table(rows: list[dict]) -> list[str]:
             mark = "" if f["within_goal"] else " ✗"
             cells += [f"{f['estimate']:.3f} ± {f['stderr']:.3f}", f"{100 * f['relative_error']:+.1f}%{mark}"]
         lines.append(f"| {r['task_id']} | {r['dim_x']}×{r['dim_y']} | {r['mi_true']:.3f} | {' | '.join(cells)} | "
-                     f"{r.get('train_steps', '-')} | {r['train_s']:.0f} | {r['estimate_s']:.0f} |")
+                     f"{'/'.join(map(str, r['train_steps']))} | {r['train_s']:.0f} | {r['estimate_s']:.0f} |")
     n = len(rows)
     lines.append("")
     for form in FORMS:
@@ -103,6 +114,7 @@ def main() -> None:
     p.add_argument("--samples", default=str(ROOT / "benchmarks/bmi/samples"), help="folder written by export_samples.py")
     p.add_argument("--out", default=str(ROOT / "benchmarks/bmi/results"), help="results folder")
     p.add_argument("--tasks", nargs="*", help="task ids (default: all of tasks.json)")
+    p.add_argument("--folds", type=int, default=2, help="cross-fitting folds: one model per fold (default 2)")
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's training steps (smoke runs)")
     args = p.parse_args()
     samples, out = Path(args.samples), Path(args.out)
@@ -123,7 +135,7 @@ def main() -> None:
             rows.append(json.loads(path.read_text()))
             print(f"[{k}/{len(tasks)}] {task['task_id']}: done earlier", flush=True)
             continue
-        row = run_task(task, samples, out, args.max_steps)
+        row = run_task(task, samples, out, args.folds, args.max_steps)
         path.write_text(json.dumps(row, indent=1) + "\n")
         rows.append(row)
         s, o = row["standard"], row["orthogonal"]

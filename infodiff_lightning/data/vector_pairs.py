@@ -12,9 +12,12 @@ name the file and what is wrong: rows that differ in number, a non-finite entry 
 the first bad row), a column that is constant (it carries no information, and
 standardising it would divide by zero), fewer than ``min_rows`` rows.
 
-Splits are fixed by ``seed``: a random permutation of the rows, the first
-``val_fraction`` of it held out for validation (early stopping and the estimate), the
-rest trained on. Standardisation (per-column mean and standard deviation of the training
+Splits are fixed by ``seed``: a random permutation of the rows cut into ``folds`` parts
+of near-equal size; part ``fold`` is held out (validation during training, and the pairs
+whose information is estimated), the rest is trained on. The default, 5 folds, holds
+out 20%. Cross-fitting runs every fold (one model each) so that every pair is measured
+by a model that never saw it; :func:`infodiff_lightning.crossfit.combine_folds` merges
+the fold estimates. Standardisation (per-column mean and standard deviation of the training
 split) is an invertible map of each variable, so it leaves I(X;Y) unchanged.
 """
 from __future__ import annotations
@@ -159,8 +162,9 @@ class VectorPairData(L.LightningDataModule):
     Args:
         x, y: the files (``y`` only for two .npy files).
         x_key, y_key: array names in a .npz file; x_columns, y_columns: Parquet columns.
-        val_fraction: share of rows held out (validation during training, and the rows
-            whose information is estimated by default).
+        folds, fold: the rows are cut into ``folds`` parts (fixed by ``seed``) and part
+            ``fold`` is held out (validation during training, and the rows whose information
+            is estimated by default); 5 folds hold out 20%.
         eval_split: rows the analysis job measures: "val" (held out, the default), "train" or "all".
         seed: fixes the split and the order of training batches.
         batch_size: training pairs per step; eval_batch_size: pairs per analysis step.
@@ -168,11 +172,13 @@ class VectorPairData(L.LightningDataModule):
 
     def __init__(self, x: str, y: str | None = None, x_key: str = "x", y_key: str = "y",
                  x_columns: Sequence[str] | None = None, y_columns: Sequence[str] | None = None,
-                 val_fraction: float = 0.2, eval_split: str = "val", seed: int = 0, batch_size: int = 256,
+                 folds: int = 5, fold: int = 0, eval_split: str = "val", seed: int = 0, batch_size: int = 256,
                  eval_batch_size: int = 500):
         super().__init__()
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if folds < 2:
+            raise ValueError(f"folds must be >= 2 (one part held out, the rest trained on), got {folds}")
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in [0, {folds}), got {fold}")
         if eval_split not in SPLITS:
             raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
         for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -182,11 +188,12 @@ class VectorPairData(L.LightningDataModule):
         check_vector_pairs(xs, ys, source=str(x) if y is None else f"{x}, {y}")
         self.x, self.y = torch.from_numpy(xs), torch.from_numpy(ys)
         n = self.x.shape[0]
-        n_val = max(2, int(round(val_fraction * n)))
-        if n - n_val < 2:
-            raise ValueError(f"val_fraction {val_fraction} leaves {n - n_val} of {n} rows for training")
+        if n < 2 * folds:
+            raise ValueError(f"{folds} folds of {n} rows leave fewer than 2 rows per fold")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        self.split_ids = {"val": perm[:n_val].sort().values, "train": perm[n_val:].sort().values,
+        held = torch.zeros(n, dtype=torch.bool)
+        held[perm[torch.arange(n) % folds == fold]] = True  # fold k: every folds-th row of the permutation
+        self.split_ids = {"val": held.nonzero().squeeze(1), "train": (~held).nonzero().squeeze(1),
                           "all": torch.arange(n)}
         self.eval_split, self.seed = eval_split, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
