@@ -126,3 +126,10 @@ def test_cross_fitting_weights_each_fold_by_its_pairs():
     # pooled variance of the mean is (300^2 0.1^2 + 100^2 0.2^2)/400^2 = 1300/160000.
     mean, se, n = combine_folds([(1.0, 0.1, 300), (2.0, 0.2, 100)])
     assert n == 400 and mean == pytest.approx(1.25) and se == pytest.approx((1300 / 160000) ** 0.5)
+
+
+def test_standardisation_can_be_turned_off(tmp_path, pairs):
+    np.savez(tmp_path / "p.npz", x=pairs[0] * 5 + 2, y=pairs[1])
+    std = VectorPairData(str(tmp_path / "p.npz"), standardize=False).standardization()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(std.x(x), x)

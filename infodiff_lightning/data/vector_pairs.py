@@ -166,13 +166,16 @@ class VectorPairData(L.LightningDataModule):
             ``fold`` is held out (validation during training, and the rows whose information
             is estimated by default); 5 folds hold out 20%.
         eval_split: rows the analysis job measures: "val" (held out, the default), "train" or "all".
+        standardize: standardise x and y with the training split's per-column mean and
+            standard deviation (default); false keeps the data as they are.
         seed: fixes the split and the order of training batches.
         batch_size: training pairs per step; eval_batch_size: pairs per analysis step.
     """
 
     def __init__(self, x: str, y: str | None = None, x_key: str = "x", y_key: str = "y",
                  x_columns: Sequence[str] | None = None, y_columns: Sequence[str] | None = None,
-                 folds: int = 5, fold: int = 0, eval_split: str = "val", seed: int = 0, batch_size: int = 256,
+                 folds: int = 5, fold: int = 0, eval_split: str = "val", standardize: bool = True, seed: int = 0,
+                 batch_size: int = 256,
                  eval_batch_size: int = 500):
         super().__init__()
         if folds < 2:
@@ -195,7 +198,7 @@ class VectorPairData(L.LightningDataModule):
         held[perm[torch.arange(n) % folds == fold]] = True  # fold k: every folds-th row of the permutation
         self.split_ids = {"val": held.nonzero().squeeze(1), "train": (~held).nonzero().squeeze(1),
                           "all": torch.arange(n)}
-        self.eval_split, self.seed = eval_split, seed
+        self.eval_split, self.standardize, self.seed = eval_split, standardize, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
 
     @property
@@ -203,7 +206,9 @@ class VectorPairData(L.LightningDataModule):
         return int(self.x.shape[1]), int(self.y.shape[1])
 
     def standardization(self) -> Standardization:
-        """Fitted on the training split only."""
+        """Fitted on the training split only (the identity with ``standardize`` false)."""
+        if not self.standardize:
+            return Standardization.identity(*self.dims)
         ids = self.split_ids["train"]
         return Standardization.fit(self.x[ids], self.y[ids])
 
