@@ -15,9 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import analyze
 import train
-from infodiff_lightning.data.vector_pairs import Standardization, VectorPairData
+from infodiff_lightning.data.normalization import Standardization
+from infodiff_lightning.data.vector_pairs import VectorPairData
 from infodiff_lightning.denoisers import CorrelatedGaussian, JointGaussian
-from infodiff_lightning.denoisers.vector import StandardizedDenoiser, load_vector_denoiser
+from infodiff_lightning.denoisers.vector import NormalizedDenoiser, load_vector_denoiser
 from infodiff_lightning.models.vector_mlp import ConditionalMLP
 from infodiff_lightning.modules import VectorInformation, VectorMITrainer
 
@@ -78,7 +79,7 @@ def test_the_saved_denoiser_predicts_what_the_module_predicts(tmp_path):
     torch.manual_seed(0)
     module = VectorMITrainer(width=32, depth=1, ema_decay=None)
     std = Standardization(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]), torch.tensor([3.0]), torch.tensor([4.0]))
-    module.build(2, 1, std)
+    module.build(2, 1, std, (torch.randn(50, 2, dtype=torch.float64) * 2 + 1, torch.randn(50, 1, dtype=torch.float64) * 4 + 3))
     torch.nn.init.normal_(module.net.out[-1].weight)  # a non-trivial network (the last layer starts at zero)
     module.save_denoiser(tmp_path / "m")
     x, y, alpha = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64), torch.randn(5)
@@ -87,6 +88,22 @@ def test_the_saved_denoiser_predicts_what_the_module_predicts(tmp_path):
     torch.testing.assert_close(saved.encode(x), live.encode(x))
     torch.testing.assert_close(saved.eps_hat(x, alpha, y), live.eps_hat(x, alpha, y))
     assert saved.alpha_range == (-8.0, 8.0)  # the default sampler's range, saved with the model
+
+
+def test_an_untrained_network_is_the_exact_denoiser_of_the_fitted_gaussian():
+    # The last layer starts at zero, so the output is the baseline: eq. GAUSS for the mean
+    # and (shrunk) covariance of the pairs. With 20000 jointly Gaussian pairs these are
+    # close to the truth, so the output is close to the exact denoiser, conditional and null.
+    system = CorrelatedGaussian(dim=3, correlation=0.8, spread=2.0, seed=1)
+    x, y = system.sample(20000, torch.Generator().manual_seed(0))
+    net = ConditionalMLP(3, 3, width=8, depth=1)
+    net.fit_baseline(x, y)
+    g = torch.Generator().manual_seed(1)
+    xa, alpha = torch.randn(64, 3, generator=g, dtype=torch.float64), 4 * torch.randn(64, generator=g, dtype=torch.float64)
+    cond = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    cond[::2] = float("nan")  # every other row: the null condition
+    out = net(xa.float(), alpha.float(), cond.float()).double()
+    torch.testing.assert_close(out, system.eps_hat(xa, alpha, cond), atol=0.03, rtol=0)
 
 
 def test_a_partly_null_condition_row_is_an_error():
@@ -113,7 +130,7 @@ def test_the_job_with_the_exact_denoiser_recovers_the_truth_within_3_standard_er
     # unbiased, so it lies within 3 of its standard errors of the truth.
     system = CorrelatedGaussian(dim=2, correlation=0.7, spread=3.0, seed=2)
     data = VectorPairData(str(gaussian_file(tmp_path / "p.npz", system, 3000)), eval_split="all")
-    std = data.standardization()
+    std = data.normalization()
     # The Gaussian of the standardised variables: (v - m) / s is Gaussian with mean (mu - m) / s, cov S / s s^T.
     m = torch.cat([std.mean_x, std.mean_y])
     s = torch.cat([std.std_x, std.std_y])
@@ -122,7 +139,7 @@ def test_the_job_with_the_exact_denoiser_recovers_the_truth_within_3_standard_er
     cov_raw[:2] *= 3.0
     cov_raw[:, :2] *= 3.0
     exact = JointGaussian((mu_raw - m) / s, cov_raw / torch.outer(s, s), dim_x=2)
-    job = _ExactInformation(StandardizedDenoiser(exact, std), data.dims, truth=system.analytic_mi, n_draws=16)
+    job = _ExactInformation(NormalizedDenoiser(exact, std), data.dims, truth=system.analytic_mi, n_draws=16)
     L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path / "run")).test(job, datamodule=data,
                                                                                                  verbose=False)
     for form in ("standard", "orthogonal"):

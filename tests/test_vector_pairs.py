@@ -111,7 +111,7 @@ def test_standardisation_uses_the_training_split_only(tmp_path, pairs):
     x, y = pairs
     np.savez(tmp_path / "p.npz", x=x * 5 + 2, y=y)
     dm = VectorPairData(str(tmp_path / "p.npz"))
-    std = dm.standardization()
+    std = dm.normalization()
     train = dm.split_ids["train"]
     z = std.x(torch.from_numpy(x * 5 + 2)[train])
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
@@ -128,8 +128,38 @@ def test_cross_fitting_weights_each_fold_by_its_pairs():
     assert n == 400 and mean == pytest.approx(1.25) and se == pytest.approx((1300 / 160000) ** 0.5)
 
 
-def test_standardisation_can_be_turned_off(tmp_path, pairs):
+def test_normalization_can_be_turned_off(tmp_path, pairs):
     np.savez(tmp_path / "p.npz", x=pairs[0] * 5 + 2, y=pairs[1])
-    std = VectorPairData(str(tmp_path / "p.npz"), standardize=False).standardization()
+    std = VectorPairData(str(tmp_path / "p.npz"), normalization="none").normalization()
     x = torch.randn(4, 3, dtype=torch.float64)
     torch.testing.assert_close(std.x(x), x)
+
+
+def test_gaussianize_gives_normal_scores_and_stays_increasing_beyond_the_data():
+    from infodiff_lightning.data.normalization import Gaussianization
+
+    # Cauchy columns (no finite variance): after the map each is close to N(0, 1) on the
+    # training rows, and the map is strictly increasing on the whole line, inside and
+    # far outside the training range (so it is invertible and I(X;Y) is unchanged).
+    x = torch.distributions.StudentT(1.0).sample((4000, 2)).double()
+    g = Gaussianization.fit(x, x[:, :1])
+    z = g.x(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2, dtype=torch.float64), atol=0.02, rtol=0)
+    line = torch.linspace(-1e5, 1e5, 200001, dtype=torch.float64)[:, None].repeat(1, 2)
+    assert bool((g.x(line).diff(dim=0) > 0).all())
+
+
+def test_gaussianize_keeps_the_null_condition_null():
+    from infodiff_lightning.data.normalization import Gaussianization
+
+    g = Gaussianization.fit(torch.randn(100, 1, dtype=torch.float64), torch.randn(100, 2, dtype=torch.float64))
+    y = torch.tensor([[float("nan"), float("nan")], [0.0, 1.0]], dtype=torch.float64)
+    out = g.y(y)
+    assert bool(torch.isnan(out[0]).all()) and bool(torch.isfinite(out[1]).all())
+
+
+def test_an_unknown_normalization_is_an_error(tmp_path, pairs):
+    np.savez(tmp_path / "p.npz", x=pairs[0], y=pairs[1])
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        VectorPairData(str(tmp_path / "p.npz"), normalization="rank")

@@ -17,12 +17,14 @@ of near-equal size; part ``fold`` is held out (validation during training, and t
 whose information is estimated), the rest is trained on. The default, 5 folds, holds
 out 20%. Cross-fitting runs every fold (one model each) so that every pair is measured
 by a model that never saw it; :func:`infodiff_lightning.crossfit.combine_folds` merges
-the fold estimates. Standardisation (per-column mean and standard deviation of the training
-split) is an invertible map of each variable, so it leaves I(X;Y) unchanged.
+the fold estimates.
+
+Before training, each column of x and of y is mapped by a strictly increasing function
+fitted on the training split (``normalization``: "standard", "gaussianize" or "none";
+normalization.py). Such maps leave I(X;Y) unchanged. Standardisation (per-column mean and standard deviation of the training
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -33,8 +35,9 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from .loaders import evaluation_loader
+from .normalization import NORMALIZATIONS, Normalization, fit_normalization
 
-__all__ = ["read_vector_pairs", "check_vector_pairs", "Standardization", "VectorPairs", "VectorPairData"]
+__all__ = ["read_vector_pairs", "check_vector_pairs", "VectorPairs", "VectorPairData"]
 
 SPLITS = ("train", "val", "all")
 
@@ -114,35 +117,6 @@ def check_vector_pairs(x: np.ndarray, y: np.ndarray, source: str, min_rows: int 
                              f"it carries no information: drop it")
 
 
-@dataclass(frozen=True)
-class Standardization:
-    """Per-column mean and standard deviation of X and of Y (float64 tensors)."""
-
-    mean_x: Tensor
-    std_x: Tensor
-    mean_y: Tensor
-    std_y: Tensor
-
-    @classmethod
-    def fit(cls, x: Tensor, y: Tensor) -> "Standardization":
-        return cls(x.mean(0), x.std(0), y.mean(0), y.std(0))
-
-    @classmethod
-    def identity(cls, dim_x: int, dim_y: int) -> "Standardization":
-        z, o = torch.zeros, torch.ones
-        return cls(z(dim_x, dtype=torch.float64), o(dim_x, dtype=torch.float64), z(dim_y, dtype=torch.float64),
-                   o(dim_y, dtype=torch.float64))
-
-    def x(self, x: Tensor) -> Tensor:
-        return (x - self.mean_x.to(x)) / self.std_x.to(x)
-
-    def y(self, y: Tensor) -> Tensor:
-        return (y - self.mean_y.to(y)) / self.std_y.to(y)
-
-    def tensors(self) -> dict[str, Tensor]:
-        return {"mean_x": self.mean_x, "std_x": self.std_x, "mean_y": self.mean_y, "std_y": self.std_y}
-
-
 class VectorPairs(Dataset):
     """Rows of (x, y) as analysis-job items {"id", "x", "y", "error"}; ``ids`` are row numbers of the file."""
 
@@ -166,15 +140,16 @@ class VectorPairData(L.LightningDataModule):
             ``fold`` is held out (validation during training, and the rows whose information
             is estimated by default); 5 folds hold out 20%.
         eval_split: rows the analysis job measures: "val" (held out, the default), "train" or "all".
-        standardize: standardise x and y with the training split's per-column mean and
-            standard deviation (default); false keeps the data as they are.
+        normalization: the per-column map fitted on the training split: "standard" (mean
+            and standard deviation, the default), "gaussianize" (normal scores of the
+            empirical CDF: for heavy tails and bounded or distorted marginals) or "none".
         seed: fixes the split and the order of training batches.
         batch_size: training pairs per step; eval_batch_size: pairs per analysis step.
     """
 
     def __init__(self, x: str, y: str | None = None, x_key: str = "x", y_key: str = "y",
                  x_columns: Sequence[str] | None = None, y_columns: Sequence[str] | None = None,
-                 folds: int = 5, fold: int = 0, eval_split: str = "val", standardize: bool = True, seed: int = 0,
+                 folds: int = 5, fold: int = 0, eval_split: str = "val", normalization: str = "standard", seed: int = 0,
                  batch_size: int = 256,
                  eval_batch_size: int = 500):
         super().__init__()
@@ -184,6 +159,8 @@ class VectorPairData(L.LightningDataModule):
             raise ValueError(f"fold must be in [0, {folds}), got {fold}")
         if eval_split not in SPLITS:
             raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
@@ -198,19 +175,21 @@ class VectorPairData(L.LightningDataModule):
         held[perm[torch.arange(n) % folds == fold]] = True  # fold k: every folds-th row of the permutation
         self.split_ids = {"val": held.nonzero().squeeze(1), "train": (~held).nonzero().squeeze(1),
                           "all": torch.arange(n)}
-        self.eval_split, self.standardize, self.seed = eval_split, standardize, seed
+        self.eval_split, self.normalization_kind, self.seed = eval_split, normalization, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
 
     @property
     def dims(self) -> tuple[int, int]:
         return int(self.x.shape[1]), int(self.y.shape[1])
 
-    def standardization(self) -> Standardization:
-        """Fitted on the training split only (the identity with ``standardize`` false)."""
-        if not self.standardize:
-            return Standardization.identity(*self.dims)
+    def train_pairs(self) -> tuple[Tensor, Tensor]:
+        """The training split's raw (x, y) rows."""
         ids = self.split_ids["train"]
-        return Standardization.fit(self.x[ids], self.y[ids])
+        return self.x[ids], self.y[ids]
+
+    def normalization(self) -> Normalization:
+        """The ``normalization`` map, fitted on the training split only."""
+        return fit_normalization(self.normalization_kind, *self.train_pairs())
 
     def split(self, name: str) -> VectorPairs:
         ids = self.split_ids[name]

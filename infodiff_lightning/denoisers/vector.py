@@ -1,13 +1,14 @@
-"""Denoisers of vector pairs: a trained ConditionalMLP, and the standardisation around it.
+"""Denoisers of vector pairs: a trained ConditionalMLP, and the normalization around it.
 
-``MLPDenoiser`` is the network as a denoiser of the project's protocol, in standardised
-coordinates; ``StandardizedDenoiser`` maps a user's raw pairs into those coordinates
-(``encode`` standardises x, ``eps_hat`` standardises the conditions), so the
-estimators integrate over standardised x. An exact denoiser of the standardised
-variables can stand in for the network (the tests do that with a Gaussian).
+``MLPDenoiser`` is the network as a denoiser of the project's protocol, in normalized
+coordinates; ``NormalizedDenoiser`` maps a user's raw pairs into those coordinates
+(``encode`` normalizes x, ``eps_hat`` normalizes the conditions), so the estimators
+integrate over normalized x. An exact denoiser of the normalized variables can stand in
+for the network (the tests do that with a Gaussian).
 
 A trained model is saved as a folder: ``config.json`` (dimensions, network shape,
-trained log-SNR range) and ``model.safetensors`` (weights and standardisation).
+trained log-SNR range, normalization kind) and ``model.safetensors`` (weights, Gaussian
+baseline and normalization tensors).
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data.vector_pairs import Standardization
+from ..data.normalization import Normalization, load_normalization
 from ..models.vector_mlp import ConditionalMLP
 from .base import Column, Denoiser, DenoiserBase
 
-__all__ = ["MLPDenoiser", "StandardizedDenoiser", "VectorModel", "save_vector_denoiser", "load_vector_denoiser"]
+__all__ = ["MLPDenoiser", "NormalizedDenoiser", "VectorModel", "save_vector_denoiser", "load_vector_denoiser"]
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 
@@ -48,48 +49,48 @@ class MLPDenoiser(DenoiserBase):
         return out.to(x_alpha.dtype)
 
 
-class StandardizedDenoiser(DenoiserBase):
-    """``base`` (a denoiser of standardised x given standardised y) seen from raw data."""
+class NormalizedDenoiser(DenoiserBase):
+    """``base`` (a denoiser of normalized x given normalized y) seen from raw data."""
 
-    def __init__(self, base: Denoiser, standardization: Standardization):
-        self.base, self.standardization = base, standardization
+    def __init__(self, base: Denoiser, normalization: Normalization):
+        self.base, self.normalization = base, normalization
         self.alpha_range, self.default_microbatch = base.alpha_range, base.default_microbatch
 
     def encode(self, images: Tensor, ids=None) -> Tensor:
-        return self.standardization.x(images.to(torch.float64))
+        return self.normalization.x(images.to(torch.float64))
 
     def null_conditions(self, n: int) -> Column:
         return self.base.null_conditions(n)
 
     def eps_hat(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
-        return self.base.eps_hat(x_alpha, alpha, self.standardization.y(torch.as_tensor(conditions, dtype=torch.float64)))
+        return self.base.eps_hat(x_alpha, alpha, self.normalization.y(torch.as_tensor(conditions, dtype=torch.float64)))
 
 
 def save_vector_denoiser(folder: str | Path, net: ConditionalMLP, alpha_range: tuple[float, float],
-                         standardization: Standardization) -> Path:
+                         normalization: Normalization) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tensors.update({f"standardization.{k}": v.cpu().contiguous() for k, v in standardization.tensors().items()})
+    tensors.update({f"normalization.{k}": v.cpu().contiguous() for k, v in normalization.tensors().items()})
     save_file(tensors, str(folder / WEIGHTS))
-    (folder / CONFIG).write_text(json.dumps({"kind": "vector_mlp", "net": net.config,
-                                             "alpha_range": list(alpha_range)}, indent=1) + "\n")
+    (folder / CONFIG).write_text(json.dumps({"kind": "vector_mlp", "net": net.config, "alpha_range": list(alpha_range),
+                                             "normalization": normalization.kind}, indent=1) + "\n")
     return folder
 
 
 @dataclass
 class VectorModel:
     """A saved vector denoiser: the network (an nn.Module, for a job to register and move),
-    its trained log-SNR range and the standardisation of the data it was trained on."""
+    its trained log-SNR range and the normalization of the data it was trained on."""
 
     net: ConditionalMLP
     alpha_range: tuple[float, float]
-    standardization: Standardization
+    normalization: Normalization
 
-    def denoiser(self) -> StandardizedDenoiser:
-        return StandardizedDenoiser(MLPDenoiser(self.net, self.alpha_range), self.standardization)
+    def denoiser(self) -> NormalizedDenoiser:
+        return NormalizedDenoiser(MLPDenoiser(self.net, self.alpha_range), self.normalization)
 
 
 def load_vector_denoiser(folder: str | Path) -> VectorModel:
@@ -107,5 +108,6 @@ def load_vector_denoiser(folder: str | Path) -> VectorModel:
     net = ConditionalMLP(**config["net"])
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     net.eval()
-    std = Standardization(**{k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("standardization.")})
-    return VectorModel(net, tuple(config["alpha_range"]), std)
+    norm = load_normalization(config["normalization"],
+                              {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("normalization.")})
+    return VectorModel(net, tuple(config["alpha_range"]), norm)

@@ -17,7 +17,34 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConditionalMLP"]
+__all__ = ["ConditionalMLP", "GaussianBaseline"]
+
+
+class GaussianBaseline(nn.Module):
+    """Eq. GAUSS for (x, y) ~ N(mean, cov) (default: x standard normal, independent of y)."""
+
+    def __init__(self, dim_x: int, dim_y: int, mean: Tensor | None = None, cov: Tensor | None = None):
+        super().__init__()
+        from ..denoisers.gaussian import JointGaussian
+
+        n = dim_x + dim_y
+        mean = torch.zeros(n, dtype=torch.float64) if mean is None else torch.as_tensor(mean, dtype=torch.float64)
+        cov = torch.eye(n, dtype=torch.float64) if cov is None else torch.as_tensor(cov, dtype=torch.float64)
+        g = JointGaussian(mean, cov, dim_x)  # the conditioning algebra lives there
+        _, gain, lam_c, vec_c = g._conditional(tuple([True] * dim_y))
+        _, _, lam_0, vec_0 = g._conditional(tuple([False] * dim_y))
+        for name, v in (("mu_x", mean[:dim_x]), ("mu_y", mean[dim_x:]), ("gain", gain), ("lam_c", lam_c),
+                        ("vec_c", vec_c), ("lam_0", lam_0), ("vec_0", vec_0)):
+            self.register_buffer(name, v.to(torch.float32).contiguous())
+
+    def forward(self, x_alpha: Tensor, alpha: Tensor, y: Tensor, null: Tensor) -> Tensor:
+        a2, b2 = torch.sigmoid(alpha)[:, None], torch.sigmoid(-alpha)[:, None]
+        mu_c = self.mu_x + (y - self.mu_y) @ self.gain.T
+        out = []
+        for mu, lam, vec in ((mu_c, self.lam_c, self.vec_c), (self.mu_x.expand_as(x_alpha), self.lam_0, self.vec_0)):
+            r = (x_alpha - a2.sqrt() * mu) @ vec
+            out.append((r * b2.sqrt() / (a2 * lam + b2)) @ vec.T)
+        return torch.where(null[:, None], out[1], out[0])
 
 
 class _Block(nn.Module):
@@ -37,6 +64,9 @@ class ConditionalMLP(nn.Module):
         dim_x, dim_y: dimensions of the noised variable and of the condition.
         width: hidden width; depth: residual blocks (two linear layers each).
         n_frequencies: Fourier features of alpha, periods log-spaced over [1, 64] nats.
+
+    ``baseline`` (a GaussianBaseline, default the standard normal's) is replaced by
+    :meth:`fit_baseline`; its tensors are buffers, saved and loaded with the weights.
     """
 
     def __init__(self, dim_x: int, dim_y: int, width: int = 256, depth: int = 3, n_frequencies: int = 16):
@@ -53,6 +83,16 @@ class ConditionalMLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim_x))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        self.baseline = GaussianBaseline(dim_x, dim_y)
+
+    def fit_baseline(self, x: Tensor, y: Tensor) -> None:
+        """Use the Gaussian fitted to the (normalised) training pairs as the baseline: their
+        mean and Ledoit-Wolf shrunk covariance (stable when the pairs are few for the dimension)."""
+        from sklearn.covariance import ledoit_wolf
+
+        xy = torch.cat([x, y], 1).to(torch.float64)
+        cov = torch.from_numpy(ledoit_wolf(xy.numpy())[0])
+        self.baseline = GaussianBaseline(self.dim_x, self.dim_y, xy.mean(0), cov).to(self.inp.weight.device)
 
     def forward(self, x_alpha: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
         null = torch.isnan(y)
@@ -65,4 +105,4 @@ class ConditionalMLP(nn.Module):
         h = self.inp(feats)
         for block in self.blocks:
             h = block(h)
-        return torch.sigmoid(-alpha)[:, None].sqrt() * x_alpha + self.out(h)
+        return self.baseline(x_alpha, alpha, y_in, row_null) + self.out(h)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import ContextManager, Protocol, runtime_checkable
 
-from ..data.vector_pairs import Standardization
+from torch import Tensor
+
+from ..data.normalization import Normalization
 from ..denoisers.base import TextDenoiser
 
 __all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData", "VectorPairSource"]
@@ -73,10 +75,13 @@ class LocalizationEvaluationData(GroupedEvaluationData, Protocol):
 
 @runtime_checkable
 class VectorPairSource(Protocol):
-    """A datamodule of vector pairs (x, y): ``dims`` is (dim_x, dim_y) and
-    ``standardization()`` the per-column statistics of its training split (VectorPairData)."""
+    """A datamodule of vector pairs (x, y): ``dims`` is (dim_x, dim_y), ``train_pairs()``
+    the raw training rows and ``normalization()`` the per-column map fitted on them
+    (VectorPairData)."""
 
     @property
     def dims(self) -> tuple[int, int]: ...
 
-    def standardization(self) -> Standardization: ...
+    def train_pairs(self) -> tuple[Tensor, Tensor]: ...
+
+    def normalization(self) -> Normalization: ...

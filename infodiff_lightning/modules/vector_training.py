@@ -6,8 +6,9 @@ The loss is the denoising loss of the noise channel of eq. (1) in logsnr.py,
     x_alpha = sqrt(sigma(alpha)) x + sqrt(sigma(-alpha)) eps,
 
 with c = y, or the null condition with probability ``condition_dropout``, so that one
-network gives both eps_hat(. | y) and eps_hat(. | null); x and y are standardised with
-the statistics of the training split. q is the log-SNR sampler, by default the one the
+network gives both eps_hat(. | y) and eps_hat(. | null); x and y are normalized by the
+datamodule's per-column map fitted on the training split, and the network corrects the
+exact denoiser of a Gaussian fitted to the normalized training pairs (vector_mlp.py). q is the log-SNR sampler, by default the one the
 estimators use (so training spends its effort where the estimate looks), and w is 1 or
 the Min-SNR weight min(snr, gamma)/snr.
 
@@ -15,8 +16,12 @@ Every validation measures the held-out pairs through the estimators' own path: t
 validation loss (``val/loss``: the mean of the conditional and null losses, on fixed
 draws, for early stopping) and the information estimate ``val/mi_standard`` and
 ``val/mi_orthogonal`` with their standard errors, so TensorBoard shows I(X;Y) as the
-network learns it. At the end of fit the network (EMA weights when kept) is saved as a
-vector-denoiser folder (denoisers/vector.py) for analyze.py.
+network learns it. At the end of fit the weights of the best validation loss (EMA
+weights when kept; the last ones with ``restore_best`` off) are saved as a
+vector-denoiser folder (denoisers/vector.py) for analyze.py. Restoring the best weights
+matters when the pairs are few for their dimension: there the network starts to
+memorise its training pairs early, the held-out loss rises, and a memorising network
+reads information that is not there.
 """
 from __future__ import annotations
 
@@ -26,8 +31,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..data.vector_pairs import Standardization
-from ..denoisers.vector import MLPDenoiser, StandardizedDenoiser, save_vector_denoiser
+from ..data.normalization import Normalization
+from ..denoisers.vector import MLPDenoiser, NormalizedDenoiser, save_vector_denoiser
 from ..draws import draws_for_ids
 from ..estimators import contrast_estimate
 from ..evaluate import denoiser_errors
@@ -51,8 +56,8 @@ def DEFAULT_VECTOR_SAMPLER() -> TruncatedLogistic:
 class VectorMITrainer(L.LightningModule):
     """Train a ConditionalMLP denoiser of x given y on a VectorPairSource datamodule.
 
-    The network is built when fit starts, from the datamodule's dimensions and training
-    statistics (kept in checkpoints and in the saved folder).
+    The network is built when fit starts, from the datamodule's dimensions, normalization
+    and training pairs (the Gaussian baseline); a resumed run rebuilds the same ones.
 
     Args:
         width, depth, n_frequencies: the ConditionalMLP.
@@ -62,7 +67,10 @@ class VectorMITrainer(L.LightningModule):
         min_snr_gamma: Min-SNR loss weighting (None: uniform).
         learning_rate, weight_decay, warmup_steps, lr_schedule: AdamW and a diffusers
             schedule ("constant", "cosine", ...), stepped per optimizer step.
+        gaussian_baseline: correct the exact denoiser of a Gaussian fitted to the training
+            pairs (default); false: of a standard normal x independent of y.
         ema_decay: keep an EMA of the weights, used for validation and saved (None: off).
+        restore_best: save the weights of the lowest validation loss, not the last ones.
         val_draws: (alpha, eps) draws per held-out pair at each validation.
         export_dir: where the trained denoiser is saved (default <run folder>/vector_denoiser).
         seed: keys the validation draws.
@@ -71,7 +79,8 @@ class VectorMITrainer(L.LightningModule):
     def __init__(self, width: int = 256, depth: int = 3, n_frequencies: int = 16, sampler: AlphaSampler | None = None,
                  condition_dropout: float = 0.2, min_snr_gamma: float | None = None, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 100, lr_schedule: str = "cosine",
-                 ema_decay: float | None = 0.999, val_draws: int = 8, export_dir: str | None = None, seed: int = 0):
+                 gaussian_baseline: bool = True, ema_decay: float | None = 0.999, restore_best: bool = True,
+                 val_draws: int = 8, export_dir: str | None = None, seed: int = 0):
         super().__init__()
         if not 0 < condition_dropout < 1:
             raise ValueError(f"condition_dropout must be in (0, 1): both conditionals are trained, got {condition_dropout}")
@@ -85,38 +94,38 @@ class VectorMITrainer(L.LightningModule):
         self.sampler = sampler if sampler is not None else DEFAULT_VECTOR_SAMPLER()
         self.net: ConditionalMLP | None = None
         self.ema: EMAWeights | None = None
+        self.norm: Normalization | None = None
+        self.best: tuple[float, dict] | None = None  # (validation loss, weights) of the best validation
 
     # ---- the network, built from the data -------------------------------------
-    def build(self, dim_x: int, dim_y: int, standardization: Standardization) -> None:
-        """Create the network and register the standardisation (also used by tests)."""
+    def build(self, dim_x: int, dim_y: int, normalization: Normalization,
+              train_pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Create the network (its Gaussian baseline fitted to the normalized ``train_pairs``)."""
         if self.net is not None:
             return
         h = self.hparams
         self.net = ConditionalMLP(dim_x, dim_y, h.width, h.depth, h.n_frequencies)
-        for k, v in standardization.tensors().items():
-            self.register_buffer(k, v.to(torch.float64))
+        self.norm = normalization
+        if h.gaussian_baseline and train_pairs is not None:
+            self.net.fit_baseline(normalization.x(train_pairs[0]), normalization.y(train_pairs[1]))
         if h.ema_decay is not None:
             self.ema = EMAWeights(self.net.parameters(), h.ema_decay)
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if not isinstance(dm, VectorPairSource):
-            raise TypeError(f"VectorMITrainer needs a datamodule of vector pairs (dims, standardization()), "
-                            f"got {type(dm).__name__}")
+            raise TypeError(f"VectorMITrainer needs a datamodule of vector pairs (dims, train_pairs(), "
+                            f"normalization()), got {type(dm).__name__}")
         dim_x, dim_y = dm.dims
-        self.build(dim_x, dim_y, dm.standardization())
+        self.build(dim_x, dim_y, dm.normalization(), dm.train_pairs())
 
-    def standardization(self) -> Standardization:
-        return Standardization(self.mean_x, self.std_x, self.mean_y, self.std_y)
-
-    def denoiser(self) -> StandardizedDenoiser:
-        """The network as the estimators see it: raw pairs in, standardised inside."""
-        return StandardizedDenoiser(MLPDenoiser(self.net, self.sampler.range), self.standardization())
+    def denoiser(self) -> NormalizedDenoiser:
+        """The network as the estimators see it: raw pairs in, normalized inside."""
+        return NormalizedDenoiser(MLPDenoiser(self.net, self.sampler.range), self.norm)
 
     # ---- training --------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
-        std = self.standardization()
-        x, y = std.x(batch[0]).float(), std.y(batch[1]).float()
+        x, y = self.norm.x(batch[0].double()).float(), self.norm.y(batch[1].double()).float()
         alpha, _ = self.sampler.sample((x.shape[0],))  # stratified across the batch: a lower-variance gradient
         alpha = alpha.to(x)
         eps = torch.randn_like(x)
@@ -149,6 +158,15 @@ class VectorMITrainer(L.LightningModule):
             self.log(f"val/mi_{est}", e.value.mean(), batch_size=n, sync_dist=True, prog_bar=est == "standard")
             self.log(f"val/mi_{est}_stderr", e.value.std() / n**0.5, batch_size=n, sync_dist=True)
 
+    def on_validation_end(self) -> None:
+        # After the epoch's metrics are reduced (this hook runs after the logger's epoch end).
+        if not self.hparams.restore_best or self.trainer.sanity_checking:
+            return
+        loss = float(self.trainer.callback_metrics["val/loss"])
+        if self.best is None or loss < self.best[0]:
+            with self._averaged():
+                self.best = (loss, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+
     def _averaged(self):
         import contextlib
 
@@ -167,17 +185,23 @@ class VectorMITrainer(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.ema is not None:
             self.ema.save(checkpoint)
+        checkpoint["best_validation"] = self.best
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.ema is not None:
             self.ema.load(checkpoint)
+        self.best = checkpoint.get("best_validation")
 
     def save_denoiser(self, folder: str | Path) -> Path:
         """Save the network (EMA weights when kept) as a vector-denoiser folder."""
         with self._averaged():
-            return save_vector_denoiser(folder, self.net, self.sampler.range, self.standardization())
+            return save_vector_denoiser(folder, self.net, self.sampler.range, self.norm)
 
     def on_fit_end(self) -> None:
+        if self.best is not None:  # the best validation's weights (EMA already applied) become the model
+            rank_zero_info(f"restoring the weights of the best validation loss ({self.best[0]:.5f})")
+            self.net.load_state_dict(self.best[1])
+            self.ema = None
         folder = Path(self.hparams.export_dir) if self.hparams.export_dir else run_dir(self.trainer) / "vector_denoiser"
         if self.trainer.is_global_zero:
             self.save_denoiser(folder)
