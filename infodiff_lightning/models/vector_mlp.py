@@ -85,13 +85,14 @@ class ConditionalMLP(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
         self.baseline = GaussianBaseline(dim_x, dim_y)
 
-    def fit_baseline(self, x: Tensor, y: Tensor) -> None:
+    def fit_baseline(self, x: Tensor, y: Tensor, ridge: float = 1e-6) -> None:
         """Use the Gaussian fitted to the (normalised) training pairs as the baseline: their
-        mean and Ledoit-Wolf shrunk covariance (stable when the pairs are few for the dimension)."""
-        from sklearn.covariance import ledoit_wolf
-
+        mean and covariance, plus ``ridge`` times the mean variance on the diagonal (positive
+        definite even with fewer pairs than dimensions). Not shrunk further: shrinking
+        towards a diagonal erases sparse cross-covariances, which are the information."""
         xy = torch.cat([x, y], 1).to(torch.float64)
-        cov = torch.from_numpy(ledoit_wolf(xy.numpy())[0])
+        cov = torch.cov(xy.T).reshape(xy.shape[1], xy.shape[1])
+        cov = cov + ridge * cov.diagonal().mean() * torch.eye(xy.shape[1], dtype=torch.float64)
         self.baseline = GaussianBaseline(self.dim_x, self.dim_y, xy.mean(0), cov).to(self.inp.weight.device)
 
     def forward(self, x_alpha: Tensor, alpha: Tensor, y: Tensor) -> Tensor:

@@ -79,7 +79,7 @@ class VectorMITrainer(L.LightningModule):
     def __init__(self, width: int = 256, depth: int = 3, n_frequencies: int = 16, sampler: AlphaSampler | None = None,
                  condition_dropout: float = 0.2, min_snr_gamma: float | None = None, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 100, lr_schedule: str = "cosine",
-                 gaussian_baseline: bool = True, ema_decay: float | None = 0.999, restore_best: bool = True,
+                 gaussian_baseline: bool = True, ema_decay: float | None = 0.995, restore_best: bool = True,
                  val_draws: int = 8, export_dir: str | None = None, seed: int = 0):
         super().__init__()
         if not 0 < condition_dropout < 1:
@@ -152,18 +152,24 @@ class VectorMITrainer(L.LightningModule):
                                   dtype=x.dtype)
             errors = denoiser_errors(den, x, [den.null_conditions(len(ids)), batch["y"]], draws, [(0, 1)])
         n = len(ids)
+        self._val_sums += torch.stack([errors.mse.mean((1, 2)).sum(), torch.tensor(float(n), dtype=errors.mse.dtype)]).to(
+            self._val_sums)
         self.log("val/loss", errors.mse.mean() / x.shape[1], batch_size=n, sync_dist=True, prog_bar=True)
         for est in ("standard", "orthogonal"):
             e = contrast_estimate(errors, 0, (0, 1), est)
             self.log(f"val/mi_{est}", e.value.mean(), batch_size=n, sync_dist=True, prog_bar=est == "standard")
             self.log(f"val/mi_{est}_stderr", e.value.std() / n**0.5, batch_size=n, sync_dist=True)
 
-    def on_validation_end(self) -> None:
-        # After the epoch's metrics are reduced (this hook runs after the logger's epoch end).
-        if not self.hparams.restore_best or self.trainer.sanity_checking:
-            return
-        loss = float(self.trainer.callback_metrics["val/loss"])
-        if self.best is None or loss < self.best[0]:
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, pairs)
+
+    def on_validation_epoch_end(self) -> None:
+        # The sanity check counts too: it sees the weights before the first step (the
+        # Gaussian baseline), which can be the best when the pairs are few for their
+        # dimension. A collective: every rank calls it.
+        total, n = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum").tolist()
+        loss = total / max(n, 1.0) / self.net.dim_x
+        if self.hparams.restore_best and (self.best is None or loss < self.best[0]):
             with self._averaged():
                 self.best = (loss, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
 
