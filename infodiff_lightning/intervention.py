@@ -29,7 +29,8 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
 
-__all__ = ["logsnr_grid", "ddim_sample", "image_change", "pearson", "bootstrap_pearson", "Correlation"]
+__all__ = ["logsnr_grid", "ddim_alphas", "ddim_sample", "image_change", "pearson", "bootstrap_pearson", "bootstrap_mean",
+           "Correlation"]
 
 
 def logsnr_grid(lo: float, hi: float, steps: int) -> Tensor:
@@ -43,6 +44,20 @@ def logsnr_grid(lo: float, hi: float, steps: int) -> Tensor:
     s = torch.linspace(torch.sigmoid(torch.tensor(lo, dtype=torch.float64)).item(),
                        torch.sigmoid(torch.tensor(hi, dtype=torch.float64)).item(), steps + 1, dtype=torch.float64)
     return torch.logit(s)
+
+
+def ddim_alphas(scheduler_config: dict, steps: int) -> Tensor:
+    """The log-SNRs of the timesteps a diffusers DDIMScheduler built from a model's
+    scheduler config takes in ``steps`` steps (noisiest first): the grid of :func:`ddim_sample`."""
+    from diffusers import DDIMScheduler
+
+    from .logsnr import logsnr_from_alphas_cumprod
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    ddim = DDIMScheduler.from_config(scheduler_config)
+    ddim.set_timesteps(steps)
+    return logsnr_from_alphas_cumprod(ddim.alphas_cumprod)[ddim.timesteps.long()]
 
 
 @torch.no_grad()
@@ -120,18 +135,31 @@ def bootstrap_pearson(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor, 
         r = float(pearson(x, y))
         idx = torch.randint(x.numel(), (n_boot, x.numel()), generator=g)
         boot = pearson(x[idx], y[idx])
-        n = x.numel()
     else:
         groups = torch.as_tensor(groups).flatten()
-        ids = torch.unique(groups)
-        per = torch.stack([pearson(x[groups == i], y[groups == i]) for i in ids])
-        per = per[~torch.isnan(per)]
-        if per.numel() < 2:
-            raise ValueError("bootstrap_pearson: fewer than 2 groups with a defined correlation")
-        r = float(per.mean())
-        boot = per[torch.randint(per.numel(), (n_boot, per.numel()), generator=g)].mean(1)
-        n = per.numel()
+        per = torch.stack([pearson(x[groups == i], y[groups == i]) for i in torch.unique(groups)])
+        return bootstrap_mean(per[~torch.isnan(per)], n_boot, level, seed)
+    return _percentile_interval(r, boot, x.numel(), level)
+
+
+def bootstrap_mean(values: Sequence[float] | Tensor, n_boot: int = 2000, level: float = 0.95,
+                   seed: int = 0) -> Correlation:
+    """The mean of per-unit correlations (one r per image, say) with a percentile bootstrap
+    interval over the units."""
+    per = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if per.numel() < 2:
+        raise ValueError(f"bootstrap_mean: need at least 2 values, got {per.numel()}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    g = torch.Generator().manual_seed(seed)
+    boot = per[torch.randint(per.numel(), (n_boot, per.numel()), generator=g)].mean(1)
+    return _percentile_interval(float(per.mean()), boot, per.numel(), level)
+
+
+def _percentile_interval(r: float, boot: Tensor, n: int, level: float) -> Correlation:
     boot = boot[~torch.isnan(boot)]
+    if boot.numel() == 0:  # every resample had a constant side: no interval (NaN, written as null)
+        return Correlation(r, float("nan"), float("nan"), int(n), level)
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     low, high = torch.quantile(boot, q).tolist()
     return Correlation(r, low, high, int(n), level)

@@ -17,7 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["SampleValues", "SampleHits", "SampleVectors", "mean_and_stderr"]
+__all__ = ["SampleValues", "SampleHits", "SampleVectors", "SampleRows", "mean_and_stderr"]
 
 
 def mean_and_stderr(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,3 +139,22 @@ class SampleVectors(SampleValues):
         _, values, _ = self._sorted()
         mean, stderr = mean_and_stderr(values)
         return {"mean": mean, "stderr": stderr, "n": int(values.shape[0])}
+
+
+class SampleRows(SampleValues):
+    """Per-sample rows of ``width`` values with their ids, returned whole by ``compute()``:
+    {"ids" (n,), "values" (n, width)} in id order (for statistics that need every row, such
+    as a bootstrap correlation); n = 0 with empty tensors when no rank saw a sample."""
+
+    def __init__(self, width: int, **kwargs):
+        self.width = int(width)
+        super().__init__(**kwargs)
+
+    def update(self, values: Tensor, ids) -> None:
+        self._add(torch.as_tensor(values), None, ids)
+
+    def compute(self) -> dict:
+        if self._no_samples():
+            return {"ids": torch.empty(0), "values": torch.empty(0, self.width), "n": 0}
+        ids, values, _ = self._sorted()
+        return {"ids": ids, "values": values, "n": int(values.shape[0])}

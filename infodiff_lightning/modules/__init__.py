@@ -4,9 +4,10 @@ from .caption_ranking import CaptionRanking
 from .word_localization import WordLocalization
 from .finetune import DiffusionFineTuner
 from .ground_truth import GroundTruthAnalysis
+from .prompt_intervention import PromptIntervention
 from .vector_information import VectorInformation
 from .vector_training import VectorMITrainer
 from .protocols import CaptionedEvaluationData, MeasurableModule, ProbeData, GroupedEvaluationData, LocalizationEvaluationData
 
-__all__ = ["VectorInformation", "VectorMITrainer", "CaptionAnalysis", "CaptionRanking", "WordLocalization", "LocalizationEvaluationData", "GroupedEvaluationData", "DiffusionFineTuner", "GroundTruthAnalysis", "MeasurableModule", "ProbeData",
+__all__ = ["PromptIntervention", "VectorInformation", "VectorMITrainer", "CaptionAnalysis", "CaptionRanking", "WordLocalization", "LocalizationEvaluationData", "GroupedEvaluationData", "DiffusionFineTuner", "GroundTruthAnalysis", "MeasurableModule", "ProbeData",
            "CaptionedEvaluationData"]
