@@ -31,7 +31,7 @@ from .estimators import Estimate, default_sampler
 from .metrics import PartialInformation, PointwiseInformation
 from .pid import PID_TERMS
 
-__all__ = ["MeasurementSpec", "measure_captions", "CaptionMetrics", "per_image_rows", "scalars"]
+__all__ = ["MeasurementSpec", "measure_captions", "CaptionMetrics", "per_image_rows", "scalars", "saved_number"]
 
 
 @dataclass(frozen=True)
@@ -142,14 +142,14 @@ class CaptionMetrics(torch.nn.Module):
                 rows = [r for r in records if names[0] in r]
                 if rows:
                     values = torch.tensor([[r[n] for n in names] for r in rows], dtype=torch.float64)
-                    stderrs = torch.tensor([[_number(r[f"{n}_stderr"]) for n in names] for r in rows],
+                    stderrs = torch.tensor([[saved_number(r[f"{n}_stderr"]) for n in names] for r in rows],
                                            dtype=torch.float64)
                     metric.update(values, stderrs, ids=[r["id"] for r in rows])
             else:
                 rows = [r for r in records if tag in r]
                 if rows:
                     values = torch.tensor([r[tag] for r in rows], dtype=torch.float64)
-                    stderrs = torch.tensor([_number(r[f"{tag}_stderr"]) for r in rows], dtype=torch.float64)
+                    stderrs = torch.tensor([saved_number(r[f"{tag}_stderr"]) for r in rows], dtype=torch.float64)
                     metric.update(Estimate(values, stderrs, 0), ids=[r["id"] for r in rows])
 
     def compute(self) -> dict[str, dict[str, float]]:
@@ -185,7 +185,7 @@ def _entry(mean, stderr, count) -> dict:
     return entry
 
 
-def _number(value) -> float:
+def saved_number(value) -> float:
     """A saved number: JSON null (an undefined standard error) reads back as NaN."""
     return math.nan if value is None else float(value)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from .estimators import Estimate  # noqa: E402
 
-__all__ = ["overlay", "mmse_figure", "clip_for_display", "map_figure", "DISPLAY_SIZE"]
+__all__ = ["overlay", "mmse_figure", "clip_for_display", "map_figure", "pid_figure", "DISPLAY_SIZE"]
 
 #: Pixel size at which a heat map figure shows each panel (model maps are often 16x16 or
 #: 64x64: shown as they are, they are a smudge).
@@ -79,6 +79,36 @@ def map_figure(image: torch.Tensor, heat: torch.Tensor, title: str, size: int = 
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04).set_label("nats per element", fontsize=7)
     axes[2].imshow(overlay(big, heat, alpha=0.6).permute(1, 2, 0).numpy())
     axes[2].set_title("overlay", fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def pid_figure(image: torch.Tensor, maps: torch.Tensor, values: list[float], title: str, size: int = DISPLAY_SIZE // 2):
+    """A figure of the four PID maps of one image: image | redundancy | unique1 | unique2 | synergy.
+
+    ``maps`` (4, h, w) in nats per element, ``values`` the four image-level terms (shown in
+    the panel titles). The maps share one colour scale (negative values clipped at 0 for
+    display), so the panels compare: where the two words say the same thing, where only
+    one says it, and where only both together do.
+    """
+    if image.ndim != 3 or maps.ndim != 3 or maps.shape[0] != 4 or len(values) != 4:
+        raise ValueError(f"pid_figure needs image (3, H, W), maps (4, h, w) and 4 values, got {tuple(image.shape)}, "
+                         f"{tuple(maps.shape)}, {len(values)} values")
+    big = F.interpolate(image.detach().float().cpu()[None], size=(size, size), mode="nearest")[0]
+    heat = F.interpolate(maps.detach().float().cpu()[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    shown = clip_for_display(heat)
+    top = float(shown.max().clamp_min(1e-12))
+    dpi = 100
+    fig, axes = plt.subplots(1, 5, figsize=(5 * size / dpi + 1.2, size / dpi + 0.7), dpi=dpi)
+    axes[0].imshow(((big + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[0].set_title("image", fontsize=8)
+    for ax, name, m, v in zip(axes[1:], ("redundancy", "unique1", "unique2", "synergy"), shown, values):
+        im = ax.imshow(m.numpy(), cmap="inferno", vmin=0, vmax=top)
+        ax.set_title(f"{name} {v:.3f}", fontsize=8)
+    fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04).set_label("nats per element", fontsize=7)
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=9)

@@ -195,3 +195,28 @@ def test_caption_job_synchronises_each_metric_once_and_logs_without_a_second_red
     for rank in sync_counts(caption_runs[1]):
         assert sorted(rank["metric_syncs"]) == ["PartialInformation"] + ["PointwiseInformation"] * 3 + ["SampleCounts"]
         assert all_reduces_besides_the_data_length_check(rank) == []
+
+
+# ---- the PID study (configs/analyze/pid_study.yaml) on the same tiny model -----------------
+
+@pytest.fixture(scope="module")
+def pid_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pid_study")
+    model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp / "model")
+    args = ["--config", str(ROOT / "configs/analyze/pid_study.yaml"), "--model.init_args.pretrained", str(model),
+            "--model.init_args.n_draws", "4", "--model.init_args.pairs", "[[green, square], [square, bottom]]",
+            "--model.init_args.log_images", "0", "--model.init_args.microbatch", "64",
+            "--data", "infodiff_lightning.data.CaptionedShapesData", "--data.init_args.image_size", "16",
+            "--data.init_args.n_train", "32", "--data.init_args.n_val", str(N_ITEMS),
+            "--data.init_args.batch_size", str(BATCH)]
+    return analyze(tmp, "one", 1, *args), analyze(tmp, "two", 2, *args)
+
+
+@pytest.mark.slow
+def test_pid_study_on_2_ranks_gives_the_1_process_summary_and_reduces_each_pair_once(pid_runs):
+    # Per-image terms keyed by image id, reduced in id order: the same bits on 2 processes;
+    # one PartialInformation per pair and the sample counts, each synchronised once.
+    one, two = (summary(run) for run in pid_runs)
+    assert two == one and one["samples"]["total"] == N_ITEMS
+    for rank in sync_counts(pid_runs[1]):
+        assert sorted(rank["metric_syncs"]) == ["PartialInformation"] * 2 + ["SampleCounts"]

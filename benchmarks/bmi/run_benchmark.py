@@ -38,7 +38,8 @@ def within_goal(estimate: float, truth: float) -> bool:
     return abs(estimate - truth) <= (0.05 if truth < 0.5 else 0.1 * truth)
 
 
-def run_fold(task: dict, data: str, work: Path, folds: int, fold: int, max_steps: int | None) -> dict:
+def run_fold(task: dict, data: str, work: Path, folds: int, fold: int, max_steps: int | None,
+             train_set: list[str]) -> dict:
     """Train on every fold but ``fold`` and estimate on ``fold``, through train.py and analyze.py."""
     import analyze
     import train
@@ -52,6 +53,7 @@ def run_fold(task: dict, data: str, work: Path, folds: int, fold: int, max_steps
                   "--trainer.logger.init_args.save_dir", str(work / "train"), "--trainer.logger.init_args.name", name]
     if max_steps is not None:
         train_args += ["--trainer.max_steps", str(max_steps)]
+    train_args += [f"--{option}" for option in train_set]
     analyze_args = ["--config", str(ROOT / "configs/analyze/vector_mi.yaml"), *common, "--model.model", str(model),
                     "--model.truth", str(task["mi_true"]), "--trainer.default_root_dir", str(work / "analyze"),
                     "--trainer.logger.init_args.save_dir", str(work / "analyze"), "--trainer.logger.init_args.name", name]
@@ -70,7 +72,8 @@ def run_fold(task: dict, data: str, work: Path, folds: int, fold: int, max_steps
     return {"summary": summary, "train_s": t1 - t0, "estimate_s": t2 - t1, "train_steps": steps}
 
 
-def run_task(task: dict, samples: Path, out: Path, folds: int, max_steps: int | None) -> dict:
+def run_task(task: dict, samples: Path, out: Path, folds: int, max_steps: int | None,
+             train_set: list[str]) -> dict:
     """Cross-fitted estimate of one task: every fold trained and estimated, then merged."""
     from infodiff_lightning.crossfit import combine_summaries
 
@@ -78,10 +81,10 @@ def run_task(task: dict, samples: Path, out: Path, folds: int, max_steps: int | 
     log = out / "logs" / f"{tid}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        parts = [run_fold(task, str(samples / tid / "seed0.npz"), out / "runs" / tid, folds, k, max_steps)
+        parts = [run_fold(task, str(samples / tid / "seed0.npz"), out / "runs" / tid, folds, k, max_steps, train_set)
                  for k in range(folds)]
     combined = combine_summaries([p["summary"] for p in parts])
-    row = {**task, "folds": folds, "train_s": sum(p["train_s"] for p in parts),
+    row = {**task, "folds": folds, "train_set": train_set, "train_s": sum(p["train_s"] for p in parts),
            "estimate_s": sum(p["estimate_s"] for p in parts), "train_steps": [p["train_steps"] for p in parts]}
     for form in FORMS:
         r = combined[form]
@@ -120,6 +123,9 @@ def main() -> None:
                    help="cross-fitting folds, one model each, every sample estimated (default 1: the config's "
                         "split, 5 folds of which fold 0 is held out and estimated)")
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's training steps (smoke runs)")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a train.py option for every task, for ablations of the recipe (repeatable), for example "
+                        "--train-set model.gaussian_baseline=false; recorded in each task's JSON")
     args = p.parse_args()
     samples, out = Path(args.samples), Path(args.out)
     listing = samples / "tasks.json"
@@ -136,10 +142,14 @@ def main() -> None:
     for k, task in enumerate(tasks, 1):
         path = out / f"{task['task_id']}.json"
         if path.exists():
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
+            if row.get("train_set", []) != args.train_set or row["folds"] != args.folds:
+                sys.exit(f"error: {path} was made with --folds {row['folds']} and --train-set "
+                         f"{row.get('train_set', [])}, not these options; choose another --out")
+            rows.append(row)
             print(f"[{k}/{len(tasks)}] {task['task_id']}: done earlier", flush=True)
             continue
-        row = run_task(task, samples, out, args.folds, args.max_steps)
+        row = run_task(task, samples, out, args.folds, args.max_steps, args.train_set)
         path.write_text(json.dumps(row, indent=1) + "\n")
         rows.append(row)
         s, o = row["standard"], row["orthogonal"]

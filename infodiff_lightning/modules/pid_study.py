@@ -1,0 +1,162 @@
+"""PID studies as an analysis job: for each word pair, the four PID terms (redundancy,
+unique, synergy) over the images whose captions hold both words, ranked, with
+intervals, and the four maps of the first images (pid_study.py holds the math).
+
+Each image's record holds, per pair its caption holds, the four terms with their own
+standard errors; an image whose caption holds no pair is recorded with none (so a
+resumed run does not measure it again). Records, resume, failures and the report are
+those of every analysis job (analysis_job.py). The four maps of the first
+``log_images`` images of each pair go to TensorBoard (``pid_maps/<w1>+<w2>/<n>``) and
+to ``figures/`` in the run folder, linked from the report.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from ..contrasts import pid_tag
+from ..denoisers import load_text_to_image
+from ..io import log_scalars
+from ..measurement import MeasurementSpec, saved_number, scalars
+from ..metrics import PartialInformation
+from ..pid import PID_TERMS
+from ..pid_study import CONTEXTS, holds_pair, measure_pair, pid_table, study_pairs
+from ..viz import pid_figure
+from .analysis_job import AnalysisJob, torch_dtype_of
+from .protocols import CaptionedEvaluationData
+
+__all__ = ["PIDStudy"]
+
+
+def _pair_key(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}+{pair[1]}"
+
+
+class PIDStudy(AnalysisJob):
+    """Image- and pixel-level PID of word pairs over a captioned dataset.
+
+    Args:
+        pretrained: diffusers folder or hub id; lora: optional LoRA adapter folder.
+        pairs: word pairs [[w1, w2], ...]; lists: two word lists whose cross product is
+            studied (for example [[doctor, nurse], [man, woman]]); both may be given.
+        context: "caption" (PID given the rest of the caption) or "none" (the caption cut
+            to the two words).
+        condition: how words are removed: "delete", "placeholder" or "mask".
+        n_draws, seed: draws per image, keyed by (seed, image id).
+        rank_by: the term pairs are ranked by in the report.
+        level: level of the reported intervals.
+        log_images: images per pair whose four maps are drawn.
+        microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
+    """
+
+    def __init__(self, pretrained: str, lora: str | None = None, pairs: Sequence[Sequence[str]] = (),
+                 lists: Sequence[Sequence[str]] | None = None, context: str = "caption", condition: str = "delete",
+                 n_draws: int = 32, seed: int = 0, rank_by: str = "synergy", level: float = 0.95,
+                 log_images: int = 2, microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
+        super().__init__(fail_fast=fail_fast)
+        self.pairs = study_pairs(pairs, lists)
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+        if rank_by not in PID_TERMS:
+            raise ValueError(f"rank_by must be one of {', '.join(PID_TERMS)}, got {rank_by!r}")
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        if log_images < 0:
+            raise ValueError(f"log_images must be >= 0, got {log_images}")
+        self.spec = MeasurementSpec((), self.pairs, condition, n_draws, seed, log_images > 0, microbatch)
+        self.context, self.rank_by, self.level, self.log_images = context, rank_by, level, log_images
+        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
+        self.metrics = torch.nn.ModuleDict({_pair_key(p): PartialInformation() for p in self.pairs})
+        self._drawn = {p: 0 for p in self.pairs}
+
+    def validate(self, datamodule: Any) -> None:
+        """Every pair must occur together in some caption of the test split."""
+        if isinstance(datamodule, CaptionedEvaluationData):
+            captions = [c for c in datamodule.test_captions() if c]
+            self.spec.check_captions(captions, self.denoiser.tokenizer, "captions of the test split")
+            rank_zero_info(f"PID of {len(self.pairs)} word pairs on {datamodule.describe_test_split()}")
+
+    def setup(self, stage: str) -> None:
+        self.denoiser.to(self.device)
+
+    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        captions = [batch["caption"][k] for k in keep]
+        images = batch["image"][keep].to(self.device)
+        rows = [{"id": i, "caption": c, "pairs": {}} for i, c in zip(ids, captions)]
+        for pair in self.pairs:
+            at = [j for j, c in enumerate(captions) if holds_pair(c, pair, self.denoiser.tokenizer)]
+            if not at:
+                continue
+            draw = self.trainer.is_global_zero and self._drawn[pair] < self.log_images
+            est = measure_pair(self.denoiser, images[at], [ids[j] for j in at], [captions[j] for j in at], pair,
+                               context=self.context, condition=self.spec.condition, n_draws=self.spec.n_draws,
+                               seed=self.spec.seed, maps=draw, microbatch=self.spec.microbatch)
+            values, stderrs = est.values(), est.stderrs()
+            self.metrics[_pair_key(pair)].update(values, stderrs, ids=[ids[j] for j in at])
+            for n, j in enumerate(at):
+                rows[j]["pairs"][_pair_key(pair)] = {
+                    **{t: float(values[n, q]) for q, t in enumerate(PID_TERMS)},
+                    **{f"{t}_stderr": float(stderrs[n, q]) for q, t in enumerate(PID_TERMS)}}
+            if draw:
+                for n, j in enumerate(at[:self.log_images - self._drawn[pair]]):
+                    self._draw(images[j], est.maps()[n], values[n].tolist(), ids[j], pair)
+        return rows
+
+    def replay(self, records: list[dict]) -> None:
+        for pair in self.pairs:
+            got = [(r["id"], r["pairs"][_pair_key(pair)]) for r in records if _pair_key(pair) in r["pairs"]]
+            if got:
+                values = torch.tensor([[v[t] for t in PID_TERMS] for _, v in got], dtype=torch.float64)
+                stderrs = torch.tensor([[saved_number(v[f"{t}_stderr"]) for t in PID_TERMS] for _, v in got], dtype=torch.float64)
+                self.metrics[_pair_key(pair)].update(values, stderrs, ids=[i for i, _ in got])
+
+    def results(self) -> dict:
+        summary = {}
+        for pair in self.pairs:  # every rank, the same order: each compute() is one synchronisation
+            metric = self.metrics[_pair_key(pair)]
+            try:
+                r = metric.compute()
+            except ValueError:  # no image held this pair on any rank
+                continue
+            for term in PID_TERMS:
+                summary[f"{pid_tag(*pair)}/{term}"] = {"mean": float(r[term]), "stderr": float(r[f"{term}_stderr"]),
+                                                       "images": int(r["count"])}
+        log_scalars(self.trainer, scalars(summary), step=0)
+        table = pid_table(summary, self.pairs, self.rank_by, self.level)
+        return {"context": self.context, "rank_by": self.rank_by, "level": self.level, "pairs": table,
+                "unmeasured": [list(p) for p in self.pairs if f"{pid_tag(*p)}/{PID_TERMS[0]}" not in summary]}
+
+    def report_lines(self, results: dict) -> list[str]:
+        given = "the rest of the caption" if results["context"] == "caption" else "nothing else (the two words alone)"
+        lines = [f"PID of each pair given {given} (MMI redundancy), mean over the images whose caption holds both "
+                 f"words, nats, with {100 * results['level']:.0f}% intervals; ranked by {results['rank_by']}.", "",
+                 "| pair | images | " + " | ".join(PID_TERMS) + " |", "|---|---:|" + "---:|" * len(PID_TERMS)]
+        for row in results["pairs"]:
+            cells = [f"{row[t]['mean']:.3f} [{row[t]['interval'][0]:.3f}, {row[t]['interval'][1]:.3f}]"
+                     for t in PID_TERMS]
+            lines.append(f"| {' + '.join(row['pair'])} | {row['images']} | " + " | ".join(cells) + " |")
+        if results["unmeasured"]:
+            lines += ["", f"Pairs no image held: {results['unmeasured']}."]
+        figures = sorted((Path(self._out) / "figures").glob("*.png"))
+        if figures:
+            lines += ["", "Maps (image | redundancy | unique1 | unique2 | synergy, one colour scale):", ""]
+            lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
+        return lines
+
+    def _draw(self, image: torch.Tensor, maps: torch.Tensor, values: list[float], sample_id: int,
+              pair: tuple[str, str]) -> None:
+        """The four maps of one image: a PNG in figures/ and a TensorBoard figure (rank zero)."""
+        key = _pair_key(pair)
+        fig = pid_figure(image, maps, values, f"PID of ({pair[0]}, {pair[1]}), image {sample_id}")
+        folder = Path(self._out) / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(folder / f"{key}_{sample_id}.png")
+        if isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_figure(f"pid_maps/{key}/{self._drawn[pair]}", fig, 0)
+        plt.close(fig)
+        self._drawn[pair] += 1
