@@ -6,10 +6,13 @@ synergy) of each tracked word pair, with standard errors. The measurement is the
 every job shares (infodiff_lightning.measurement); records, resume, failures and the
 report are those of every analysis job (analysis_job.py). Dataset means go to
 ``summary.json`` and TensorBoard, with heat-map overlays of the CMI maps and of the four
-PID maps for the first images.
+PID maps for the first images. With ``export_maps`` every image's maps are also written
+to ``maps/<id>.npz`` in the run folder (map_files.py: float16, compressed, at the
+model's resolution), named in the image's record.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -19,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..contrasts import ContrastResult
 from ..denoisers import load_text_to_image
 from ..io import log_scalars
+from ..map_files import image_maps, save_maps
 from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, per_image_rows, scalars
 from ..pid import PID_TERMS, PIDEstimate
 from ..viz import map_figure
@@ -38,20 +42,23 @@ class CaptionAnalysis(AnalysisJob):
         condition: how words are removed: "delete", "placeholder" or "mask".
         n_draws: (alpha, eps) draws per image (keyed by image id and seed).
         maps: compute per-pixel maps (needed for overlays); log_images: overlays for this many images.
+        export_maps: write every image's maps to maps/<id>.npz in the run folder (needs maps).
         microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
         fail_fast: stop at the first failed image instead of recording it and going on.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  pairs: Sequence[Sequence[str]] = (), condition: str = "delete", n_draws: int = 32, seed: int = 0,
-                 maps: bool = True, log_images: int = 4, microbatch: int = 64, torch_dtype: str | None = None,
-                 fail_fast: bool = False):
+                 maps: bool = True, log_images: int = 4, export_maps: bool = False, microbatch: int = 64,
+                 torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         self.spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
                                     microbatch)
         if log_images < 0:
             raise ValueError(f"log_images must be >= 0, got {log_images}")
-        self.log_images = log_images
+        if export_maps and not maps:
+            raise ValueError("export_maps needs maps: true (the maps it writes)")
+        self.log_images, self.export_maps = log_images, export_maps
         self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
         self.info = CaptionMetrics(self.spec)
         self._logged_images = 0
@@ -73,7 +80,13 @@ class CaptionAnalysis(AnalysisJob):
         self.info.update(res, ids)
         if self.trainer.is_global_zero and self.spec.maps:
             self._log_maps(images, ids, res)
-        return per_image_rows(res, ids, captions)
+        rows = per_image_rows(res, ids, captions)
+        if self.export_maps:  # each rank writes the files of its own images, as it does their records
+            for k, row in enumerate(rows):
+                name = f"maps/{row['id']}.npz"
+                save_maps(Path(self._out) / name, image_maps(res, k))
+                row["maps"] = name
+        return rows
 
     def replay(self, records: list[dict]) -> None:
         self.info.replay(records)
