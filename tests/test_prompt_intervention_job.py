@@ -65,6 +65,20 @@ def test_the_image_level_correlation_is_that_of_the_recorded_pairs(job):
     assert summary["words"]["the"]["image_level"] == pytest.approx(expected)
 
 
+def test_the_attention_baseline_is_correlated_from_its_recorded_pairs(job):
+    # The config reads the cross-attention baseline (attention_steps 10): each record holds
+    # the word's attention total and the within-image r of its attention map with the
+    # change map; the summary's baseline r is recomputed from them with the same bootstrap.
+    _, folder = job
+    summary = json.loads((folder / "summary.json").read_text())
+    got = sorted((r["id"], r["words"]["the"]) for r in records(folder) if "the" in r["words"])
+    assert all(v["attention"] > 0 and (v["r_pixel_attention"] is None or -1 <= v["r_pixel_attention"] <= 1)
+               for _, v in got)
+    expected = bootstrap_pearson([v["attention"] for _, v in got], [v["change"] for _, v in got],
+                                 n_boot=200).as_dict()
+    assert summary["words"]["the"]["attention"]["image_level"] == pytest.approx(expected)
+
+
 def test_a_resumed_run_reports_what_an_uninterrupted_one_does(job):
     tmp, folder = job
     whole = json.loads((folder / "summary.json").read_text())

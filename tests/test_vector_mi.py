@@ -167,3 +167,16 @@ def test_bad_pairs_fail_the_training_command_in_one_line(tmp_path, capsys):
                      str(tmp_path / "t")])
     assert rc == 2
     assert "x has 1 rows with NaN or infinite entries (first: row 5)" in capsys.readouterr().err
+
+
+def test_the_auto_baseline_is_the_fitted_gaussian_from_20_dimensions_on():
+    # dim_x + dim_y >= BASELINE_MIN_DIMS (20): pairs are few for their dimension and the
+    # fitted Gaussian is the better start; below it the network learns the whole denoiser.
+    from infodiff_lightning.modules.vector_training import BASELINE_MIN_DIMS, VectorMITrainer, uses_gaussian_baseline
+
+    assert BASELINE_MIN_DIMS == 20
+    assert not uses_gaussian_baseline("auto", 1, 1) and not uses_gaussian_baseline("auto", 10, 9)
+    assert uses_gaussian_baseline("auto", 10, 10) and uses_gaussian_baseline("auto", 50, 50)
+    assert uses_gaussian_baseline(True, 1, 1) and not uses_gaussian_baseline(False, 50, 50)
+    with pytest.raises(ValueError, match="gaussian_baseline must be true, false or auto"):
+        VectorMITrainer(gaussian_baseline="sometimes")

@@ -64,3 +64,25 @@ def test_without_selection_rows_a_threshold_must_be_given(exported):
     assert proc.returncode == 2 and "threshold: give one" in proc.stderr
     assert localize(exported, "--data.init_args.selection_root", "null", "--model.init_args.threshold", "0.5",
                     "--fresh", "true").returncode == 0
+
+
+def test_each_baseline_has_its_own_threshold_chosen_on_the_selection_rows(exported):
+    # The config measures the cross-attention baseline (attention_steps 10) and attention x
+    # CMI on the same rows; each method's threshold is the best one for that method on the
+    # selection rows, and the reported mIoU is its mean over the evaluated rows there.
+    proc = localize(exported, "--trainer.logger.init_args.name", "baselines")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((exported / "runs" / "baselines").glob("run-*"))
+    summary = json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+    sel = [r for r in records if r["split"] == "selection"]
+    evaluated = [r for r in records if r["split"] == "eval"]
+    for method in ("attention", "attention_x_cmi"):
+        field = f"iou_{method}"
+        means = [sum(r[field][t] for r in sel) / len(sel) for t in range(len(THRESHOLDS))]
+        best = max(range(len(THRESHOLDS)), key=means.__getitem__)
+        assert summary["localization/threshold"][method] == THRESHOLDS[best]
+        entry = summary["localization/all"][method]
+        assert entry["miou"] == pytest.approx(sum(r[field][best] for r in evaluated) / len(evaluated))
+        # the swept figure is the best over thresholds on the evaluated rows: never below the held-out one
+        assert entry["miou_swept_on_eval"] >= entry["miou"]

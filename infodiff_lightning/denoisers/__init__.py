@@ -1,9 +1,9 @@
 """Denoisers: one adapter per model family behind the protocol in base.py."""
-from .base import Column, Denoiser, DenoiserBase
+from .base import AttentionDenoiser, Column, Denoiser, DenoiserBase, TextDenoiser
 from .gaussian import CorrelatedGaussian, JointGaussian
 from .mixture import DiscreteMixture, GaussianMixture
 
-__all__ = ["Column", "Denoiser", "DenoiserBase", "JointGaussian", "CorrelatedGaussian", "DiscreteMixture", "GaussianMixture"]
+__all__ = ["AttentionDenoiser", "TextDenoiser", "Column", "Denoiser", "DenoiserBase", "JointGaussian", "CorrelatedGaussian", "DiscreteMixture", "GaussianMixture"]
 
 # diffusers adapters (diffusers/transformers are imported lazily, when a model is loaded)
 from .diffusers_latent import LatentDiffusionDenoiser

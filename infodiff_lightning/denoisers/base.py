@@ -15,7 +15,7 @@ from torch import Tensor
 
 Column = Union[Tensor, Sequence[Any]]
 
-__all__ = ["Column", "Denoiser", "TextDenoiser", "DenoiserBase", "column_len", "take", "concat"]
+__all__ = ["Column", "Denoiser", "TextDenoiser", "AttentionDenoiser", "DenoiserBase", "column_len", "take", "concat"]
 
 
 @runtime_checkable
@@ -48,6 +48,16 @@ class TextDenoiser(Denoiser, Protocol):
     (None: words are separated by white space and punctuation)."""
 
     tokenizer: Any
+
+
+@runtime_checkable
+class AttentionDenoiser(TextDenoiser, Protocol):
+    """A text denoiser whose cross-attention can be read (the attention baseline of
+    localization and intervention): ``cross_attention(x_alpha, alpha, conditions)`` gives
+    (B, L, H, W), for each of the L text-encoder positions the attention that each element
+    of x pays to it, averaged over heads and summed over the cross-attention layers."""
+
+    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor: ...
 
 
 class DenoiserBase:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..logsnr import interpolate_timesteps, logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
 from .base import Column, DenoiserBase, column_len
+from .cross_attention import recorded_cross_attention, summed_attention
 from .prediction import check_prediction_type, eps_from_prediction
 from .text_encoding import PromptEncoder
 
@@ -237,6 +238,17 @@ class TextUNetDenoiser(DiffusersDenoiser):
     def _model_output(self, x_in, t, conditions):
         emb = self.text_embeddings(conditions).to(self.dtype)
         return self.unet(x_in, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+    @torch.inference_mode()
+    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
+        """(B, L, H, W): per text token, the UNet's cross-attention from each element of x
+        (heads averaged, every layer resized to x's H x W and summed; cross_attention.py)."""
+        b = int(x_alpha.shape[0])
+        if column_len(conditions) != b or torch.as_tensor(alpha).shape != (b,):
+            raise ValueError(f"cross_attention needs {b} log-SNRs and {b} conditions for {b} inputs")
+        with recorded_cross_attention(self.unet) as recorder, self._autocast():
+            self._model_output(x_alpha.to(self.device, self.dtype), self.timesteps(torch.as_tensor(alpha)), conditions)
+        return summed_attention(recorder, tuple(x_alpha.shape[-2:])).to(x_alpha.device)
 
 
 # ----------------------------------------------------------------------------- loading

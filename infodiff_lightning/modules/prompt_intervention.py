@@ -15,8 +15,11 @@ For every captioned image of the test split and every tracked word in its captio
 Reported per word and over all words, with percentile bootstrap intervals: the
 image-level Pearson correlation of CMI and change across images, and the pixel-level
 correlation of the CMI map and the change map within each image, averaged over images
-(the bootstrap resamples images). The reference figures (Kong et al. 2024, COCO with
-SD 2.1): 0.34 image level and 0.27 pixel level for CMI, 0.24 and 0.21 for attention.
+(the bootstrap resamples images). With ``attention_steps`` > 0 the same correlations
+are computed for the baseline: the word's cross-attention map (attention_maps.py, eq.
+ATT) in place of the CMI map, and its total in place of the CMI. The reference figures
+(Kong et al. 2024, COCO with SD 2.1): 0.34 image level and 0.27 pixel level for CMI,
+0.24 and 0.21 for attention.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..contrasts import cmi_tag, contains_word, without_words
-from ..denoisers import load_text_to_image
+from ..attention_maps import word_attention
+from ..denoisers import AttentionDenoiser, load_text_to_image
 from ..draws import id_generator
 from ..intervention import bootstrap_mean, bootstrap_pearson, ddim_alphas, ddim_sample, image_change, pearson
 from ..io import log_scalars
@@ -52,14 +56,15 @@ class PromptIntervention(AnalysisJob):
         seed: keys the CMI draws and the regeneration noise, with the image id.
         n_boot, level: bootstrap resamples and interval level of the correlations.
         log_images: TensorBoard figures (regenerations, change and CMI maps) for this many images.
+        attention_steps: noise levels of the cross-attention baseline (0: no baseline).
         microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
         fail_fast: stop at the first failed image.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  condition: str = "delete", n_draws: int = 32, steps: int = 50, seed: int = 0, n_boot: int = 2000,
-                 level: float = 0.95, log_images: int = 4, microbatch: int = 64, torch_dtype: str | None = None,
-                 fail_fast: bool = False):
+                 level: float = 0.95, log_images: int = 4, attention_steps: int = 0, microbatch: int = 64,
+                 torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         if not words:
             raise ValueError("words: give at least one word to remove")
@@ -73,9 +78,19 @@ class PromptIntervention(AnalysisJob):
         self.steps, self.n_boot, self.level, self.log_images = steps, n_boot, level, log_images
         self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
         self.alphas = ddim_alphas(self.denoiser.scheduler.config, steps)
+        if attention_steps < 0:
+            raise ValueError(f"attention_steps must be >= 0 (0: no attention baseline), got {attention_steps}")
+        if attention_steps and not isinstance(self.denoiser, AttentionDenoiser):
+            raise ValueError(f"attention_steps: {type(self.denoiser).__name__} has no cross-attention to read; "
+                             "set attention_steps: 0")
+        self.attention_steps = attention_steps
         # Per word: (cmi, change) per image, and the within-image r where it is defined.
         self.image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in self.spec.words})
         self.pixel_rows = torch.nn.ModuleDict({w: SampleRows(1) for w in self.spec.words})
+        # The baseline: (attention total, change) per image and the attention map's within-image r.
+        baseline = self.spec.words if attention_steps else ()
+        self.attention_image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in baseline})
+        self.attention_pixel_rows = torch.nn.ModuleDict({w: SampleRows(1) for w in baseline})
         self._logged = 0
 
     def validate(self, datamodule: Any) -> None:
@@ -101,6 +116,9 @@ class PromptIntervention(AnalysisJob):
         captions = [batch["caption"][k] for k in keep]
         res = measure_captions(self.denoiser, images, ids, captions, self.spec)
         shape = tuple(self.denoiser.encode(images[:1], ids=ids[:1]).shape[1:])
+        attention = word_attention(self.denoiser, self.denoiser.encode(images, ids=ids), ids, captions,
+                                   self.spec.words, steps=self.attention_steps, seed=self.spec.seed) \
+            if self.attention_steps else {}
         tok = self.denoiser.tokenizer
         rows = []
         for k, (i, caption) in enumerate(zip(ids, captions)):
@@ -118,6 +136,11 @@ class PromptIntervention(AnalysisJob):
                     self.pixel_rows[w].update(torch.tensor([[r_pixel]], dtype=torch.float64), [i])
                 row["words"][w] = {"cmi": cmi, "cmi_stderr": float(est.stderr[k]), "change": float(change[0]),
                                    "r_pixel": r_pixel if r_pixel == r_pixel else None}
+                if attention:
+                    att = attention[w][0][k]
+                    r_att = float(pearson(att.flatten().cpu(), change_map[0].flatten().cpu()))
+                    row["words"][w].update(attention=float(att.sum()), r_pixel_attention=r_att if r_att == r_att else None)
+                    self._update_attention(w, [i], [row["words"][w]])
                 self._log_example(images[k], i, out[0], out[j + 1], change_map[0], est.map[k], w)
             rows.append(row)
         return rows
@@ -131,6 +154,16 @@ class PromptIntervention(AnalysisJob):
             pix = [(i, v["r_pixel"]) for i, v in got if v["r_pixel"] is not None]
             if pix:
                 self.pixel_rows[w].update(torch.tensor([[r] for _, r in pix], dtype=torch.float64), [i for i, _ in pix])
+            if got and self.attention_steps:
+                self._update_attention(w, [i for i, _ in got], [v for _, v in got])
+
+    def _update_attention(self, word: str, ids: list[int], values: list[dict]) -> None:
+        self.attention_image_rows[word].update(
+            torch.tensor([[v["attention"], v["change"]] for v in values], dtype=torch.float64), ids)
+        pix = [(i, v["r_pixel_attention"]) for i, v in zip(ids, values) if v["r_pixel_attention"] is not None]
+        if pix:
+            self.attention_pixel_rows[word].update(torch.tensor([[r] for _, r in pix], dtype=torch.float64),
+                                                   [i for i, _ in pix])
 
     # ---- the correlations ----------------------------------------------------------
     def _correlations(self, image: torch.Tensor, pixel: torch.Tensor) -> dict:
@@ -143,21 +176,36 @@ class PromptIntervention(AnalysisJob):
         return out
 
     def results(self) -> dict:
-        per_word, images, pixels = {}, [], []
+        per_word, images, pixels, att_images, att_pixels = {}, [], [], [], []
         for w in self.spec.words:  # every rank, same order: each compute is one synchronisation
             im, px = self.image_rows[w].compute()["values"], self.pixel_rows[w].compute()["values"]
             per_word[w] = self._correlations(im, px)
             images.append(im)
             pixels.append(px)
+            if self.attention_steps:
+                aim, apx = (self.attention_image_rows[w].compute()["values"],
+                            self.attention_pixel_rows[w].compute()["values"])
+                per_word[w]["attention"] = self._baseline(aim, apx)
+                att_images.append(aim)
+                att_pixels.append(apx)
         pooled = self._correlations(torch.cat(images), torch.cat(pixels))
+        if self.attention_steps:
+            pooled["attention"] = self._baseline(torch.cat(att_images), torch.cat(att_pixels))
         logged = {}
         for name, r in [("all", pooled)] + list(per_word.items()):
             prefix = "info/intervention/all" if name == "all" else f"info/intervention/{cmi_tag(name)}"
             for level in ("image_level", "pixel_level"):
                 if r[level] is not None:
                     logged[f"{prefix}/{level}_r"] = r[level]["r"]
+                if "attention" in r and r["attention"][level] is not None:
+                    logged[f"{prefix}/attention_{level}_r"] = r["attention"][level]["r"]
         log_scalars(self.trainer, logged, step=0)
         return {"steps": self.steps, "condition": self.spec.condition, "all_words": pooled, "words": per_word}
+
+    def _baseline(self, image: torch.Tensor, pixel: torch.Tensor) -> dict:
+        """The attention baseline's correlations (its first column is the attention total)."""
+        r = self._correlations(image, pixel)
+        return {"image_level": r["image_level"], "pixel_level": r["pixel_level"]}
 
     def report_lines(self, results: dict) -> list[str]:
         def cell(c):
@@ -166,11 +214,16 @@ class PromptIntervention(AnalysisJob):
             interval = "" if c["low"] is None or c["low"] != c["low"] else f" [{c['low']:.3f}, {c['high']:.3f}]"
             return f"{c['r']:.3f}{interval}"
 
+        baseline = "attention" in results["all_words"]
         lines = [f"Correlation of each word's CMI with the change its removal makes (DDIM, {results['steps']} steps; "
-                 f"{int(100 * self.level)}% bootstrap intervals)", "",
-                 "| word | images | image level r | pixel level r (mean over images) |", "|---|---:|---:|---:|"]
+                 f"{int(100 * self.level)}% bootstrap intervals)" + ("; the cross-attention baseline beside it"
+                                                                     if baseline else ""), "",
+                 "| word | images | image level r | pixel level r (mean over images) |"
+                 + (" attention: image level r | attention: pixel level r |" if baseline else ""),
+                 "|---|---:|---:|---:|" + ("---:|---:|" if baseline else "")]
         for name, r in [("all words", results["all_words"])] + list(results["words"].items()):
-            lines.append(f"| {name} | {r['images']} | {cell(r['image_level'])} | {cell(r['pixel_level'])} |")
+            att = f" {cell(r['attention']['image_level'])} | {cell(r['attention']['pixel_level'])} |" if baseline else ""
+            lines.append(f"| {name} | {r['images']} | {cell(r['image_level'])} | {cell(r['pixel_level'])} |{att}")
         return lines
 
     def _log_example(self, image, sample_id: int, full, without, change_map, cmi_map, word: str) -> None:

@@ -9,6 +9,13 @@ rows (``data.selection_root``) as the one with the highest mean IoU there, or gi
 (``threshold``); the summary reports mean IoU on the evaluated rows at that threshold,
 per word and over all, with standard errors, beside the whole-image baseline.
 
+With ``attention_steps`` > 0 two baselines are measured on the same rows: the word's
+cross-attention map (DAAM, attention_maps.py eq. ATT) and the product of attention and
+CMI maps; each method's threshold is chosen on the selection rows on its own. Beside
+each method's held-out mIoU the summary also gives, labelled as such, its best mIoU
+over thresholds swept on the evaluated rows themselves (what the reference papers
+report; optimistic, as the threshold has seen the answers).
+
 Records, resume, failures and the report are those of every analysis job. A row whose
 word is not in its caption is a failed sample (named in failures.rank<k>.jsonl).
 """
@@ -19,7 +26,8 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..denoisers import load_text_to_image
+from ..attention_maps import attention_times_information, word_attention
+from ..denoisers import AttentionDenoiser, load_text_to_image
 from ..io import log_scalars
 from ..localization import THRESHOLDS, iou, map_to_mask
 from ..measurement import MeasurementSpec, measure_captions
@@ -31,6 +39,13 @@ __all__ = ["WordLocalization"]
 
 ALL = "all"
 SPLITS = ("eval", "selection")
+#: The maps whose IoU is measured: the word's CMI map, and with attention_steps the baselines.
+METHODS = ("cmi", "attention", "attention_x_cmi")
+
+
+def _iou_key(method: str) -> str:
+    """The record field of a method's IoUs (one per threshold): "iou" for the CMI map."""
+    return "iou" if method == "cmi" else f"iou_{method}"
 
 
 class WordLocalization(AnalysisJob):
@@ -41,12 +56,13 @@ class WordLocalization(AnalysisJob):
         condition: how the word is removed ("delete", "placeholder", "mask").
         n_draws, seed: draws per image, keyed by (seed, row id).
         threshold: one of THRESHOLDS to use as given (None: chosen on the selection rows).
+        attention_steps: noise levels of the cross-attention baseline (0: no baseline).
         microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, condition: str = "delete", n_draws: int = 16,
-                 seed: int = 0, threshold: float | None = None, microbatch: int = 64, torch_dtype: str | None = None,
-                 fail_fast: bool = False):
+                 seed: int = 0, threshold: float | None = None, attention_steps: int = 0, microbatch: int = 64,
+                 torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         if threshold is not None and threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(map(str, THRESHOLDS))} (or null: chosen on "
@@ -54,9 +70,15 @@ class WordLocalization(AnalysisJob):
         self.spec_args = {"condition": condition, "n_draws": n_draws, "seed": seed, "maps": True,
                           "microbatch": microbatch}
         MeasurementSpec(("word",), **self.spec_args)  # validates condition, n_draws, microbatch now
-        self.threshold = threshold
+        if attention_steps < 0:
+            raise ValueError(f"attention_steps must be >= 0 (0: no attention baseline), got {attention_steps}")
+        self.threshold, self.attention_steps = threshold, attention_steps
         self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
-        self.metrics = torch.nn.ModuleDict()  # "<split>/<word>/<iou|whole|cmi>", made in setup
+        if attention_steps and not isinstance(self.denoiser, AttentionDenoiser):
+            raise ValueError(f"attention_steps: {type(self.denoiser).__name__} has no cross-attention to read; "
+                             "set attention_steps: 0")
+        self.methods = METHODS if attention_steps else METHODS[:1]
+        self.metrics = torch.nn.ModuleDict()  # "<split>/<word>/<iou_<method>|whole|cmi>", made in setup
 
     def validate(self, datamodule: Any) -> None:
         if not isinstance(datamodule, LocalizationEvaluationData):
@@ -70,7 +92,8 @@ class WordLocalization(AnalysisJob):
         self.denoiser.to(self.device)
         for split in SPLITS:  # every rank, same metrics, same order (DDP collectives)
             for word in [*self.trainer.datamodule.groups(), ALL]:
-                for name, width in (("iou", len(THRESHOLDS)), ("whole", 1), ("cmi", 1)):
+                widths = [(f"iou_{m}", len(THRESHOLDS)) for m in self.methods] + [("whole", 1), ("cmi", 1)]
+                for name, width in widths:
                     self.metrics[f"{split}/{word}/{name}"] = SampleVectors(width).to(self.device)
 
     def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
@@ -83,7 +106,15 @@ class WordLocalization(AnalysisJob):
                                    [batch["caption"][k] for k in ks], spec)
             est, present = res.cmi[word], res.present[word]
             masks = batch["mask"][ks].to(est.map.device)
-            ious = torch.stack([iou(map_to_mask(est.map, t, masks.shape[-2:]), masks) for t in THRESHOLDS], 1)
+            maps = {"cmi": est.map}
+            if self.attention_steps:
+                x = self.denoiser.encode(batch["image"][ks].to(self.device), ids=kids)
+                att, _ = word_attention(self.denoiser, x, kids, [batch["caption"][k] for k in ks], [word],
+                                        steps=self.attention_steps, seed=self.spec_args["seed"])[word]
+                maps["attention"] = att.to(est.map.device)
+                maps["attention_x_cmi"] = attention_times_information(maps["attention"], est.map)
+            ious = {m: torch.stack([iou(map_to_mask(v, t, masks.shape[-2:]), masks) for t in THRESHOLDS], 1)
+                    for m, v in maps.items()}
             whole = masks.flatten(1).double().mean(1)
             for j, k in enumerate(ks):
                 if not bool(present[j]):
@@ -91,7 +122,8 @@ class WordLocalization(AnalysisJob):
                     continue
                 records.append({"id": kids[j], "word": word, "split": batch["split"][k],
                                 "cmi": float(est.value[j]), "cmi_stderr": float(est.stderr[j]),
-                                "iou": ious[j].tolist(), "whole_image": float(whole[j])})
+                                **{_iou_key(m): v[j].tolist() for m, v in ious.items()},
+                                "whole_image": float(whole[j])})
         if missing:
             self._fail(missing)
         self._update(records)
@@ -101,7 +133,8 @@ class WordLocalization(AnalysisJob):
         for r in records:
             for word in (r["word"], ALL):
                 key = f"{r['split']}/{word}"
-                self.metrics[f"{key}/iou"].update(torch.tensor([r["iou"]]), [r["id"]])
+                for m in self.methods:
+                    self.metrics[f"{key}/iou_{m}"].update(torch.tensor([r[_iou_key(m)]]), [r["id"]])
                 self.metrics[f"{key}/whole"].update(torch.tensor([[r["whole_image"]]]), [r["id"]])
                 self.metrics[f"{key}/cmi"].update(torch.tensor([[r["cmi"]]]), [r["id"]])
 
@@ -112,31 +145,48 @@ class WordLocalization(AnalysisJob):
         # collectives: every rank, every metric, same order; torchmetrics squeezes width-1 results
         computed = {key: {**r, "mean": r["mean"].reshape(-1), "stderr": r["stderr"].reshape(-1)}
                     for key, r in ((k, m.compute()) for k, m in self.metrics.items())}
-        if self.threshold is not None:
-            t = THRESHOLDS.index(self.threshold)
-            chosen_on = "given"
-        else:
-            sel = computed[f"selection/{ALL}/iou"]
-            if sel["n"] == 0:
-                raise ValueError("no selection row was measured: the threshold cannot be chosen")
-            t = int(torch.argmax(sel["mean"]))
-            chosen_on = f"{sel['n']} selection rows"
-        out = {"localization/threshold": {"value": THRESHOLDS[t], "chosen_on": chosen_on}}
+        chosen = {m: self._threshold_index(computed, m) for m in self.methods}
+        t, chosen_on = chosen["cmi"]
+        out = {"localization/threshold": {"value": THRESHOLDS[t], "chosen_on": chosen_on,
+                                          **{m: THRESHOLDS[chosen[m][0]] for m in self.methods[1:]}}}
         for word in [*self.trainer.datamodule.groups(), ALL]:
-            i, w, c = (computed[f"eval/{word}/{n}"] for n in ("iou", "whole", "cmi"))
-            if i["n"]:
-                out[f"localization/{word}"] = {"miou": float(i["mean"][t]), "stderr": float(i["stderr"][t]),
-                                               "whole_image": float(w["mean"][0]), "whole_image_stderr":
-                                               float(w["stderr"][0]), "cmi": float(c["mean"][0]), "n": i["n"]}
-        log_scalars(self.trainer, {f"info/{k}/miou": v["miou"] for k, v in out.items() if "miou" in v}, step=0)
+            i, w, c = (computed[f"eval/{word}/{n}"] for n in ("iou_cmi", "whole", "cmi"))
+            if not i["n"]:
+                continue
+            entry = {"miou": float(i["mean"][t]), "stderr": float(i["stderr"][t]),
+                     "miou_swept_on_eval": float(i["mean"].max()), "whole_image": float(w["mean"][0]),
+                     "whole_image_stderr": float(w["stderr"][0]), "cmi": float(c["mean"][0]), "n": i["n"]}
+            for m in self.methods[1:]:
+                a, ta = computed[f"eval/{word}/iou_{m}"], chosen[m][0]
+                entry[m] = {"miou": float(a["mean"][ta]), "stderr": float(a["stderr"][ta]),
+                            "miou_swept_on_eval": float(a["mean"].max())}
+            out[f"localization/{word}"] = entry
+        logged = {f"info/{k}/miou": v["miou"] for k, v in out.items() if "miou" in v}
+        logged.update({f"info/{k}/{m}_miou": v[m]["miou"] for k, v in out.items() for m in self.methods[1:] if "miou" in v})
+        log_scalars(self.trainer, logged, step=0)
         return out
+
+    def _threshold_index(self, computed: dict, method: str) -> tuple[int, str]:
+        """The threshold of ``method``: as given, or the best mean IoU over the selection rows."""
+        if self.threshold is not None:
+            return THRESHOLDS.index(self.threshold), "given"
+        sel = computed[f"selection/{ALL}/iou_{method}"]
+        if sel["n"] == 0:
+            raise ValueError("no selection row was measured: the threshold cannot be chosen")
+        return int(torch.argmax(sel["mean"])), f"{sel['n']} selection rows"
 
     def report_lines(self, results: dict) -> list[str]:
         thr = results["localization/threshold"]
-        lines = [f"Threshold {thr['value']} ({thr['chosen_on']}); IoU of the thresholded CMI map with the word's mask.",
-                 "", "| word | mIoU | stderr | whole image | CMI (nats) | rows |", "|---|---:|---:|---:|---:|---:|"]
+        others = self.methods[1:]
+        lines = [f"Threshold {thr['value']} ({thr['chosen_on']}); IoU of the thresholded CMI map with the word's mask"
+                 + "".join(f"; {m}: threshold {thr[m]}" for m in others) + ". In brackets: the best mIoU over "
+                 "thresholds swept on these rows themselves (the reference papers' figure; optimistic).", "",
+                 "| word | CMI mIoU | stderr | " + "".join(f"{m} mIoU | " for m in others)
+                 + "whole image | CMI (nats) | rows |", "|---|---:|---:|" + "---:|" * len(others) + "---:|---:|---:|"]
         for key, r in results.items():
             if "miou" in r:
-                lines.append(f"| {key.split('/', 1)[1]} | {r['miou']:.3f} | {r['stderr']:.3f} | "
-                             f"{r['whole_image']:.3f} | {r['cmi']:.3f} | {r['n']} |")
+                cells = "".join(f"{r[m]['miou']:.3f} +- {r[m]['stderr']:.3f} [{r[m]['miou_swept_on_eval']:.3f}] | "
+                                for m in others)
+                lines.append(f"| {key.split('/', 1)[1]} | {r['miou']:.3f} [{r['miou_swept_on_eval']:.3f}] | "
+                             f"{r['stderr']:.3f} | {cells}{r['whole_image']:.3f} | {r['cmi']:.3f} | {r['n']} |")
         return lines
