@@ -1,9 +1,12 @@
-"""A folder of captioned images: ``name.png|jpg|jpeg|webp|bmp`` with ``name.txt`` beside it.
+"""A folder of captioned images: ``name.png|jpg|jpeg|webp|bmp`` with ``name.txt`` beside it,
+or with one table of captions (``captions``: a JSONL file of {"file_name", "caption"}
+objects, or a CSV file with those columns; file names relative to the folder).
 
 Images are resized (shorter side) and centre-cropped to ``image_size`` and scaled to
 [-1, 1]; any PIL mode converts (alpha is dropped, grey is repeated over three channels,
 16-bit and float images are scaled from their full range). Sample ids are the positions
-in the sorted file list, so they are stable across runs and ranks.
+in the sorted file list (or the table's rows), so they are stable across runs and ranks.
+A malformed table is an error naming the file, the line and the field.
 
 Two ways to meet a bad sample (unreadable or corrupt image, no caption file, empty
 caption): ``strict=True`` (training) raises an error naming the file; ``strict=False``
@@ -22,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .loaders import evaluation_loader
 
-__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "TEST_SPLITS"]
+__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "read_caption_table", "TEST_SPLITS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 #: Which items an analysis job measures: every item, or the held-out (probe) split.
@@ -71,17 +74,72 @@ def read_caption(image_path: Path) -> str:
     return caption
 
 
+TABLE_FIELDS = ("file_name", "caption")
+
+
+def read_caption_table(path: str | Path) -> list[tuple[str, str]]:
+    """(file name, caption) rows of a JSONL or CSV caption table, in file order."""
+    import csv
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caption table {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path.name} line {n}: not a JSON object ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path.name} line {n}: not a JSON object")
+            rows.append((n, obj))
+    elif suffix == ".csv":
+        with open(path, newline="", errors="replace") as f:
+            reader = csv.DictReader(f)
+            missing = [k for k in TABLE_FIELDS if k not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path.name}: no column {missing[0]!r} (the header needs {', '.join(TABLE_FIELDS)})")
+            rows = [(n, row) for n, row in enumerate(reader, 2)]
+    else:
+        raise ValueError(f"caption table {path.name}: expected a .jsonl or .csv file")
+    out = []
+    for n, row in rows:
+        for key in TABLE_FIELDS:
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise ValueError(f"{path.name} line {n}: field {key!r} is missing or empty")
+        out.append((row["file_name"].strip(), row["caption"].strip()))
+    if not out:
+        raise ValueError(f"{path.name}: no rows")
+    return out
+
+
 class CaptionFolder(Dataset):
     """Items {"id", "image", "caption", "error"} of a caption folder (see the module doc)."""
 
-    def __init__(self, root: str | Path, image_size: int = 512, strict: bool = True):
+    def __init__(self, root: str | Path, image_size: int = 512, strict: bool = True,
+                 captions: str | Path | None = None):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"caption folder {root} does not exist")
-        self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.table: list[str] | None = None
+        if captions is not None:
+            rows = read_caption_table(captions)
+            self.files = [root / name for name, _ in rows]
+            self.table = [caption for _, caption in rows]
+            absent = [p.name for p in self.files if not p.is_file()]
+            if strict and absent:
+                raise ValueError(f"{len(absent)} images named in {Path(captions).name} are not in {root}, "
+                                 f"e.g. {absent[:3]}")
+        else:
+            self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-        if strict:
+        if strict and self.table is None:
             missing = [p.name for p in self.files if not p.with_suffix(".txt").exists()]
             if missing:
                 raise ValueError(f"{len(missing)} images in {root} have no caption file (.txt beside them), "
@@ -93,6 +151,8 @@ class CaptionFolder(Dataset):
 
     def caption(self, i: int) -> str | None:
         """The caption of item i, or None where it has none (cheap: no image is read)."""
+        if self.table is not None:
+            return self.table[i]
         try:
             return read_caption(self.files[i])
         except ValueError:
@@ -101,7 +161,10 @@ class CaptionFolder(Dataset):
     def __getitem__(self, i: int) -> dict:
         p = self.files[i]
         try:
-            return {"id": i, "image": load_image(p, self.image_size), "caption": read_caption(p), "error": ""}
+            caption = self.table[i] if self.table is not None else read_caption(p)
+            if not p.is_file():
+                raise ValueError(f"{p.name} does not exist")
+            return {"id": i, "image": load_image(p, self.image_size), "caption": caption, "error": ""}
         except ValueError as e:
             if self.strict:
                 raise
@@ -110,7 +173,8 @@ class CaptionFolder(Dataset):
 
 
 class CaptionFolderData(L.LightningDataModule):
-    """A caption folder for fine-tuning and analysis.
+    """A caption folder for fine-tuning and analysis (``captions``: an optional JSONL / CSV
+    table of file names and captions instead of .txt files).
 
     Fine-tuning trains on all but the last ``n_probe`` items; those are the validation and
     probe items. An analysis job (``test_dataloader``) measures every item by default
@@ -119,21 +183,21 @@ class CaptionFolderData(L.LightningDataModule):
     """
 
     def __init__(self, root: str, image_size: int = 512, batch_size: int = 4, n_probe: int = 8, num_workers: int = 2,
-                 seed: int = 0, test_split: str = "all"):
+                 seed: int = 0, test_split: str = "all", captions: str | None = None):
         super().__init__()
         if test_split not in TEST_SPLITS:
             raise ValueError(f"test_split must be one of {', '.join(TEST_SPLITS)}, got {test_split!r}")
         self.save_hyperparameters()
         self.root = root
         self._train_data: CaptionFolder | None = None
-        self.test_set = CaptionFolder(root, image_size, strict=False)
+        self.test_set = CaptionFolder(root, image_size, strict=False, captions=captions)
         if test_split == "heldout":
             n = len(self.test_set)
             self.test_set = Subset(self.test_set, range(max(0, n - n_probe), n))
 
     def _strict(self) -> tuple[Subset, Subset]:
         if self._train_data is None:  # built on first use: analysis jobs never need it
-            data = CaptionFolder(self.root, self.hparams.image_size, strict=True)
+            data = CaptionFolder(self.root, self.hparams.image_size, strict=True, captions=self.hparams.captions)
             n, n_probe = len(data), self.hparams.n_probe
             if n <= n_probe:
                 raise ValueError(f"{self.root} has {n} items; need more than n_probe={n_probe}")
