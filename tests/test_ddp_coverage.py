@@ -220,3 +220,61 @@ def test_pid_study_on_2_ranks_gives_the_1_process_summary_and_reduces_each_pair_
     assert two == one and one["samples"]["total"] == N_ITEMS
     for rank in sync_counts(pid_runs[1]):
         assert sorted(rank["metric_syncs"]) == ["PartialInformation"] * 2 + ["SampleCounts"]
+
+
+# ---- ranking, localization and intervention on the tiny model -------------------------------
+
+@pytest.fixture(scope="module")
+def world_files(tmp_path_factory):
+    from infodiff_lightning.data.world_export import export_world
+
+    tmp = tmp_path_factory.mktemp("world_jobs")
+    export_world(tmp / "heldout", "heldout", n=8)
+    export_world(tmp / "ranking_files", "heldout", n=16)  # enough attribute swaps for 7 rows
+    export_world(tmp / "threshold", "threshold", n=4)
+    model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp / "model")
+    return tmp, model
+
+
+def one_and_two(tmp: Path, name: str, *args: str) -> tuple[dict, dict]:
+    folder = tmp / name
+    folder.mkdir()
+    return summary(analyze(folder, "one", 1, *args)), summary(analyze(folder, "two", 2, *args))
+
+
+@pytest.mark.slow
+def test_ranking_job_on_2_ranks_gives_the_1_process_summary(world_files):
+    tmp, model = world_files
+    one, two = one_and_two(tmp, "ranking", "--config", str(ROOT / "configs/analyze/ranking.yaml"),
+                           "--model.init_args.pretrained", str(model), "--model.init_args.n_draws", "2",
+                           "--data.init_args.root", str(tmp / "ranking_files"), "--data.init_args.files",
+                           "[vg_attribution.json]", "--data.init_args.limit", str(N_ITEMS),
+                           "--data.init_args.image_size", "16", "--data.init_args.batch_size", str(BATCH))
+    assert two == one and one["samples"]["total"] == N_ITEMS
+
+
+@pytest.mark.slow
+def test_localization_job_on_2_ranks_gives_the_1_process_summary(world_files):
+    # The thresholds are chosen on the selection rows after the reduction: every rank
+    # chooses the same ones, for the CMI map and for both attention baselines.
+    tmp, model = world_files
+    one, two = one_and_two(tmp, "localization", "--config", str(ROOT / "configs/analyze/localization.yaml"),
+                           "--model.init_args.pretrained", str(model), "--model.init_args.n_draws", "2",
+                           "--model.init_args.attention_steps", "2", "--data.init_args.root", str(tmp / "heldout"),
+                           "--data.init_args.selection_root", str(tmp / "threshold"), "--data.init_args.image_size",
+                           "16", "--data.init_args.batch_size", str(BATCH))
+    assert two == one and "attention" in one["localization/all"]
+
+
+@pytest.mark.slow
+def test_intervention_job_on_2_ranks_gives_the_1_process_summary(world_files):
+    # Each image is regenerated, and its attention read, on its own: the same bits on any rank.
+    tmp, model = world_files
+    one, two = one_and_two(tmp, "intervention", "--config", str(ROOT / "configs/analyze/intervention.yaml"),
+                           "--model.init_args.pretrained", str(model), "--model.init_args.words", "[red, the]",
+                           "--model.init_args.n_draws", "2", "--model.init_args.steps", "2",
+                           "--model.init_args.attention_steps", "2", "--model.init_args.n_boot", "200",
+                           "--model.init_args.log_images", "0", "--data", "infodiff_lightning.data.CaptionedShapesData",
+                           "--data.init_args.image_size", "16", "--data.init_args.n_train", "32",
+                           "--data.init_args.n_val", str(N_ITEMS), "--data.init_args.batch_size", str(BATCH))
+    assert two == one and one["samples"]["total"] == N_ITEMS

@@ -121,3 +121,14 @@ def test_one_image_merged_with_an_empty_rank_keeps_its_own_stderr():
     with_image.update(Estimate(torch.tensor([4.0]), torch.tensor([0.5]), n_evals=8))
     with_image.merge_state(without)
     assert float(with_image.compute()["stderr"]) == pytest.approx(0.5)
+
+
+def test_sample_rows_keep_their_shape_when_a_single_value_was_added():
+    # torchmetrics squeezes a one-element result to a 0-d tensor; rows() gives (n, width)
+    # whatever n, so statistics over rows never meet a scalar (one image with one pixel r).
+    from infodiff_lightning.metrics.samples import SampleRows
+
+    m = SampleRows(1)
+    m.update(torch.tensor([[0.25]]), [7])
+    assert m.rows().shape == (1, 1) and float(m.rows()[0, 0]) == 0.25
+    assert SampleRows(2).rows().shape == (0, 2)

@@ -158,3 +158,8 @@ class SampleRows(SampleValues):
             return {"ids": torch.empty(0), "values": torch.empty(0, self.width), "n": 0}
         ids, values, _ = self._sorted()
         return {"ids": ids, "values": values, "n": int(values.shape[0])}
+
+    def rows(self) -> Tensor:
+        """``compute()["values"]`` as (n, width) (a collective, like compute): torchmetrics
+        squeezes a result of one element to a 0-d tensor, one row of width 1 included."""
+        return self.compute()["values"].reshape(-1, self.width)

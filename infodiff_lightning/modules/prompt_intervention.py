@@ -178,13 +178,12 @@ class PromptIntervention(AnalysisJob):
     def results(self) -> dict:
         per_word, images, pixels, att_images, att_pixels = {}, [], [], [], []
         for w in self.spec.words:  # every rank, same order: each compute is one synchronisation
-            im, px = self.image_rows[w].compute()["values"], self.pixel_rows[w].compute()["values"]
+            im, px = self.image_rows[w].rows(), self.pixel_rows[w].rows()
             per_word[w] = self._correlations(im, px)
             images.append(im)
             pixels.append(px)
             if self.attention_steps:
-                aim, apx = (self.attention_image_rows[w].compute()["values"],
-                            self.attention_pixel_rows[w].compute()["values"])
+                aim, apx = self.attention_image_rows[w].rows(), self.attention_pixel_rows[w].rows()
                 per_word[w]["attention"] = self._baseline(aim, apx)
                 att_images.append(aim)
                 att_pixels.append(apx)
