@@ -78,3 +78,16 @@ def test_a_file_without_caption_fields_is_named_in_one_line(exported, tmp_path):
     proc = analyze(exported, "--data.init_args.root", str(tmp_path / "bad"), "--data.init_args.files",
                    "[vg_relation.json]")
     assert proc.returncode == 2 and "vg_relation.json row 0" in proc.stderr
+
+
+def test_a_resumed_ranking_reports_what_an_uninterrupted_one_does(exported, tmp_path):
+    proc = analyze(exported, "--trainer.logger.init_args.name", "resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((exported / "runs" / "resume").glob("run-*"))
+    whole = json.loads((run / "summary.json").read_text())
+    lines = (run / "per_image.rank0.jsonl").read_text().splitlines()
+    (run / "per_image.rank0.jsonl").write_text("\n".join(lines[:4]) + "\n")  # as if killed after 4 items
+    assert analyze(exported, "--trainer.logger.init_args.name", "resume").returncode == 0
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["samples"]["resumed"] == 4 and resumed["samples"]["measured"] == whole["samples"]["total"] - 4
+    assert {k: v for k, v in resumed.items() if k != "samples"} == {k: v for k, v in whole.items() if k != "samples"}

@@ -86,3 +86,16 @@ def test_each_baseline_has_its_own_threshold_chosen_on_the_selection_rows(export
         assert entry["miou"] == pytest.approx(sum(r[field][best] for r in evaluated) / len(evaluated))
         # the swept figure is the best over thresholds on the evaluated rows: never below the held-out one
         assert entry["miou_swept_on_eval"] >= entry["miou"]
+
+
+def test_a_resumed_localization_reports_what_an_uninterrupted_one_does(exported):
+    proc = localize(exported, "--trainer.logger.init_args.name", "resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((exported / "runs" / "resume").glob("run-*"))
+    whole = json.loads((run / "summary.json").read_text())
+    lines = (run / "per_image.rank0.jsonl").read_text().splitlines()
+    (run / "per_image.rank0.jsonl").write_text("\n".join(lines[:5]) + "\n")  # as if killed after 5 rows
+    assert localize(exported, "--trainer.logger.init_args.name", "resume").returncode == 0
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["samples"]["resumed"] == 5 and resumed["samples"]["measured"] == whole["samples"]["total"] - 5
+    assert {k: v for k, v in resumed.items() if k != "samples"} == {k: v for k, v in whole.items() if k != "samples"}
