@@ -92,3 +92,18 @@ def accuracy_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, fl
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def macro_accuracy(counts: list[tuple[int, int]], z: float = 1.959964) -> tuple[float, float, float]:
+    """(accuracy, low, high): the mean of per-subgroup accuracies (ARO's macro average over
+    relations or attribute pairs), with a normal interval from the subgroups' binomial
+    variances, sum_i p_i (1 - p_i) / n_i / K^2; p_i is shrunk to (hits + 1/2) / (n + 1) in the
+    variance only, so that a subgroup at 0% or 100% does not claim to be exact."""
+    counts = [(h, n) for h, n in counts if n > 0]
+    if not counts:
+        raise ValueError("macro_accuracy: no subgroup has predictions")
+    k = len(counts)
+    mean = sum(h / n for h, n in counts) / k
+    var = sum(((h + 0.5) / (n + 1)) * (1 - (h + 0.5) / (n + 1)) / n for h, n in counts) / k ** 2
+    half = z * math.sqrt(var)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from infodiff_lightning.data.ranking_files import RankingFiles
 from infodiff_lightning.data.world_export import export_world
@@ -35,7 +36,12 @@ def test_each_file_is_a_group_and_each_row_an_item_with_the_true_caption_first(e
     data = RankingFiles(exported / "world", image_size=8)
     rows = {name: json.loads((exported / "world" / f"{name}.json").read_text())
             for name in ("vg_attribution", "vg_relation", "coco_order")}
-    assert data.groups == list(rows) and len(data) == sum(len(r) for r in rows.values())
+    files = list(rows)
+    assert data.groups[:3] == files and len(data) == sum(len(r) for r in rows.values())
+    # then the subgroups ARO macro-averages over: each relation, each attribute pair
+    assert "vg_relation/left of" in data.groups
+    pairs = {"vg_attribution/" + "_".join(r["attributes"]) for r in rows["vg_attribution"]}
+    assert pairs <= set(data.groups[3:])
     first = data[0]
     assert first["candidates"][0] == rows["vg_attribution"][0]["true_caption"] and first["error"] == ""
     assert len(data[len(data) - 1]["candidates"]) == 5  # coco order: the caption and four shuffles
@@ -56,6 +62,12 @@ def test_the_job_reports_per_group_accuracy_that_matches_its_records(exported):
     for r in records:  # a record is correct when the true (first) candidate strictly wins
         assert r["correct_standard"] == (r["standard"][0] > max(r["standard"][1:]))
     assert "| vg_relation | standard |" in (run / "report.md").read_text()
+    # ARO's headline: the mean over subgroups (attribute pairs), not over items
+    pairs = [k for k in summary if k.startswith("ranking/vg_attribution/") and k.count("/") == 3
+             and k.endswith("/standard") and "/macro/" not in k]
+    macro = summary["ranking/vg_attribution/macro/standard"]
+    assert macro["subgroups"] == len(pairs) > 1
+    assert macro["accuracy"] == pytest.approx(sum(summary[k]["accuracy"] for k in pairs) / len(pairs))
 
 
 def test_an_unreadable_image_is_a_recorded_failure_and_the_rest_is_ranked(exported, tmp_path):
@@ -91,3 +103,29 @@ def test_a_resumed_ranking_reports_what_an_uninterrupted_one_does(exported, tmp_
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["samples"]["resumed"] == 4 and resumed["samples"]["measured"] == whole["samples"]["total"] - 4
     assert {k: v for k, v in resumed.items() if k != "samples"} == {k: v for k, v in whole.items() if k != "samples"}
+
+
+def test_a_vg_row_is_cropped_to_its_box_as_aro_does(tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = (255, 0, 0)  # left half red, right half blue
+    arr[:, 20:] = (0, 0, 255)
+    Image.fromarray(arr).save(tmp_path / "scene.png")
+    row = {"image_path": "scene.png", "true_caption": "a blue thing", "false_caption": "a red thing",
+           "relation_name": "on", "bbox_x": 22, "bbox_y": 2, "bbox_w": 16, "bbox_h": 16}
+    (tmp_path / "vg_relation.json").write_text(json.dumps([row]))
+    cropped = RankingFiles(tmp_path, ["vg_relation.json"], image_size=8)[0]["image"]
+    whole = RankingFiles(tmp_path, ["vg_relation.json"], image_size=8, crop_to_bbox=False)[0]["image"]
+    assert torch.allclose(cropped[2], torch.ones(8, 8)) and torch.allclose(cropped[0], -torch.ones(8, 8))
+    # without the crop the centre square straddles both halves: red on its left, blue on its right
+    assert whole[0, :, 0].mean() > 0.9 and whole[2, :, -1].mean() > 0.9
+
+
+def test_a_box_with_a_missing_side_is_named_in_one_line(tmp_path):
+    row = {"image_path": "x.png", "true_caption": "a", "false_caption": "b", "bbox_x": 1, "bbox_y": 1, "bbox_w": 3}
+    (tmp_path / "vg_relation.json").write_text(json.dumps([row]))
+    with pytest.raises(ValueError, match="vg_relation.json row 0: a box needs all of bbox_x"):
+        RankingFiles(tmp_path, ["vg_relation.json"])

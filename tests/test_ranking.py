@@ -13,7 +13,7 @@ import torch
 
 from infodiff_lightning.denoisers import DenoiserBase
 from infodiff_lightning.denoisers.mixture import GaussianMixture
-from infodiff_lightning.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
+from infodiff_lightning.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
 
 NAMES = ["zero", "one", "two", "three"]
 
@@ -78,3 +78,12 @@ def test_candidate_lists_of_different_lengths_are_an_error():
     system = GaussianMixture(n_classes=4, dim=4)
     with pytest.raises(ValueError, match="same number"):
         score_candidates(NamedClasses(system), torch.zeros(2, 4), [0, 1], [["class one", "class two"], ["class one"]])
+
+
+def test_the_macro_accuracy_is_the_mean_over_subgroups_not_over_items():
+    # 9 of 10 and 1 of 2: the item average is 10/12 = 0.83, ARO's macro average (0.9 + 0.5) / 2 = 0.7
+    acc, low, high = macro_accuracy([(9, 10), (1, 2)])
+    assert acc == pytest.approx(0.7) and low < 0.7 < high
+    # a subgroup at 100% still has a variance: the interval of a perfect score is not a point
+    acc, low, high = macro_accuracy([(5, 5)])
+    assert acc == 1.0 and low < 1.0

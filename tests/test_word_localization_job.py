@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infodiff_lightning.data.localization_files import LocalizationRows
+from infodiff_lightning.data.localization_files import LocalizationRows, read_localization_json
 from infodiff_lightning.data.world_export import export_world
 from infodiff_lightning.localization import THRESHOLDS
 from tiny_models import save_pixel_text
@@ -34,7 +34,7 @@ def localize(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_rows_are_annotations_with_masks_at_the_asked_size(exported):
-    rows = LocalizationRows([("eval", str(exported / "heldout"))], image_size=8)
+    rows = LocalizationRows(read_localization_json(exported / "heldout"), image_size=8)
     n = len(json.loads((exported / "heldout" / "localization.json").read_text())["annotations"])
     item = rows[0]
     assert len(rows) == n and item["mask"].shape == (8, 8) and item["mask"].any()

@@ -5,7 +5,8 @@ import torch
 
 from infodiff_lightning.data.caption_folder import load_image
 from infodiff_lightning.data.world import render_scene, sample_scene, split_ids, word_masks
-from infodiff_lightning.data.world_export import export_world, load_localization, rle_decode, rle_encode
+from infodiff_lightning.data.coco import coco_mask
+from infodiff_lightning.data.world_export import export_world, load_localization, rle_encode
 
 
 def test_rle_round_trips_and_counts_column_major_from_a_zero_run():
@@ -14,7 +15,7 @@ def test_rle_round_trips_and_counts_column_major_from_a_zero_run():
     rle = rle_encode(mask)
     # column-major pixels: col0 = 000, col1 = 110, col2 = 000, col3 = 001 -> runs 3,2,6,1
     assert rle == {"size": [3, 4], "counts": [3, 2, 6, 1]}
-    assert torch.equal(rle_decode(rle), mask)
+    assert torch.equal(coco_mask(rle, *mask.shape), mask)
 
 
 def test_an_exported_split_is_read_back_as_the_scenes_it_came_from(tmp_path):

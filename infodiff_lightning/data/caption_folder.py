@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .loaders import evaluation_loader
 
-__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "read_caption_table", "TEST_SPLITS"]
+__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "fit_mask", "read_table", "read_caption_table", "TEST_SPLITS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 #: Which items an analysis job measures: every item, or the held-out (probe) split.
@@ -43,8 +43,15 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """(3, size, size) float in [-1, 1]: resize the shorter side, centre crop."""
+def _resized_size(w: int, h: int, size: int) -> tuple[int, int]:
+    """(width, height) after scaling the shorter side to ``size`` (load_image and fit_mask agree)."""
+    s = size / min(w, h)
+    return max(size, round(w * s)), max(size, round(h * s))
+
+
+def load_image(path: str | Path, size: int, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """(3, size, size) float in [-1, 1]: crop to ``box`` (x, y, width, height in pixels) if
+    given, resize the shorter side, centre crop."""
     from PIL import Image
 
     try:
@@ -53,14 +60,29 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
             img = _to_rgb(opened)
     except Exception as e:  # PIL raises several types; name the file in one clear error
         raise ValueError(f"cannot read image {Path(path).name}: {type(e).__name__}: {e}") from e
-    w, h = img.size
-    s = size / min(w, h)
-    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    if box is not None:
+        x, y, bw, bh = box
+        if bw < 1 or bh < 1:
+            raise ValueError(f"{Path(path).name}: box {list(box)} is empty")
+        img = img.crop((round(x), round(y), round(x + bw), round(y + bh)))
+    img = img.resize(_resized_size(*img.size, size), Image.BICUBIC)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
     return arr / 127.5 - 1.0
+
+
+def fit_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A (h, w) bool mask through the geometry of :func:`load_image` (shorter side to
+    ``size``, nearest neighbour, centre crop), so it stays aligned with its image."""
+    import torch.nn.functional as F
+
+    h, w = mask.shape
+    new_w, new_h = _resized_size(w, h, size)
+    big = F.interpolate(mask.float()[None, None], size=(new_h, new_w), mode="nearest")[0, 0]
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return big[top:top + size, left:left + size].bool()
 
 
 def read_caption(image_path: Path) -> str:
@@ -77,14 +99,15 @@ def read_caption(image_path: Path) -> str:
 TABLE_FIELDS = ("file_name", "caption")
 
 
-def read_caption_table(path: str | Path) -> list[tuple[str, str]]:
-    """(file name, caption) rows of a JSONL or CSV caption table, in file order."""
+def read_table(path: str | Path, fields: tuple[str, ...] = TABLE_FIELDS) -> list[dict[str, str]]:
+    """The rows of a JSONL or CSV table, in file order, each with every field of ``fields``
+    present and non-empty (stripped strings); a ValueError names the file, line and field."""
     import csv
     import json
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"caption table {path} does not exist")
+        raise FileNotFoundError(f"table {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
@@ -101,21 +124,26 @@ def read_caption_table(path: str | Path) -> list[tuple[str, str]]:
     elif suffix == ".csv":
         with open(path, newline="", errors="replace") as f:
             reader = csv.DictReader(f)
-            missing = [k for k in TABLE_FIELDS if k not in (reader.fieldnames or [])]
+            missing = [k for k in fields if k not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(f"{path.name}: no column {missing[0]!r} (the header needs {', '.join(TABLE_FIELDS)})")
+                raise ValueError(f"{path.name}: no column {missing[0]!r} (the header needs {', '.join(fields)})")
             rows = [(n, row) for n, row in enumerate(reader, 2)]
     else:
-        raise ValueError(f"caption table {path.name}: expected a .jsonl or .csv file")
+        raise ValueError(f"table {path.name}: expected a .jsonl or .csv file")
     out = []
     for n, row in rows:
-        for key in TABLE_FIELDS:
+        for key in fields:
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise ValueError(f"{path.name} line {n}: field {key!r} is missing or empty")
-        out.append((row["file_name"].strip(), row["caption"].strip()))
+        out.append({key: row[key].strip() for key in fields})
     if not out:
         raise ValueError(f"{path.name}: no rows")
     return out
+
+
+def read_caption_table(path: str | Path) -> list[tuple[str, str]]:
+    """(file name, caption) rows of a JSONL or CSV caption table, in file order."""
+    return [(row["file_name"], row["caption"]) for row in read_table(path, TABLE_FIELDS)]
 
 
 class CaptionFolder(Dataset):

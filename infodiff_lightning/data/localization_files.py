@@ -1,65 +1,129 @@
-"""Word localization rows read from the COCO layout (data/world_export.py writes it for the
-embedded world; a real benchmark converted to it reads the same way):
+"""Word-localization rows (image, caption, word, mask) from one of three layouts:
 
-    localization.json   {"images": [{id, file_name, caption, ...}],
-                         "annotations": [{image_id, word, segmentation (uncompressed RLE), ...}]}
+1. ``localization.json`` in ``root`` (data/world_export.py writes it for the embedded world;
+   any data converted to it reads the same way)::
 
-Each annotation is one item: the image, its caption, the word and the word's mask. An
-optional second folder (``selection_root``) supplies the items on which the job chooses
-its threshold (eq. LOC); they are marked ``split = "selection"``, the others ``"eval"``.
+       {"images": [{id, file_name, height, width, caption}],
+        "annotations": [{image_id, word, caption (optional), segmentation}]}
+
+2. COCO's released files (``instances`` + ``captions``, images under ``root``): the
+   COCO-IT construction of data/coco.py, one row per (image, caption, named category).
+
+3. A folder of images with a mask table (``masks``: JSONL or CSV with the fields
+   ``file_name, caption, word, mask``; ``mask`` is an image file, nonzero pixels are the
+   word's region; paths relative to ``root``).
+
+Segmentations (polygons, uncompressed or compressed RLE) are decoded by pycocotools; masks
+go through the geometry of their image (shorter side resized, centre crop) so that the two
+stay aligned. A row whose image or mask cannot be read is an item with its ``error`` set
+(the job records it and goes on); a malformed file is an error naming the file and field.
+
+The threshold (eq. LOC) is chosen on rows marked ``split = "selection"`` and applied to the
+``"eval"`` rows: either a second source of layout 1 (``selection_root``), or the rows of the
+first ``n_selection_images`` images of the source itself (any layout).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import lightning as L
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .caption_folder import load_image
+from .caption_folder import fit_mask, load_image, read_table
+from .coco import coco_localization_rows, union_mask
 from .loaders import evaluation_loader
-from .world_export import rle_decode
 
-__all__ = ["LocalizationRows", "LocalizationData", "collate_localization"]
+__all__ = ["LocalizationRows", "LocalizationData", "collate_localization", "MaskRow", "read_localization_json",
+           "read_mask_table", "MASK_TABLE_FIELDS"]
+
+MASK_TABLE_FIELDS = ("file_name", "caption", "word", "mask")
+
+
+@dataclass(frozen=True)
+class MaskRow:
+    """One localization row; the mask is decoded when the item is read. ``segmentations``
+    (COCO, with the image's height and width) or ``mask_file`` (an image) says where it is."""
+
+    image: Path
+    caption: str
+    word: str
+    segmentations: tuple = ()
+    height: int = 0
+    width: int = 0
+    mask_file: Path | None = None
+    split: str = "eval"
+
+    def mask(self) -> torch.Tensor:
+        """The (height, width) bool mask of the word, at the image file's resolution."""
+        if self.mask_file is not None:
+            from PIL import Image
+
+            try:
+                with Image.open(self.mask_file) as m:
+                    mask = torch.from_numpy(np.asarray(m.convert("L")) > 0)
+                with Image.open(self.image) as im:
+                    width, height = im.size
+            except Exception as e:  # PIL raises several types; one message naming the file
+                raise ValueError(f"cannot read mask {self.mask_file.name} or its image: {type(e).__name__}: {e}") from e
+            if tuple(mask.shape) != (height, width):
+                raise ValueError(f"mask {self.mask_file.name} is {mask.shape[1]}x{mask.shape[0]}, "
+                                 f"its image {self.image.name} {width}x{height}")
+            return mask
+        return union_mask(list(self.segmentations), self.height, self.width)
+
+
+def read_localization_json(root: str | Path) -> list[MaskRow]:
+    """The rows of ``root/localization.json`` (layout 1 of the module doc), in file order."""
+    path = Path(root) / "localization.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"root {root}: no localization.json")
+    data = json.loads(path.read_text())
+    rows = []
+    try:
+        images = {im["id"]: im for im in data["images"]}
+        for k, a in enumerate(data["annotations"]):
+            im = images[a["image_id"]]
+            seg = a["segmentation"]
+            # RLE carries its size; polygons need the image's
+            h, w = (seg["size"] if isinstance(seg, dict) else (im["height"], im["width"]))
+            rows.append(MaskRow(Path(root) / im["file_name"], a.get("caption", im.get("caption")), a["word"],
+                                (seg,), int(h), int(w)))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not the COCO localization layout (missing {e})") from None
+    return rows
+
+
+def read_mask_table(root: str | Path, table: str | Path) -> list[MaskRow]:
+    """The rows of a mask table (layout 3 of the module doc), in file order."""
+    return [MaskRow(Path(root) / r["file_name"], r["caption"], r["word"], mask_file=Path(root) / r["mask"])
+            for r in read_table(table, MASK_TABLE_FIELDS)]
 
 
 class LocalizationRows(Dataset):
     """Items {"id", "image", "caption", "word", "mask" (image_size, image_size) bool, "split", "error"}."""
 
-    def __init__(self, roots: list[tuple[str, str]], image_size: int = 32, limit: int | None = None):
-        self.image_size = image_size
-        self.rows: list[tuple[str, Path, str, str, dict]] = []  # (split, image file, caption, word, rle)
-        for split, root in roots:
-            path = Path(root) / "localization.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{split} root {root}: no localization.json")
-            data = json.loads(path.read_text())
-            try:
-                files = {im["id"]: (Path(root) / im["file_name"], im.get("caption")) for im in data["images"]}
-                for k, a in enumerate(data["annotations"][:limit]):
-                    image, caption = files[a["image_id"]]
-                    self.rows.append((split, image, a.get("caption", caption), a["word"], a["segmentation"]))
-            except (KeyError, TypeError) as e:
-                raise ValueError(f"{path}: not the COCO localization layout (missing {e})") from None
-        if not self.rows:
-            raise ValueError("no localization rows in " + ", ".join(r for _, r in roots))
+    def __init__(self, rows: Sequence[MaskRow], image_size: int = 32):
+        if not rows:
+            raise ValueError("no localization rows")
+        self.rows, self.image_size = list(rows), image_size
 
     def words(self) -> list[str]:
-        return sorted({w for _, _, _, w, _ in self.rows})
+        return sorted({r.word for r in self.rows})
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        split, image, caption, word, rle = self.rows[i]
-        size = self.image_size
-        item = {"id": i, "caption": caption, "word": word, "split": split, "error": ""}
+        row, size = self.rows[i], self.image_size
+        item = {"id": i, "caption": row.caption, "word": row.word, "split": row.split, "error": ""}
         try:
-            item["image"] = load_image(image, size)
-            mask = rle_decode(rle).float()[None, None]
-            item["mask"] = F.interpolate(mask, size=(size, size), mode="nearest")[0, 0].bool()
+            item["image"] = load_image(row.image, size)
+            item["mask"] = fit_mask(row.mask(), size)
         except (ValueError, OSError) as e:
             item["image"] = torch.zeros(3, size, size)
             item["mask"] = torch.zeros(size, size, dtype=torch.bool)
@@ -75,31 +139,77 @@ def collate_localization(items: list[dict]) -> dict:
 
 
 class LocalizationData(L.LightningDataModule):
-    """The rows of ``root`` (evaluated) and of ``selection_root`` (threshold selection), each
-    measured once across devices. ``limit``: the first annotations of each file."""
+    """Localization rows from one of the layouts of the module doc, each measured once
+    across devices.
 
-    def __init__(self, root: str, selection_root: str | None = None, image_size: int = 32, batch_size: int = 16,
+    Args:
+        root: the folder of ``localization.json`` (layout 1), or the images folder of
+            layouts 2 and 3.
+        instances, captions: COCO's instances and captions files (layout 2).
+        masks: a mask table (layout 3).
+        selection_root: a second layout-1 folder whose rows choose the threshold.
+        n_selection_images: or: the rows of the source's first n images choose it.
+        captions_per_image, categories, category_words: COCO options (data/coco.py).
+        limit: the first rows of each source (quick runs).
+    """
+
+    def __init__(self, root: str, selection_root: str | None = None, instances: str | None = None,
+                 captions: str | None = None, masks: str | None = None, n_selection_images: int = 0,
+                 captions_per_image: int = 1, categories: list[str] | None = None,
+                 category_words: Mapping[str, str] | None = None, image_size: int = 32, batch_size: int = 16,
                  limit: int | None = None, num_workers: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        roots = [("eval", root)] + ([("selection", selection_root)] if selection_root else [])
-        self.test_set = LocalizationRows(roots, image_size, limit)
+        if (instances is None) != (captions is None):
+            raise ValueError("instances and captions go together: COCO's instances file and its captions file")
+        if instances is not None and masks is not None:
+            raise ValueError("give either COCO files (instances, captions) or a mask table (masks), not both")
+        if selection_root is not None and (instances is not None or masks is not None):
+            raise ValueError("selection_root is a localization.json folder; with COCO files or a mask table "
+                             "use n_selection_images")
+        if selection_root is not None and n_selection_images:
+            raise ValueError("give selection_root or n_selection_images, not both")
+        if n_selection_images < 0:
+            raise ValueError(f"n_selection_images must be >= 0, got {n_selection_images}")
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"root {root}: no such folder")
+        if instances is not None:
+            rows = [MaskRow(image, caption, word, tuple(segs), h, w) for image, caption, word, segs, h, w in
+                    coco_localization_rows(root, instances, captions, captions_per_image, categories, category_words)]
+        elif masks is not None:
+            rows = read_mask_table(root, masks)
+        else:
+            rows = read_localization_json(root)
+        if not rows:
+            raise ValueError(f"no localization rows in {root}" + (" (no caption names a category its image has)"
+                                                                  if instances else ""))
+        rows = rows[:limit]
+        if n_selection_images:
+            first = list(dict.fromkeys(r.image for r in rows))[:n_selection_images]
+            if len(first) == len(dict.fromkeys(r.image for r in rows)):
+                raise ValueError(f"n_selection_images={n_selection_images} leaves no image to evaluate")
+            chosen = set(first)
+            rows = [replace(r, split="selection") if r.image in chosen else r for r in rows]
+        if selection_root is not None:
+            rows += [replace(r, split="selection") for r in read_localization_json(selection_root)[:limit]]
+        self.test_set = LocalizationRows(rows, image_size)
 
     def groups(self) -> list[str]:
         """The words with masks (a fixed order, the same on every rank)."""
         return self.test_set.words()
 
     def selection_rows(self) -> int:
-        """Rows set aside for choosing the threshold (from ``selection_root``)."""
-        return sum(r[0] == "selection" for r in self.test_set.rows)
+        """Rows set aside for choosing the threshold."""
+        return sum(r.split == "selection" for r in self.test_set.rows)
 
     def test_captions(self) -> list[str]:
-        return [r[2] for r in self.test_set.rows]
+        return [r.caption for r in self.test_set.rows]
 
     def describe_test_split(self) -> str:
         n_sel = self.selection_rows()
+        where = self.hparams.selection_root or f"the first {self.hparams.n_selection_images} images"
         return (f"{len(self.test_set) - n_sel} word masks in {self.hparams.root}"
-                + (f", threshold chosen on {n_sel} in {self.hparams.selection_root}" if n_sel else ""))
+                + (f", threshold chosen on {n_sel} in {where}" if n_sel else ""))
 
     def test_dataloader(self) -> DataLoader:
         return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers,

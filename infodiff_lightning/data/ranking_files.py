@@ -5,13 +5,18 @@
     coco_order.json, flickr_order.json      [{image_path, caption, perturbed: [captions]}]
 
 Each row becomes one item: the image (``image_path`` relative to ``root``), its candidate
-captions with the true one first, and its group (the file's stem). A row whose image
-cannot be read is an item with its ``error`` set (the job records it and goes on); a row
-that lacks a caption field is an error of the whole file, named with its row number.
+captions with the true one first, and its groups: the file's stem, and where the row names
+one, its relation (VG-Relation ``relation_name``, e.g. ``vg_relation/left of``) or attribute
+pair (VG-Attribution ``attributes``, e.g. ``vg_attribution/red_blue``), over which ARO
+macro-averages. As ARO does, a VG row's image is cropped to its box (``bbox_x``, ``bbox_y``,
+``bbox_w``, ``bbox_h``) unless ``crop_to_bbox`` is off. A row whose image cannot be read is
+an item with its ``error`` set (the job records it and goes on); a row that lacks a caption
+field is an error of the whole file, named with its row number.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .caption_folder import load_image
 from .loaders import evaluation_loader
 
-__all__ = ["RankingFiles", "CaptionRankingData", "collate_ranking", "RANKING_FILES"]
+__all__ = ["RankingFiles", "CaptionRankingData", "collate_ranking", "RANKING_FILES", "RankingRow"]
 
 #: The files read by default, in this order.
 RANKING_FILES = ("vg_attribution.json", "vg_relation.json", "coco_order.json")
@@ -38,15 +43,56 @@ def _candidates(row: dict, where: str) -> list[str]:
                      f"(order layout); it has {', '.join(sorted(row)) or 'no fields'}")
 
 
+BOX_FIELDS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
+
+
+def _subgroup(row: dict, where: str) -> str | None:
+    """The relation or attribute pair a VG row belongs to (None for order rows)."""
+    if "relation_name" in row:
+        return str(row["relation_name"])
+    if "attributes" in row:
+        attrs = row["attributes"]
+        if not isinstance(attrs, list) or not attrs:
+            raise ValueError(f"{where}: attributes must be a non-empty list, got {attrs!r}")
+        return "_".join(str(a) for a in attrs)
+    return None
+
+
+def _box(row: dict, where: str) -> tuple[float, float, float, float] | None:
+    present = [k for k in BOX_FIELDS if k in row]
+    if not present:
+        return None
+    if len(present) < len(BOX_FIELDS):
+        raise ValueError(f"{where}: a box needs all of {', '.join(BOX_FIELDS)}; it has {', '.join(present)}")
+    try:
+        return tuple(float(row[k]) for k in BOX_FIELDS)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: box fields must be numbers, got {[row[k] for k in BOX_FIELDS]}") from None
+
+
+@dataclass(frozen=True)
+class RankingRow:
+    group: str
+    image_path: str
+    candidates: list
+    subgroup: str | None = None
+    box: tuple | None = None
+
+    @property
+    def groups(self) -> list[str]:
+        """The file's group, then the relation / attribute subgroup where there is one."""
+        return [self.group] + ([f"{self.group}/{self.subgroup}"] if self.subgroup else [])
+
+
 class RankingFiles(Dataset):
-    """Items {"id" (position), "image", "candidates" (true first), "group", "error"}."""
+    """Items {"id" (position), "image", "candidates" (true first), "group", "groups", "error"}."""
 
     def __init__(self, root: str | Path, files: Sequence[str] = RANKING_FILES, image_size: int = 32,
-                 limit: int | None = None):
-        self.root, self.image_size = Path(root), image_size
+                 limit: int | None = None, crop_to_bbox: bool = True):
+        self.root, self.image_size, self.crop_to_bbox = Path(root), image_size, crop_to_bbox
         if not self.root.is_dir():
             raise FileNotFoundError(f"root {root}: no such folder")
-        self.rows: list[tuple[str, str, list[str]]] = []  # (group, image path, candidates)
+        self.rows: list[RankingRow] = []
         for name in files:
             path = self.root / name
             if not path.is_file():
@@ -58,22 +104,29 @@ class RankingFiles(Dataset):
                 cands = _candidates(row, f"{name} row {k}")
                 if len(cands) < 2 or len(set(cands)) < len(cands):
                     raise ValueError(f"{name} row {k}: needs at least two distinct candidate captions, got {cands}")
-                self.rows.append((Path(name).stem, str(row["image_path"]), cands))
+                where = f"{name} row {k}"
+                if "image_path" not in row:
+                    raise ValueError(f"{where}: field 'image_path' is missing")
+                self.rows.append(RankingRow(Path(name).stem, str(row["image_path"]), cands, _subgroup(row, where),
+                                            _box(row, where)))
         if not self.rows:
             raise ValueError(f"files {', '.join(files)} in {root} hold no rows")
 
     @property
     def groups(self) -> list[str]:
-        return list(dict.fromkeys(g for g, _, _ in self.rows))
+        """Every group an item belongs to: the files in order, then the subgroups (sorted)."""
+        files = list(dict.fromkeys(r.group for r in self.rows))
+        return files + sorted({g for r in self.rows for g in r.groups[1:]})
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        group, image_path, cands = self.rows[i]
-        item = {"id": i, "candidates": cands, "group": group, "error": ""}
+        row = self.rows[i]
+        item = {"id": i, "candidates": row.candidates, "group": row.group, "groups": row.groups, "error": ""}
         try:
-            item["image"] = load_image(self.root / image_path, self.image_size)
+            item["image"] = load_image(self.root / row.image_path, self.image_size,
+                                       row.box if self.crop_to_bbox else None)
         except (ValueError, OSError) as e:
             item["image"] = torch.zeros(3, self.image_size, self.image_size)
             item["error"] = str(e)
@@ -85,27 +138,31 @@ def collate_ranking(items: list[dict]) -> dict:
     lists differ in length between groups)."""
     return {"image": torch.stack([it["image"] for it in items]), "id": [it["id"] for it in items],
             "candidates": [it["candidates"] for it in items], "group": [it["group"] for it in items],
+            "groups": [it["groups"] for it in items],
             "error": [it["error"] for it in items]}
 
 
 class CaptionRankingData(L.LightningDataModule):
     """The ranking items of ``files`` under ``root`` (each sample measured exactly once
-    across devices). ``limit``: the first rows of each file (quick runs)."""
+    across devices). ``limit``: the first rows of each file (quick runs); ``crop_to_bbox``:
+    crop VG images to their row's box, as ARO does (off for images that are the region
+    already, such as the embedded world's scenes)."""
 
     def __init__(self, root: str, files: Sequence[str] = RANKING_FILES, image_size: int = 32, batch_size: int = 16,
-                 limit: int | None = None, num_workers: int = 0):
+                 limit: int | None = None, crop_to_bbox: bool = True, num_workers: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        self.test_set = RankingFiles(root, files, image_size, limit)
+        self.test_set = RankingFiles(root, files, image_size, limit, crop_to_bbox)
 
     def groups(self) -> list[str]:
         return self.test_set.groups
 
     def test_captions(self) -> list[str]:
-        return [c for _, _, cands in self.test_set.rows for c in cands]
+        return [c for r in self.test_set.rows for c in r.candidates]
 
     def describe_test_split(self) -> str:
-        counts = {g: sum(1 for r in self.test_set.rows if r[0] == g) for g in self.groups()}
+        counts = {g: sum(1 for r in self.test_set.rows if r.group == g) for g in dict.fromkeys(
+            r.group for r in self.test_set.rows)}
         return f"{len(self.test_set)} ranking items in {self.hparams.root}: " + ", ".join(
             f"{g} {n}" for g, n in counts.items())
 

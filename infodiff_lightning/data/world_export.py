@@ -25,7 +25,7 @@ import torch
 from ..io import write_json_atomic
 from .world import CaptionedWorld, attribute_swap, left_right_swap, shuffled_words, word_masks
 
-__all__ = ["export_world", "rle_encode", "rle_decode", "load_localization"]
+__all__ = ["export_world", "rle_encode", "load_localization"]
 
 
 def rle_encode(mask: torch.Tensor) -> dict:
@@ -41,15 +41,6 @@ def rle_encode(mask: torch.Tensor) -> dict:
             current, run = v, 1
     counts.append(run)
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def rle_decode(rle: dict) -> torch.Tensor:
-    """The (h, w) bool mask of a COCO uncompressed RLE."""
-    h, w = rle["size"]
-    values = np.concatenate([np.full(n, k % 2, dtype=bool) for k, n in enumerate(rle["counts"])])
-    if values.size != h * w:
-        raise ValueError(f"RLE covers {values.size} pixels, its size says {h}x{w}")
-    return torch.from_numpy(values.reshape(w, h).T.copy())
 
 
 def _bbox(mask: torch.Tensor) -> list[int]:
@@ -109,10 +100,9 @@ def export_world(folder: str | Path, split: str = "heldout", n: int | None = Non
 
 def load_localization(folder: str | Path) -> list[tuple[str, str, str, torch.Tensor]]:
     """(image path, caption, word, mask) rows of an exported localization.json."""
-    folder = Path(folder)
-    data = json.loads((folder / "localization.json").read_text())
-    files = {im["id"]: str(folder / im["file_name"]) for im in data["images"]}
-    return [(files[a["image_id"]], a["caption"], a["word"], rle_decode(a["segmentation"])) for a in data["annotations"]]
+    from .localization_files import read_localization_json
+
+    return [(str(r.image), r.caption, r.word, r.mask()) for r in read_localization_json(folder)]
 
 
 def main(args: list[str] | None = None) -> None:

@@ -5,7 +5,9 @@ from one denoiser pass with draws keyed by the image id and shared by the candid
 (``ranking.score_candidates``); the prediction is the candidate with the largest score of
 the standard estimator (the pointwise identity; see ranking.py), and the orthogonal
 estimator's choice is reported beside it. Accuracy per group (the benchmark file: VG
-attribution, VG relation, COCO order, ...) and overall, with Wilson 95% intervals.
+attribution, VG relation, COCO order, ...; and each relation or attribute pair within a
+file) and overall, with Wilson 95% intervals; for a file with subgroups also ARO's
+headline figure, the macro average over its subgroups (``ranking/<file>/macro/<est>``).
 
 Records, resume, failures and the report are those of every analysis job (analysis_job.py).
 """
@@ -20,7 +22,7 @@ from ..denoisers import load_text_to_image
 from ..estimators import ESTIMATORS
 from ..io import log_scalars
 from ..metrics.samples import SampleHits
-from ..ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
+from ..ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
 from .analysis_job import AnalysisJob, torch_dtype_of
 from .protocols import GroupedEvaluationData
 
@@ -77,7 +79,7 @@ class CaptionRanking(AnalysisJob):
                                       n_draws=self.n_draws, seed=self.seed, microbatch=self.microbatch)
             hit = {est: correct(scores.value[est], [0] * len(ks)) for est in ESTIMATORS}
             for j, k in enumerate(ks):
-                rec = {"id": kids[j], "group": batch["group"][k], "candidates": cands[j]}
+                rec = {"id": kids[j], "group": batch["group"][k], "groups": batch["groups"][k], "candidates": cands[j]}
                 for est in ESTIMATORS:
                     rec[est] = scores.value[est][j].tolist()
                     rec[f"{est}_stderr"] = scores.stderr[est][j].tolist()
@@ -87,12 +89,12 @@ class CaptionRanking(AnalysisJob):
         return sorted(records, key=lambda r: r["id"])
 
     def _update(self, records: list[dict]) -> None:
-        for group in {r["group"] for r in records}:
-            rows = [r for r in records if r["group"] == group]
-            for name in (group, OVERALL):
-                for est in ESTIMATORS:
-                    self.hits[f"{name}/{est}"].update(torch.tensor([r[f"correct_{est}"] for r in rows]),
-                                                      [r["id"] for r in rows])
+        names = dict.fromkeys(g for r in records for g in [*r["groups"], OVERALL])
+        for name in names:  # same groups in the same order on resume: the records carry them
+            rows = [r for r in records if name == OVERALL or name in r["groups"]]
+            for est in ESTIMATORS:
+                self.hits[f"{name}/{est}"].update(torch.tensor([r[f"correct_{est}"] for r in rows]),
+                                                  [r["id"] for r in rows])
 
     def replay(self, records: list[dict]) -> None:
         self._update(records)
@@ -105,6 +107,15 @@ class CaptionRanking(AnalysisJob):
             if counts["n"]:
                 acc, low, high = accuracy_interval(counts["hits"], counts["n"])
                 out[f"ranking/{group}/{est}"] = {"accuracy": acc, "low": low, "high": high, **counts}
+        groups = self.trainer.datamodule.groups()
+        for group in groups:
+            subgroups = [g for g in groups if g.startswith(f"{group}/")]
+            for est in ESTIMATORS:
+                subs = [out[key] for g in subgroups if (key := f"ranking/{g}/{est}") in out]
+                if subs:  # ARO's headline: the mean over relations (attribute pairs), not over items
+                    acc, low, high = macro_accuracy([(v["hits"], v["n"]) for v in subs])
+                    out[f"ranking/{group}/macro/{est}"] = {"accuracy": acc, "low": low, "high": high,
+                                                          "subgroups": len(subs), "n": sum(v["n"] for v in subs)}
         log_scalars(self.trainer, {f"info/{k}/accuracy": v["accuracy"] for k, v in out.items()}, step=0)
         return out
 
@@ -112,7 +123,7 @@ class CaptionRanking(AnalysisJob):
         lines = [f"Prediction: argmax of pointwise MI, {PREDICTION_ESTIMATOR} estimator (orthogonal shown for comparison).",
                  "", "| group | estimator | accuracy | 95% interval | items |", "|---|---|---:|---|---:|"]
         for key, r in results.items():
-            _, group, est = key.split("/")
+            group, est = key[len("ranking/"):].rsplit("/", 1)
             lines.append(f"| {group} | {est} | {100 * r['accuracy']:.1f}% | [{100 * r['low']:.1f}, "
                          f"{100 * r['high']:.1f}] | {r['n']} |")
         return lines

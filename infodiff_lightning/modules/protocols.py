@@ -57,7 +57,8 @@ class GroupedEvaluationData(Protocol):
     ``groups()`` names every group in a fixed order, the same on every rank, so that a job
     can build one metric per group before the loop; ``describe_test_split()`` says in
     words which items are measured. The batch layout is the job's: CaptionRanking reads
-    "image", "id", "candidates" (true caption first), "group", "error"; WordLocalization
+    "image", "id", "candidates" (true caption first), "group", "groups" (every group
+    the item counts in), "error"; WordLocalization
     reads "image", "id", "caption", "word", "mask", "split", "error"."""
 
     def groups(self) -> list[str]: ...
