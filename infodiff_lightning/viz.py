@@ -10,7 +10,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from .estimators import Estimate  # noqa: E402
 
-__all__ = ["overlay", "mmse_figure", "clip_for_display", "map_figure", "pid_figure", "DISPLAY_SIZE"]
+__all__ = ["overlay", "mmse_figure", "clip_for_display", "map_figure", "pid_figure", "localization_figure",
+           "ranking_figure", "DISPLAY_SIZE"]
 
 #: Pixel size at which a heat map figure shows each panel (model maps are often 16x16 or
 #: 64x64: shown as they are, they are a smudge).
@@ -111,6 +112,61 @@ def pid_figure(image: torch.Tensor, maps: torch.Tensor, values: list[float], tit
     fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04).set_label("nats per element", fontsize=7)
     for ax in axes:
         ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def localization_figure(image: torch.Tensor, mask: torch.Tensor, maps: dict[str, torch.Tensor], title: str,
+                        size: int = DISPLAY_SIZE // 2):
+    """A figure of one localization row: image | the word's true mask | each method's map.
+
+    ``mask`` (H, W) bool at the image's size; ``maps`` name -> (h, w) map (CMI in nats per
+    element, attention in its own units), each drawn on its own scale with the mask's
+    outline over it, so that where a map puts the word can be read against the truth.
+    """
+    if image.ndim != 3 or mask.ndim != 2 or not maps:
+        raise ValueError(f"localization_figure needs image (3, H, W), mask (H, W) and at least one map, got "
+                         f"{tuple(image.shape)}, {tuple(mask.shape)}, {len(maps)} maps")
+    big = F.interpolate(image.detach().float().cpu()[None], size=(size, size), mode="nearest")[0]
+    outline = F.interpolate(mask.detach().float().cpu()[None, None], size=(size, size), mode="nearest")[0, 0]
+    dpi = 100
+    fig, axes = plt.subplots(1, 2 + len(maps), figsize=((2 + len(maps)) * size / dpi + 0.4, size / dpi + 0.7), dpi=dpi)
+    axes[0].imshow(((big + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[0].set_title("image", fontsize=8)
+    axes[1].imshow(outline.numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("mask", fontsize=8)
+    for ax, (name, m) in zip(axes[2:], maps.items()):
+        heat = F.interpolate(m.detach().float().cpu()[None, None], size=(size, size), mode="bilinear",
+                             align_corners=False)[0, 0]
+        ax.imshow(clip_for_display(heat[None])[0].numpy(), cmap="inferno", vmin=0)
+        ax.contour(outline.numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(name, fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ranking_figure(image: torch.Tensor, candidates: list[str], scores: list[float], stderrs: list[float], title: str,
+                   size: int = DISPLAY_SIZE // 2):
+    """A figure of one ranking item: the image, and each candidate caption's pointwise MI
+    (nats) with a bar of +- one standard error; the true caption (the first) in green."""
+    if image.ndim != 3 or not (len(candidates) == len(scores) == len(stderrs)) or not candidates:
+        raise ValueError(f"ranking_figure needs image (3, H, W) and one score and stderr per candidate, got "
+                         f"{tuple(image.shape)}, {len(candidates)} candidates, {len(scores)} scores")
+    big = F.interpolate(image.detach().float().cpu()[None], size=(size, size), mode="nearest")[0]
+    dpi = 100
+    fig, (left, right) = plt.subplots(1, 2, figsize=(size / dpi + 4.5, max(size / dpi, 0.35 * len(candidates)) + 0.7),
+                                      dpi=dpi, gridspec_kw={"width_ratios": [1, 2.5]})
+    left.imshow(((big + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy())
+    left.set_axis_off()
+    rows = list(range(len(candidates)))[::-1]  # the true caption on top
+    colours = ["tab:green"] + ["tab:gray"] * (len(candidates) - 1)
+    right.barh(rows, scores, xerr=stderrs, color=colours, capsize=2)
+    right.set_yticks(rows, [c if len(c) <= 40 else c[:37] + "..." for c in candidates], fontsize=7)
+    right.set_xlabel("pointwise MI (nats)", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -61,7 +61,11 @@ def test_the_job_reports_per_group_accuracy_that_matches_its_records(exported):
         assert entry["low"] <= entry["accuracy"] <= entry["high"]
     for r in records:  # a record is correct when the true (first) candidate strictly wins
         assert r["correct_standard"] == (r["standard"][0] > max(r["standard"][1:]))
-    assert "| vg_relation | standard |" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "| vg_relation | standard |" in report
+    # log_images (4 by default): the first items drawn, kept in figures/ and linked from the report
+    figures = sorted((run / "figures").glob("*.png"))
+    assert len(figures) == 4 and all(f"figures/{f.name}" in report for f in figures)
     # ARO's headline: the mean over subgroups (attribute pairs), not over items
     pairs = [k for k in summary if k.startswith("ranking/vg_attribution/") and k.count("/") == 3
              and k.endswith("/standard") and "/macro/" not in k]

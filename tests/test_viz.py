@@ -1,5 +1,6 @@
 """Pictures for people: heat-map figures with a colour scale and the value, labelled MMSE axes."""
 import matplotlib
+import pytest
 import torch
 
 from infodiff_lightning.viz import DISPLAY_SIZE, map_figure, mmse_figure
@@ -32,3 +33,26 @@ def test_mmse_figure_labels_its_axes_with_quantities_and_units():
     assert "log-SNR" in left.get_xlabel() and "MMSE" in left.get_ylabel()
     assert "nats" in right.get_ylabel()
     matplotlib.pyplot.close(fig)
+
+
+def test_a_localization_figure_has_image_mask_and_one_panel_per_map():
+    from infodiff_lightning.viz import localization_figure
+
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 2:5] = True
+    fig = localization_figure(torch.zeros(3, 8, 8), mask, {"cmi": torch.rand(4, 4), "attention": torch.rand(4, 4)}, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["image", "mask", "cmi", "attention"]
+    with pytest.raises(ValueError, match="at least one map"):
+        localization_figure(torch.zeros(3, 8, 8), mask, {}, "t")
+
+
+def test_a_ranking_figure_has_one_bar_per_candidate_true_caption_on_top():
+    from infodiff_lightning.viz import ranking_figure
+
+    fig = ranking_figure(torch.zeros(3, 8, 8), ["a red ball", "a blue ball", "a ball red"], [1.0, 0.2, -0.1],
+                         [0.1, 0.1, 0.1], "t")
+    bars = fig.axes[1]
+    by_height = sorted((t.get_position()[1], t.get_text()) for t in bars.get_yticklabels())
+    assert [text for _, text in by_height] == ["a ball red", "a blue ball", "a red ball"]  # the true caption on top
+    with pytest.raises(ValueError, match="one score and stderr per candidate"):
+        ranking_figure(torch.zeros(3, 8, 8), ["a"], [1.0, 2.0], [0.1], "t")

@@ -86,6 +86,10 @@ def test_each_baseline_has_its_own_threshold_chosen_on_the_selection_rows(export
         assert entry["miou"] == pytest.approx(sum(r[field][best] for r in evaluated) / len(evaluated))
         # the swept figure is the best over thresholds on the evaluated rows: never below the held-out one
         assert entry["miou_swept_on_eval"] >= entry["miou"]
+    # log_images (4 by default): image | mask | CMI | attention | attention x CMI, linked from the report
+    figures = sorted((run / "figures").glob("*.png"))
+    report = (run / "report.md").read_text()
+    assert len(figures) == 4 and all(f"figures/{f.name}" in report for f in figures)
 
 
 def test_a_resumed_localization_reports_what_an_uninterrupted_one_does(exported):

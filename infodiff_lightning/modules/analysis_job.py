@@ -36,6 +36,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 
@@ -214,10 +215,26 @@ class AnalysisJob(L.LightningModule):
                        if counts["failed"] else f"all {counts['total']} samples measured")
         lines = self.report_lines(results)
         report = [f"# {type(self).__name__}", "", f"Status: **{status}**. {failed_line}.", ""] + lines
+        figures = sorted((out / "figures").glob("*.png"))
+        if figures:  # what save_figure kept, this run and any run it resumed
+            report += ["", "## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures]
         (out / "report.md").write_text("\n".join(report) + "\n")
         os.chmod(out / "report.md", 0o644)
         write_json_atomic(out / "status.json", {"status": status, "samples": counts})
         rank_zero_info("\n" + "\n".join(lines) + f"\n{failed_line}\nresults in {out}")
+
+    def save_figure(self, fig, name: str, tag: str) -> None:
+        """Keep a figure of this run: ``figures/<name>.png`` in the run folder (linked from the
+        report) and the TensorBoard image ``tag``. Rank zero writes; every rank closes it."""
+        import matplotlib.pyplot as plt
+
+        if self.trainer.is_global_zero:
+            folder = Path(self._out) / "figures"
+            folder.mkdir(parents=True, exist_ok=True)
+            fig.savefig(folder / f"{name}.png")
+            if isinstance(self.logger, TensorBoardLogger):
+                self.logger.experiment.add_figure(tag, fig, 0, close=False)
+        plt.close(fig)
 
     def validate(self, datamodule: Any) -> None:
         """Check the whole job before any sample is computed (analyze.py calls it); raise a

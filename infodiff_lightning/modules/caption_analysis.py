@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..contrasts import ContrastResult
@@ -104,10 +103,8 @@ class CaptionAnalysis(AnalysisJob):
 
     def _log_maps(self, images, ids: list[int], res: ContrastResult) -> None:
         """image | map | overlay figures (upsampled, with a colour scale and the value)
-        for the first ``log_images`` images: maps/<n>/<tag>[/<term>]."""
-        if not isinstance(self.logger, TensorBoardLogger):
-            return
-        exp = self.logger.experiment
+        for the first ``log_images`` images: maps/<n>/<tag>[/<term>] in TensorBoard and
+        figures/<id>_<tag>.png in the run folder."""
         for k in range(images.shape[0]):
             if self._logged_images >= self.log_images:
                 return
@@ -119,5 +116,6 @@ class CaptionAnalysis(AnalysisJob):
                     if isinstance(m.estimate, PIDEstimate) else [(m.tag, m.estimate)]
                 for tag, e in named:
                     title = f"{tag} = {float(e.value[k]):.3f} +- {float(e.stderr[k]):.3f} nats (image {ids[k]})"
-                    exp.add_figure(f"maps/{n}/{tag}", map_figure(images[k], e.map[k], title), 0)
+                    self.save_figure(map_figure(images[k], e.map[k], title), f"{ids[k]}_{tag.replace('/', '_')}",
+                                     f"maps/{n}/{tag}")
             self._logged_images += 1

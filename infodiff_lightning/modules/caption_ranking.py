@@ -9,6 +9,9 @@ attribution, VG relation, COCO order, ...; and each relation or attribute pair w
 file) and overall, with Wilson 95% intervals; for a file with subgroups also ARO's
 headline figure, the macro average over its subgroups (``ranking/<file>/macro/<est>``).
 
+The first ``log_images`` items measured (rank zero) are drawn: the image and each
+candidate's score with its standard error (figures/ and TensorBoard ``ranking/<n>``).
+
 Records, resume, failures and the report are those of every analysis job (analysis_job.py).
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..denoisers import load_text_to_image
 from ..estimators import ESTIMATORS
 from ..io import log_scalars
 from ..metrics.samples import SampleHits
+from ..viz import ranking_figure
 from ..ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
 from .analysis_job import AnalysisJob, torch_dtype_of
 from .protocols import GroupedEvaluationData
@@ -39,18 +43,21 @@ class CaptionRanking(AnalysisJob):
         pretrained: diffusers folder or hub id; lora: optional LoRA adapter folder.
         n_draws: (alpha, eps) draws per image, shared by its candidates.
         seed: with the image id, keys each image's draws.
+        log_images: items drawn as figures (image and candidate scores).
         microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
         fail_fast: stop at the first failed image.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, n_draws: int = 16, seed: int = 0,
-                 microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
+                 log_images: int = 4, microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         if n_draws < 2:
             raise ValueError(f"n_draws must be >= 2 (a standard error needs two draws), got {n_draws}")
         if microbatch < 1:
             raise ValueError(f"microbatch must be >= 1, got {microbatch}")
-        self.n_draws, self.seed, self.microbatch = n_draws, seed, microbatch
+        if log_images < 0:
+            raise ValueError(f"log_images must be >= 0, got {log_images}")
+        self.n_draws, self.seed, self.microbatch, self.log_images, self._drawn = n_draws, seed, microbatch, log_images, 0
         self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
         self.hits = torch.nn.ModuleDict()  # "<group>/<estimator>" -> SampleHits, made in setup
 
@@ -85,6 +92,12 @@ class CaptionRanking(AnalysisJob):
                     rec[f"{est}_stderr"] = scores.stderr[est][j].tolist()
                     rec[f"correct_{est}"] = bool(hit[est][j])
                 records.append(rec)
+                if self.trainer.is_global_zero and self._drawn < self.log_images:
+                    p = PREDICTION_ESTIMATOR
+                    fig = ranking_figure(batch["image"][k], cands[j], rec[p], rec[f"{p}_stderr"],
+                                         f"{rec['group']}, item {kids[j]}: {'right' if rec[f'correct_{p}'] else 'wrong'}")
+                    self.save_figure(fig, f"{kids[j]}", f"ranking/{self._drawn}")
+                    self._drawn += 1
         self._update(records)
         return sorted(records, key=lambda r: r["id"])
 

@@ -11,12 +11,9 @@ to ``figures/`` in the run folder, linked from the report.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..contrasts import pid_tag
@@ -142,10 +139,8 @@ class PIDStudy(AnalysisJob):
             lines.append(f"| {' + '.join(row['pair'])} | {row['images']} | " + " | ".join(cells) + " |")
         if results["unmeasured"]:
             lines += ["", f"Pairs no image held: {results['unmeasured']}."]
-        figures = sorted((Path(self._out) / "figures").glob("*.png"))
-        if figures:
-            lines += ["", "Maps (image | redundancy | unique1 | unique2 | synergy, one colour scale):", ""]
-            lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
+        if self.log_images:
+            lines += ["", "Figures: image | redundancy | unique1 | unique2 | synergy maps, one colour scale."]
         return lines
 
     def _draw(self, image: torch.Tensor, maps: torch.Tensor, values: list[float], sample_id: int,
@@ -153,10 +148,5 @@ class PIDStudy(AnalysisJob):
         """The four maps of one image: a PNG in figures/ and a TensorBoard figure (rank zero)."""
         key = _pair_key(pair)
         fig = pid_figure(image, maps, values, f"PID of ({pair[0]}, {pair[1]}), image {sample_id}")
-        folder = Path(self._out) / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        fig.savefig(folder / f"{key}_{sample_id}.png")
-        if isinstance(self.logger, TensorBoardLogger):
-            self.logger.experiment.add_figure(f"pid_maps/{key}/{self._drawn[pair]}", fig, 0)
-        plt.close(fig)
+        self.save_figure(fig, f"{key}_{sample_id}", f"pid_maps/{key}/{self._drawn[pair]}")
         self._drawn[pair] += 1

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..contrasts import cmi_tag, contains_word, without_words
@@ -228,12 +227,13 @@ class PromptIntervention(AnalysisJob):
     def _log_example(self, image, sample_id: int, full, without, change_map, cmi_map, word: str) -> None:
         """For the first ``log_images`` (image, word) of a pixel model: the regeneration with
         the word and its change map, and the one without it with the word's CMI map (rank zero)."""
-        if not (self.trainer.is_global_zero and isinstance(self.logger, TensorBoardLogger)) or full.shape[0] != 3 \
-                or self._logged >= self.log_images:
+        if not self.trainer.is_global_zero or full.shape[0] != 3 or self._logged >= self.log_images:
             return
-        exp, n = self.logger.experiment, self._logged
-        exp.add_figure(f"intervention/{n}/{word}/change", map_figure(
-            full.clamp(-1, 1).cpu(), change_map.cpu(), f"change when '{word}' is removed (image {sample_id})"), 0)
-        exp.add_figure(f"intervention/{n}/{word}/without", map_figure(
-            without.clamp(-1, 1).cpu(), cmi_map.cpu(), f"without '{word}' | CMI map (image {sample_id})"), 0)
+        n = self._logged
+        self.save_figure(map_figure(full.clamp(-1, 1).cpu(), change_map.cpu(),
+                                    f"change when '{word}' is removed (image {sample_id})"),
+                         f"{sample_id}_{word}_change", f"intervention/{n}/{word}/change")
+        self.save_figure(map_figure(without.clamp(-1, 1).cpu(), cmi_map.cpu(),
+                                    f"without '{word}' | CMI map (image {sample_id})"),
+                         f"{sample_id}_{word}_without", f"intervention/{n}/{word}/without")
         self._logged += 1

@@ -16,6 +16,9 @@ each method's held-out mIoU the summary also gives, labelled as such, its best m
 over thresholds swept on the evaluated rows themselves (what the reference papers
 report; optimistic, as the threshold has seen the answers).
 
+The first ``log_images`` rows measured (rank zero) are drawn: image, true mask, and each
+method's map with the mask's outline (figures/ and TensorBoard ``localization/<n>/<word>``).
+
 Records, resume, failures and the report are those of every analysis job. A row whose
 word is not in its caption is a failed sample (named in failures.rank<k>.jsonl).
 """
@@ -32,6 +35,7 @@ from ..io import log_scalars
 from ..localization import THRESHOLDS, iou, map_to_mask
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleVectors
+from ..viz import localization_figure
 from .analysis_job import AnalysisJob, torch_dtype_of
 from .protocols import LocalizationEvaluationData
 
@@ -57,12 +61,13 @@ class WordLocalization(AnalysisJob):
         n_draws, seed: draws per image, keyed by (seed, row id).
         threshold: one of THRESHOLDS to use as given (None: chosen on the selection rows).
         attention_steps: noise levels of the cross-attention baseline (0: no baseline).
+        log_images: rows drawn as figures (image, mask, maps).
         microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, condition: str = "delete", n_draws: int = 16,
-                 seed: int = 0, threshold: float | None = None, attention_steps: int = 0, microbatch: int = 64,
-                 torch_dtype: str | None = None, fail_fast: bool = False):
+                 seed: int = 0, threshold: float | None = None, attention_steps: int = 0, log_images: int = 4,
+                 microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         if threshold is not None and threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(map(str, THRESHOLDS))} (or null: chosen on "
@@ -72,7 +77,9 @@ class WordLocalization(AnalysisJob):
         MeasurementSpec(("word",), **self.spec_args)  # validates condition, n_draws, microbatch now
         if attention_steps < 0:
             raise ValueError(f"attention_steps must be >= 0 (0: no attention baseline), got {attention_steps}")
-        self.threshold, self.attention_steps = threshold, attention_steps
+        if log_images < 0:
+            raise ValueError(f"log_images must be >= 0, got {log_images}")
+        self.threshold, self.attention_steps, self.log_images, self._drawn = threshold, attention_steps, log_images, 0
         self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
         if attention_steps and not isinstance(self.denoiser, AttentionDenoiser):
             raise ValueError(f"attention_steps: {type(self.denoiser).__name__} has no cross-attention to read; "
@@ -120,6 +127,8 @@ class WordLocalization(AnalysisJob):
                 if not bool(present[j]):
                     missing.append({"id": kids[j], "error": f"word {word!r} is not in its caption {batch['caption'][k]!r}"})
                     continue
+                if self.trainer.is_global_zero and self._drawn < self.log_images:
+                    self._draw(batch["image"][k], batch["mask"][k], {m: v[j] for m, v in maps.items()}, kids[j], word)
                 records.append({"id": kids[j], "word": word, "split": batch["split"][k],
                                 "cmi": float(est.value[j]), "cmi_stderr": float(est.stderr[j]),
                                 **{_iou_key(m): v[j].tolist() for m, v in ious.items()},
@@ -128,6 +137,12 @@ class WordLocalization(AnalysisJob):
             self._fail(missing)
         self._update(records)
         return sorted(records, key=lambda r: r["id"])
+
+    def _draw(self, image: torch.Tensor, mask: torch.Tensor, maps: dict, sample_id: int, word: str) -> None:
+        fig = localization_figure(image.cpu(), mask.cpu(), {m: v.cpu() for m, v in maps.items()},
+                                  f"'{word}', row {sample_id}")
+        self.save_figure(fig, f"{sample_id}_{word}", f"localization/{self._drawn}/{word}")
+        self._drawn += 1
 
     def _update(self, records: list[dict]) -> None:
         for r in records:
