@@ -13,6 +13,7 @@ Measured, best of --repeats runs each:
 3. text encoding: a pass with a cold cache vs a warm one.
 
 Usage: python benchmarks/bench_adapter.py [--images 16 --draws 16 --repeats 3 --threads 2 --image-size 16]
+       python benchmarks/bench_adapter.py --device cuda --dtype float16 --image-size 64 --images 64
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=16, help="pixels; latents are half as wide")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="weights' dtype (torch_dtype of from_pretrained); latents and estimates stay float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -71,7 +74,7 @@ def main() -> None:
 
         StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None,
                                 requires_safety_checker=False).save_pretrained(tmp)
-        den = LatentDiffusionDenoiser.from_pretrained(tmp, device=args.device)
+        den = LatentDiffusionDenoiser.from_pretrained(tmp, device=args.device, torch_dtype=getattr(torch, args.dtype))
 
     n, s, hw = args.images, args.draws, args.image_size
     g = torch.Generator().manual_seed(0)
@@ -79,14 +82,14 @@ def main() -> None:
     z = den.encode_images(images)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
     shape = tuple(z.shape[1:])
-    print(f"device {den.device}, {args.threads} threads, latents {shape}, {n} images x {s} draws, "
+    print(f"device {den.device} ({args.dtype}), {args.threads} threads, latents {shape}, {n} images x {s} draws, "
           f"2 conditions, best of {args.repeats}")
 
     # 1. bare UNet vs adapter
     print("\n1. one forward pass: bare UNet vs adapter eps_hat")
     print(f"  {'batch':>6} {'UNet inputs/s':>14} {'eps_hat inputs/s':>17} {'overhead':>9}")
     for b in (2, 32, 256):
-        x = torch.randn(b, *shape, generator=g).to(den.device)
+        x = torch.randn(b, *shape, generator=g).to(den.device, den.unet.dtype)
         alpha = torch.rand(b, generator=g, dtype=torch.float64) * 8 - 4
         col = [prompts[i % n] for i in range(b)]
         emb = den.text_embeddings(col)
@@ -95,9 +98,16 @@ def main() -> None:
         def bare():
             with torch.inference_mode():
                 den.unet(x, t, encoder_hidden_states=emb)
+            if den.device.type == "cuda":
+                torch.cuda.synchronize()
 
         t_bare = best(bare, args.repeats)
-        t_ad = best(lambda: den.eps_hat(x, alpha, col), args.repeats)
+        def adapter():
+            den.eps_hat(x.float(), alpha, col)
+            if den.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        t_ad = best(adapter, args.repeats)
         print(f"  {b:>6} {b / t_bare:>14.0f} {b / t_ad:>17.0f} {100 * (t_ad / t_bare - 1):>8.1f}%")
 
     # 2. estimator throughput vs microbatch
@@ -110,6 +120,8 @@ def main() -> None:
 
         def run():
             result["est"] = pointwise_mi(den, z, prompts, draws=draws, microbatch=mb)
+            if den.device.type == "cuda":
+                torch.cuda.synchronize()
 
         dt = best(run, args.repeats)
         val = result["est"].value
