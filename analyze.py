@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from infodiff_lightning.cli import AnalyzeCLI, config_error, quiet_console
+from infodiff_lightning.cli import AnalyzeCLI, config_error, finish_distributed, quiet_console
 from infodiff_lightning.modules.analysis_job import EXIT_SAMPLE_FAILURES, AnalysisJob, SampleFailure
 
 
@@ -39,6 +39,7 @@ def main(args: list[str] | None = None) -> int:
     except SampleFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SAMPLE_FAILURES
+    finish_distributed()
     if isinstance(job, AnalysisJob) and job.failed_samples:
         return EXIT_SAMPLE_FAILURES
     return 0

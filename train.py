@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from infodiff_lightning.cli import InfodiffCLI, config_error, quiet_console
+from infodiff_lightning.cli import InfodiffCLI, config_error, finish_distributed, quiet_console
 
 
 def main(args=None) -> int:
@@ -24,6 +24,7 @@ def main(args=None) -> int:
                     parser_kwargs={"description": __doc__}, args=args)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return config_error(e, "train.py")
+    finish_distributed()
     return 0
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.cli import LightningCLI
 
 __all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
-           "EXIT_CONFIG_ERROR", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
+           "EXIT_CONFIG_ERROR", "finish_distributed", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
 
 #: Set this environment variable to 1 to see full tracebacks of configuration errors.
 DEBUG_ENV = "INFODIFF_DEBUG"
@@ -108,6 +108,23 @@ def config_error(error: BaseException, what: str) -> int:
     cause = root_cause(error)
     print(f"error: {what}: {cause}", file=sys.stderr)
     return EXIT_CONFIG_ERROR
+
+
+def finish_distributed() -> None:
+    """End a finished multi-process run cleanly: wait for every rank, then destroy the
+    process group.
+
+    Lightning leaves the process group alive when ``fit``/``test`` return; the interpreter
+    then tears it down at exit, racing gloo's worker threads, and a process can die of
+    SIGABRT ("terminate called without an active exception") after its results are
+    written. Called only on the success path: every rank gets here, so the barrier cannot
+    hang.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- analyze.py
