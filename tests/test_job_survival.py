@@ -194,3 +194,17 @@ def test_a_whole_job_mistake_fails_in_one_line_before_computing(model, tmp_path,
     assert lines[-1].startswith("error: ") and message in lines[-1], lines[-3:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))  # no run folder
+
+
+def test_a_finished_run_leaves_no_process_group_for_the_interpreter_to_tear_down(tmp_path):
+    # A process group left alive at exit is torn down racing gloo's threads; a rank can then
+    # die of SIGABRT after writing its results. Entry points end with finish_distributed.
+    import torch.distributed as dist
+
+    from infodiff_lightning.cli import finish_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    finish_distributed()
+    assert not dist.is_initialized()
+    finish_distributed()  # no group: nothing to do, no error
