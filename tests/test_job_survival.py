@@ -150,6 +150,34 @@ def test_bad_samples_are_recorded_with_reasons_and_the_others_measured(model, tm
     assert "3 of 9 samples failed" in (folder / "report.md").read_text()
 
 
+# The papers' jobs share the caption job's path, so they keep its rules on bad samples too.
+PAPER_JOBS = {
+    "intervention": ["--model.init_args.words", "[red, square]", "--model.init_args.steps", "2",
+                     "--model.init_args.attention_steps", "0", "--model.init_args.n_boot", "100"],
+    "pid_study": ["--model.init_args.pairs", "[[red, square]]"],
+}
+
+
+@pytest.mark.parametrize("job", sorted(PAPER_JOBS))
+def test_the_papers_jobs_record_bad_samples_and_measure_the_rest(model, tmp_path, job):
+    write_folder(tmp_path / "images")
+    cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / f"configs/analyze/{job}.yaml"),
+           "--model.init_args.pretrained", str(model), "--model.init_args.n_draws", "2",
+           "--model.init_args.log_images", "0", *PAPER_JOBS[job], "--trainer.accelerator", "cpu",
+           "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "out"),
+           "--data", "infodiff_lightning.data.CaptionFolderData", "--data.root", str(tmp_path / "images"),
+           "--data.image_size", "16", "--data.batch_size", "4", "--data.num_workers", "0",
+           "--data.test_split", "all"]  # the configs' world data ask for the held-out split
+    proc = run(cmd, tmp_path)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    [folder] = run_folders(tmp_path / "out")
+    assert [r["id"] for r in records(folder)] == [0, 1, 2, 3, 4, 5]
+    assert [f["id"] for f in records(folder, "failures")] == [6, 7, 8]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "complete_with_failures"
+    assert summary["samples"] == {"total": 9, "measured": 6, "resumed": 0, "failed": 3}
+
+
 def test_fail_fast_stops_at_the_first_bad_sample(model, tmp_path):
     write_folder(tmp_path / "images")
     proc = run(command(model, tmp_path / "out", *folder_args(tmp_path / "images"),
