@@ -7,7 +7,9 @@ with the mask at every threshold of :data:`~infodiff_lightning.localization.THRE
 and the whole-image baseline (the mask's area). The threshold is chosen on the selection
 rows (``data.selection_root``) as the one with the highest mean IoU there, or given
 (``threshold``); the summary reports mean IoU on the evaluated rows at that threshold,
-per word and over all, with standard errors, beside the whole-image baseline.
+per word, per word type (``word_types``: named lists of words, e.g. colours and shapes;
+``localization/type/<name>``) and over all, with standard errors, beside the whole-image
+baseline.
 
 With ``attention_steps`` > 0 two baselines are measured on the same rows: the word's
 cross-attention map (DAAM, attention_maps.py eq. ATT) and the product of attention and
@@ -42,6 +44,7 @@ from .protocols import LocalizationEvaluationData
 __all__ = ["WordLocalization"]
 
 ALL = "all"
+TYPE = "type"  # the summary key of a word type: localization/type/<name>
 SPLITS = ("eval", "selection")
 #: The maps whose IoU is measured: the word's CMI map, and with attention_steps the baselines.
 METHODS = ("cmi", "attention", "attention_x_cmi")
@@ -60,15 +63,22 @@ class WordLocalization(AnalysisJob):
         condition: how the word is removed ("delete", "placeholder", "mask").
         n_draws, seed: draws per image, keyed by (seed, row id).
         threshold: one of THRESHOLDS to use as given (None: chosen on the selection rows).
+        word_types: {type name: [words]}: each type's rows pooled (a word may be in several types).
         attention_steps: noise levels of the cross-attention baseline (0: no baseline).
         log_images: rows drawn as figures (image, mask, maps).
         microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, condition: str = "delete", n_draws: int = 16,
-                 seed: int = 0, threshold: float | None = None, attention_steps: int = 0, log_images: int = 4,
-                 microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
+                 seed: int = 0, threshold: float | None = None, word_types: dict[str, list[str]] | None = None,
+                 attention_steps: int = 0, log_images: int = 4, microbatch: int = 64,
+                 torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
+        for name, words in (word_types or {}).items():
+            if not name or "/" in name or not words or not all(isinstance(w, str) and w for w in words):
+                raise ValueError(f"word_types: {name!r} must name a non-empty list of words (and hold no '/'), "
+                                 f"got {words!r}")
+        self.word_types = {f"{TYPE}/{name}": frozenset(words) for name, words in (word_types or {}).items()}
         if threshold is not None and threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(map(str, THRESHOLDS))} (or null: chosen on "
                              f"data.selection_root), got {threshold}")
@@ -98,7 +108,7 @@ class WordLocalization(AnalysisJob):
     def setup(self, stage: str) -> None:
         self.denoiser.to(self.device)
         for split in SPLITS:  # every rank, same metrics, same order (DDP collectives)
-            for word in [*self.trainer.datamodule.groups(), ALL]:
+            for word in self._keys():
                 widths = [(f"iou_{m}", len(THRESHOLDS)) for m in self.methods] + [("whole", 1), ("cmi", 1)]
                 for name, width in widths:
                     self.metrics[f"{split}/{word}/{name}"] = SampleVectors(width).to(self.device)
@@ -146,7 +156,7 @@ class WordLocalization(AnalysisJob):
 
     def _update(self, records: list[dict]) -> None:
         for r in records:
-            for word in (r["word"], ALL):
+            for word in (r["word"], *(t for t, words in self.word_types.items() if r["word"] in words), ALL):
                 key = f"{r['split']}/{word}"
                 for m in self.methods:
                     self.metrics[f"{key}/iou_{m}"].update(torch.tensor([r[_iou_key(m)]]), [r["id"]])
@@ -164,7 +174,7 @@ class WordLocalization(AnalysisJob):
         t, chosen_on = chosen["cmi"]
         out = {"localization/threshold": {"value": THRESHOLDS[t], "chosen_on": chosen_on,
                                           **{m: THRESHOLDS[chosen[m][0]] for m in self.methods[1:]}}}
-        for word in [*self.trainer.datamodule.groups(), ALL]:
+        for word in self._keys():
             i, w, c = (computed[f"eval/{word}/{n}"] for n in ("iou_cmi", "whole", "cmi"))
             if not i["n"]:
                 continue
@@ -180,6 +190,10 @@ class WordLocalization(AnalysisJob):
         logged.update({f"info/{k}/{m}_miou": v[m]["miou"] for k, v in out.items() for m in self.methods[1:] if "miou" in v})
         log_scalars(self.trainer, logged, step=0)
         return out
+
+    def _keys(self) -> list[str]:
+        """The summary's rows: each word, each word type, then all rows."""
+        return [*self.trainer.datamodule.groups(), *self.word_types, ALL]
 
     def _threshold_index(self, computed: dict, method: str) -> tuple[int, str]:
         """The threshold of ``method``: as given, or the best mean IoU over the selection rows."""
