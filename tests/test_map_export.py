@@ -30,17 +30,42 @@ def test_a_missing_map_file_is_named(tmp_path):
         load_maps(tmp_path / "nothing.npz")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("maps")
+def export(tmp: Path, *extra: str) -> Path:
     rc = analyze.main(["--config", str(ROOT / "configs/analyze/maps.yaml"), "--model.init_args.n_draws", "2",
                        "--model.init_args.words", "[red, cross]", "--model.init_args.pairs", "[[bat, cave]]",
                        "--model.init_args.log_images", "0", "--data.init_args.limit_test", "8",
                        "--trainer.default_root_dir", str(tmp / "runs"), "--trainer.logger.init_args.save_dir",
-                       str(tmp / "runs"), "--trainer.enable_progress_bar", "false"])
+                       str(tmp / "runs"), "--trainer.enable_progress_bar", "false", *extra])
     assert rc == 0
     [folder] = (tmp / "runs" / "maps").glob("run-*")
     return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export(tmp_path_factory.mktemp("maps"))
+
+
+def test_a_resumed_export_writes_the_maps_of_the_images_it_measures_again(exported, tmp_path):
+    # Killed after the first of two batches: the second batch's records and map files are
+    # lost. The resumed run writes them again, and every map equals the uninterrupted run's
+    # (draws are keyed by image id; batches of 4 vs 8 differ by float rounding only).
+    folder = export(tmp_path, "--data.init_args.batch_size", "4")
+    per_image = folder / "per_image.rank0.jsonl"
+    lost = [json.loads(line) for line in per_image.read_text().splitlines()[4:]]
+    per_image.write_text("\n".join(per_image.read_text().splitlines()[:4]) + "\n")
+    for r in lost:
+        (folder / r["maps"]).unlink()
+    assert export(tmp_path, "--data.init_args.batch_size", "4") == folder
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["samples"]["resumed"] == 4 and summary["samples"]["measured"] == 4
+    whole = {json.loads(line)["id"]: json.loads(line) for line in (exported / "per_image.rank0.jsonl").read_text().splitlines()}
+    for line in per_image.read_text().splitlines():
+        r = json.loads(line)
+        again, first = load_maps(folder / r["maps"]), load_maps(exported / whole[r["id"]]["maps"])
+        assert set(again) == set(first)
+        for tag in first:
+            assert torch.allclose(again[tag], first[tag], rtol=2e-3, atol=2e-3), (r["id"], tag)
 
 
 def test_every_image_has_a_map_file_with_a_map_per_measured_quantity(exported):
