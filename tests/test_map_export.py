@@ -59,7 +59,7 @@ def test_a_resumed_export_writes_the_maps_of_the_images_it_measures_again(export
     assert export(tmp_path, "--data.init_args.batch_size", "4") == folder
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["samples"]["resumed"] == 4 and summary["samples"]["measured"] == 4
-    whole = {json.loads(line)["id"]: json.loads(line) for line in (exported / "per_image.rank0.jsonl").read_text().splitlines()}
+    whole = {r["id"]: r for r in map(json.loads, (exported / "per_image.rank0.jsonl").read_text().splitlines())}
     for line in per_image.read_text().splitlines():
         r = json.loads(line)
         again, first = load_maps(folder / r["maps"]), load_maps(exported / whole[r["id"]]["maps"])

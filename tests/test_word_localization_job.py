@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infodiff_lightning.data.localization_files import LocalizationRows, read_localization_json
 from infodiff_lightning.data.world_export import export_world
@@ -31,6 +32,15 @@ def localize(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
            "--data.init_args.image_size", "8", "--trainer.default_root_dir", str(tmp / "runs"),
            "--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--trainer.enable_progress_bar", "false", *extra]
     return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+
+
+def localized(tmp: Path, name: str, *extra: str) -> tuple[Path, dict, list[dict]]:
+    """A localization run logged under ``name``: its folder, summary and records."""
+    proc = localize(tmp, "--trainer.logger.init_args.name", name, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((tmp / "runs" / name).glob("run-*"))
+    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+    return run, json.loads((run / "summary.json").read_text()), records
 
 
 def test_rows_are_annotations_with_masks_at_the_asked_size(exported):
@@ -62,14 +72,11 @@ def test_the_threshold_is_chosen_on_the_selection_rows_and_the_eval_rows_are_rep
 def test_a_word_type_pools_the_rows_of_its_words_at_the_chosen_threshold(exported):
     # The config types the world's colour and shape words; a type's mIoU is the mean over
     # the evaluated rows of its words (not the mean of the words' means).
-    proc = localize(exported, "--trainer.logger.init_args.name", "types")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = next((exported / "runs" / "types").glob("run-*"))
-    summary = json.loads((run / "summary.json").read_text())
-    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+    _, summary, records = localized(exported, "types")
     t = THRESHOLDS.index(summary["localization/threshold"]["value"])
-    for name, words in (("colour", {"red", "scarlet", "green", "blue", "yellow"}),
-                        ("shape", {"square", "circle", "cross", "triangle", "bat"})):
+    types = yaml.safe_load((ROOT / "configs/analyze/localization.yaml").read_text())["model"]["init_args"]["word_types"]
+    assert set(types) == {"colour", "shape"}
+    for name, words in types.items():
         rows = [r for r in records if r["split"] == "eval" and r["word"] in words]
         entry = summary[f"localization/type/{name}"]
         assert entry["n"] == len(rows) > 0
@@ -93,11 +100,7 @@ def test_each_baseline_has_its_own_threshold_chosen_on_the_selection_rows(export
     # The config measures the cross-attention baseline (attention_steps 10) and attention x
     # CMI on the same rows; each method's threshold is the best one for that method on the
     # selection rows, and the reported mIoU is its mean over the evaluated rows there.
-    proc = localize(exported, "--trainer.logger.init_args.name", "baselines")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = next((exported / "runs" / "baselines").glob("run-*"))
-    summary = json.loads((run / "summary.json").read_text())
-    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+    run, summary, records = localized(exported, "baselines")
     sel = [r for r in records if r["split"] == "selection"]
     evaluated = [r for r in records if r["split"] == "eval"]
     for method in ("attention", "attention_x_cmi"):
