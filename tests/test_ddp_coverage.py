@@ -278,3 +278,29 @@ def test_intervention_job_on_2_ranks_gives_the_1_process_summary(world_files):
                            "--data.init_args.image_size", "16", "--data.init_args.n_train", "32",
                            "--data.init_args.n_val", str(N_ITEMS), "--data.init_args.batch_size", str(BATCH))
     assert two == one and one["samples"]["total"] == N_ITEMS
+
+
+@pytest.mark.slow
+def test_map_export_on_2_ranks_writes_each_image_s_map_file_once_with_the_1_process_maps(tmp_path):
+    # Each rank writes the map files of the images it measures, beside its own records: 7
+    # files in all, none twice, each holding the maps of the 1-process run (draws are keyed
+    # by image id; the ranks batch other images together, which moves only float rounding,
+    # far below float16's 2^-11).
+    from infodiff_lightning.map_files import load_maps
+
+    model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp_path / "model")
+    args = ["--config", str(ROOT / "configs/analyze/maps.yaml"), "--model.init_args.pretrained", str(model),
+            "--model.init_args.n_draws", "4", "--model.init_args.words", "[red, bottom]",
+            "--model.init_args.pairs", "[[green, square]]", "--model.init_args.log_images", "0",
+            "--data", "infodiff_lightning.data.CaptionedShapesData", "--data.init_args.image_size", "16",
+            "--data.init_args.n_train", "32", "--data.init_args.n_val", str(N_ITEMS),
+            "--data.init_args.batch_size", str(BATCH)]
+    one, two = analyze(tmp_path, "one", 1, *args), analyze(tmp_path, "two", 2, *args)
+    records = [json.loads(line) for r in (0, 1) for line in (two / f"per_image.rank{r}.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == list(range(32, 32 + N_ITEMS))
+    assert sorted(p.name for p in (two / "maps").iterdir()) == sorted(f"{r['id']}.npz" for r in records)
+    for r in records:
+        mine, reference = load_maps(two / r["maps"]), load_maps(one / r["maps"])
+        assert set(mine) == set(reference) and "mi" in mine
+        for tag in reference:
+            assert torch.allclose(mine[tag], reference[tag], rtol=2 ** -10, atol=1e-6), (r["id"], tag)
