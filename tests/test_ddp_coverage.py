@@ -50,6 +50,12 @@ def untouched_global_state():
         np.random.set_state(npy)
 
 
+#: The held-out split of the captioned shapes at 16x16: 7 items (ids 32..38), batches of 3.
+SHAPES_DATA = ["--data", "infodiff_lightning.data.CaptionedShapesData", "--data.init_args.image_size", "16",
+               "--data.init_args.n_train", "32", "--data.init_args.n_val", str(N_ITEMS),
+               "--data.init_args.batch_size", str(BATCH)]
+
+
 def analyze(tmp: Path, name: str, devices: int, *args: str) -> Path:
     """Run the analysis job on 1 process (in this process) or 2 (DDP, gloo, in a subprocess)."""
     common = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
@@ -206,9 +212,7 @@ def pid_runs(tmp_path_factory):
     args = ["--config", str(ROOT / "configs/analyze/pid_study.yaml"), "--model.init_args.pretrained", str(model),
             "--model.init_args.n_draws", "4", "--model.init_args.pairs", "[[green, square], [square, bottom]]",
             "--model.init_args.log_images", "0", "--model.init_args.microbatch", "64",
-            "--data", "infodiff_lightning.data.CaptionedShapesData", "--data.init_args.image_size", "16",
-            "--data.init_args.n_train", "32", "--data.init_args.n_val", str(N_ITEMS),
-            "--data.init_args.batch_size", str(BATCH)]
+            *SHAPES_DATA]
     return analyze(tmp, "one", 1, *args), analyze(tmp, "two", 2, *args)
 
 
@@ -274,9 +278,7 @@ def test_intervention_job_on_2_ranks_gives_the_1_process_summary(world_files):
                            "--model.init_args.pretrained", str(model), "--model.init_args.words", "[red, the]",
                            "--model.init_args.n_draws", "2", "--model.init_args.steps", "2",
                            "--model.init_args.attention_steps", "2", "--model.init_args.n_boot", "200",
-                           "--model.init_args.log_images", "0", "--data", "infodiff_lightning.data.CaptionedShapesData",
-                           "--data.init_args.image_size", "16", "--data.init_args.n_train", "32",
-                           "--data.init_args.n_val", str(N_ITEMS), "--data.init_args.batch_size", str(BATCH))
+                           "--model.init_args.log_images", "0", *SHAPES_DATA)
     assert two == one and one["samples"]["total"] == N_ITEMS
 
 
@@ -292,9 +294,7 @@ def test_map_export_on_2_ranks_writes_each_image_s_map_file_once_with_the_1_proc
     args = ["--config", str(ROOT / "configs/analyze/maps.yaml"), "--model.init_args.pretrained", str(model),
             "--model.init_args.n_draws", "4", "--model.init_args.words", "[red, bottom]",
             "--model.init_args.pairs", "[[green, square]]", "--model.init_args.log_images", "0",
-            "--data", "infodiff_lightning.data.CaptionedShapesData", "--data.init_args.image_size", "16",
-            "--data.init_args.n_train", "32", "--data.init_args.n_val", str(N_ITEMS),
-            "--data.init_args.batch_size", str(BATCH)]
+            *SHAPES_DATA]
     one, two = analyze(tmp_path, "one", 1, *args), analyze(tmp_path, "two", 2, *args)
     records = [json.loads(line) for r in (0, 1) for line in (two / f"per_image.rank{r}.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == list(range(32, 32 + N_ITEMS))
