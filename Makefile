@@ -29,8 +29,12 @@ demo: $(STAMP)
 ground-truth: $(STAMP)
 	$(PY) analyze.py --config configs/analyze/gaussian.yaml
 
+# One pytest worker per core (pytest-xdist); a test file stays on one worker, so its
+# module fixtures are built once; files with a slow test go first (tests/conftest.py)
+# and keep that order. PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -12,12 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 150
 
 
+@pytest.mark.slow
 def test_the_new_words_monitored_information_rises_during_a_short_fine_tuning(tmp_path):
     base = yaml.safe_load((ROOT / "configs/demo/finetune.yaml").read_text())
     monitor = base["trainer"]["callbacks"][0]

@@ -25,6 +25,13 @@ def exported(tmp_path_factory):
     return tmp
 
 
+@pytest.fixture(scope="module")
+def default_run(exported):
+    """One run of the job as configured (word types and both attention baselines on), read
+    by every test that checks what such a run reports."""
+    return localized(exported, "localization")
+
+
 def localize(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/localization.yaml"),
            "--model.init_args.pretrained", str(tmp / "model"), "--model.init_args.n_draws", "2",
@@ -51,12 +58,8 @@ def test_rows_are_annotations_with_masks_at_the_asked_size(exported):
     assert item["word"] in item["caption"].split()
 
 
-def test_the_threshold_is_chosen_on_the_selection_rows_and_the_eval_rows_are_reported(exported):
-    proc = localize(exported)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = next((exported / "runs" / "localization").glob("run-*"))
-    summary = json.loads((run / "summary.json").read_text())
-    records = [json.loads(line) for line in (run / "per_image.rank0.jsonl").read_text().splitlines()]
+def test_the_threshold_is_chosen_on_the_selection_rows_and_the_eval_rows_are_reported(default_run):
+    _, summary, records = default_run
     sel = [r for r in records if r["split"] == "selection"]
     evaluated = [r for r in records if r["split"] == "eval"]
     # the chosen threshold is the one with the best mean IoU over the selection rows
@@ -69,10 +72,10 @@ def test_the_threshold_is_chosen_on_the_selection_rows_and_the_eval_rows_are_rep
     assert overall["whole_image"] == pytest.approx(sum(r["whole_image"] for r in evaluated) / len(evaluated))
 
 
-def test_a_word_type_pools_the_rows_of_its_words_at_the_chosen_threshold(exported):
+def test_a_word_type_pools_the_rows_of_its_words_at_the_chosen_threshold(default_run):
     # The config types the world's colour and shape words; a type's mIoU is the mean over
     # the evaluated rows of its words (not the mean of the words' means).
-    _, summary, records = localized(exported, "types")
+    _, summary, records = default_run
     t = THRESHOLDS.index(summary["localization/threshold"]["value"])
     types = yaml.safe_load((ROOT / "configs/analyze/localization.yaml").read_text())["model"]["init_args"]["word_types"]
     assert set(types) == {"colour", "shape"}
@@ -96,11 +99,11 @@ def test_without_selection_rows_a_threshold_must_be_given(exported):
                     "--fresh", "true").returncode == 0
 
 
-def test_each_baseline_has_its_own_threshold_chosen_on_the_selection_rows(exported):
+def test_each_baseline_has_its_own_threshold_chosen_on_the_selection_rows(default_run):
     # The config measures the cross-attention baseline (attention_steps 10) and attention x
     # CMI on the same rows; each method's threshold is the best one for that method on the
     # selection rows, and the reported mIoU is its mean over the evaluated rows there.
-    run, summary, records = localized(exported, "baselines")
+    run, summary, records = default_run
     sel = [r for r in records if r["split"] == "selection"]
     evaluated = [r for r in records if r["split"] == "eval"]
     for method in ("attention", "attention_x_cmi"):
