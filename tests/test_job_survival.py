@@ -29,7 +29,12 @@ def model(tmp_path_factory) -> Path:
 
 
 def command(model: Path, save_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/captions.yaml"),
+    return [sys.executable, str(ROOT / "analyze.py"), *job_args(model, save_dir, *extra)]
+
+
+def job_args(model: Path, save_dir: Path, *extra: str) -> list[str]:
+    """The caption job's arguments on the tiny model, saved under ``save_dir``."""
+    return ["--config", str(ROOT / "configs/analyze/captions.yaml"),
             "--model.init_args.pretrained", str(model), "--model.init_args.n_draws", "4",
             "--model.init_args.words", "[red, bottom]", "--model.init_args.pairs", "[[green, square]]",
             "--model.init_args.maps", "false", "--trainer.accelerator", "cpu",
@@ -229,7 +234,7 @@ def mistaken_job(model: Path, tmp_path: Path, extra: list[str], capfd, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [str(ROOT / "analyze.py")])  # the CLI reads only the args given
     capfd.readouterr()
-    status = analyze.main(command(model, tmp_path / "out", *SHAPES_24, *extra)[2:])
+    status = analyze.main(job_args(model, tmp_path / "out", *SHAPES_24, *extra))
     return status, capfd.readouterr().err
 
 
