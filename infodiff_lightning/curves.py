@@ -2,6 +2,8 @@
 TensorBoard at hand).
 
     python -m infodiff_lightning.curves --run runs/train/world/version_0 --out models/world/training_curves
+    python -m infodiff_lightning.curves --run runs/train/digits/version_0 runs/train/digits_null/version_0 \
+        --out models/digits/training_curves      # a model trained in two stages
 
 Reads the run's TensorBoard events: the training loss (and its moving average) and every
 monitored information scalar ``info/<tag>/value`` with its ``info/<tag>/stderr`` band.
@@ -22,6 +24,24 @@ def read_scalars(run: str | Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def chain_stages(stages: list[dict[str, list[tuple[int, float]]]]) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of runs trained one after another, on one step axis. A stage whose steps
+    start again at or below the last step so far (a new run begun from the previous stage's
+    exported weights) is shifted past that step; a stage that continues the count (a run
+    resumed with --ckpt_path) keeps its steps."""
+    chained: dict[str, list[tuple[int, float]]] = {}
+    last = None
+    for scalars in stages:
+        steps = [s for rows in scalars.values() for s, _ in rows]
+        if not steps:
+            continue
+        shift = last if last is not None and min(steps) <= last else 0
+        for tag, rows in scalars.items():
+            chained.setdefault(tag, []).extend((s + shift, v) for s, v in rows)
+        last = max(steps) + shift
+    return chained
 
 
 def plot_curves(scalars: dict[str, list[tuple[int, float]]], title: str = ""):
@@ -60,13 +80,16 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]], title: str = ""):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a run folder with TensorBoard events (runs/train/<name>/version_N)")
+    ap.add_argument("--run", required=True, nargs="+",
+                    help="a run folder with TensorBoard events (runs/train/<name>/version_N); several: the stages "
+                         "of one model in training order, drawn on one step axis")
     ap.add_argument("--out", required=True, help="output path without extension (.png and .csv are written)")
     ap.add_argument("--title", default="")
     args = ap.parse_args(argv)
-    if not list(Path(args.run).glob("events.out.tfevents.*")):
-        ap.error(f"--run {args.run}: no TensorBoard events in this folder")
-    scalars = read_scalars(args.run)
+    for run in args.run:
+        if not list(Path(run).glob("events.out.tfevents.*")):
+            ap.error(f"--run {run}: no TensorBoard events in this folder")
+    scalars = chain_stages([read_scalars(run) for run in args.run])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(scalars, args.title).savefig(out.with_suffix(".png"), dpi=110)

@@ -333,3 +333,13 @@ def test_training_curves_are_written_as_a_figure_and_the_logged_numbers(two_step
     logged = scalars(two_step_run, "info/cmi/red/value")
     assert f"info/cmi/red/value,2,{logged[2]:.6g}" in rows
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_a_second_training_stage_is_drawn_after_the_first_on_one_step_axis():
+    from infodiff_lightning.curves import chain_stages
+
+    first = {"train/loss": [(1, 0.5), (2, 0.4)]}
+    restarted = {"train/loss": [(1, 0.3), (2, 0.2)]}  # a new run from the first one's weights
+    resumed = {"train/loss": [(5, 0.1)]}  # --ckpt_path keeps counting steps
+    assert chain_stages([first, restarted, resumed])["train/loss"] == [(1, 0.5), (2, 0.4), (3, 0.3), (4, 0.2),
+                                                                       (5, 0.1)]
