@@ -1,6 +1,6 @@
 """The main job on the embedded default, end to end (``make demo``).
 
-    python demo.py                 # about 5 minutes on 2 CPU cores
+    python demo.py                 # 5 to 8 minutes on 2 CPU cores
     python demo.py --steps 100     # shorter fine-tuning
 
 1. ``train.py fit --config configs/demo/finetune.yaml``: the bundled model (models/world,
@@ -47,7 +47,7 @@ def newest(pattern: str, must_hold: str) -> Path:
     return max(found, key=lambda p: (p / must_hold).stat().st_mtime)
 
 
-def new_word_localization(model: Path, n_threshold: int, n_heldout: int, n_draws: int) -> dict:
+def new_word_localization(model: Path, label: str, n_threshold: int, n_heldout: int, n_draws: int) -> dict:
     """Eq. LOC for the new word and a known colour word with ``model`` on the shifted world."""
     from infodiff_lightning.data.world import CaptionedWorld
     from infodiff_lightning.denoisers import load_text_to_image
@@ -55,12 +55,13 @@ def new_word_localization(model: Path, n_threshold: int, n_heldout: int, n_draws
     from infodiff_lightning.measurement import MeasurementSpec
 
     denoiser = load_text_to_image(str(model))
-    spec = MeasurementSpec((NEW_WORD, KNOWN_WORD), n_draws=n_draws, maps=True, microbatch=256)
+    spec = MeasurementSpec((NEW_WORD, KNOWN_WORD), n_draws=n_draws, maps=True)
     maps = {}
     for split, n in (("threshold", n_threshold), ("heldout", n_heldout)):
         data = CaptionedWorld(split, 32, limit=n, shift=SHIFT, p_shift=1.0, new_word=NEW_WORD)
         with_words = [i for i in range(n) if {NEW_WORD, KNOWN_WORD} & set(data.caption(i).split())]
-        maps[split] = collect_word_maps(denoiser, (data[i] for i in with_words), data.true_masks, spec)
+        maps[split] = collect_word_maps(denoiser, (data[i] for i in with_words), data.true_masks, spec,
+                                        progress=f"{label}, {split} split")
     return {w: {**localization(maps["threshold"], maps["heldout"], [w]),
                 "cmi": maps["heldout"].summary[f"cmi/{w}"]} for w in (NEW_WORD, KNOWN_WORD)}
 
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default 300)")
     ap.add_argument("--model", default=str(BUNDLED), help="the model to fine-tune (default: the bundled models/world)")
-    ap.add_argument("--n_threshold", type=int, default=100, help="scenes for choosing the localization threshold")
-    ap.add_argument("--n_heldout", type=int, default=200, help="held-out scenes for localization")
+    ap.add_argument("--n_threshold", type=int, default=50, help="scenes for choosing the localization threshold")
+    ap.add_argument("--n_heldout", type=int, default=100, help="held-out scenes for localization")
     ap.add_argument("--n_draws", type=int, default=8, help="draws per image for localization")
     args = ap.parse_args(argv)
     if args.steps < 1:
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nlocalizing '{NEW_WORD}' before and after fine-tuning ...", flush=True)
     tuned = ROOT / "runs/demo/model"
-    loc = {"before": new_word_localization(Path(args.model), args.n_threshold, args.n_heldout, args.n_draws),
-           "after": new_word_localization(tuned, args.n_threshold, args.n_heldout, args.n_draws)}
+    loc = {when: new_word_localization(model, f"{when} fine-tuning", args.n_threshold, args.n_heldout, args.n_draws)
+           for when, model in (("before", Path(args.model)), ("after", tuned))}
     records = [json.loads(line) for line in (train_run / "monitor.jsonl").read_text().splitlines()]
     first, last = records[0], records[-1]
     tag = f"cmi/{NEW_WORD}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,25 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_m
 from infodiff_lightning import pointwise_mi, sample_draws  # noqa: E402
 from infodiff_lightning.denoisers import LatentDiffusionDenoiser  # noqa: E402
 from infodiff_lightning.estimators import default_sampler  # noqa: E402
+from timing import best  # noqa: E402  (benchmarks/timing.py)
 
 PROMPTS = ["a red cat on the mat", "a photo of a blue sofa", "a dog on a catamaran", "the blue mat and a red sofa"]
-
-
-def best(fn, repeats: int, min_seconds: float = 0.2) -> float:
-    """Seconds per call: one warm-up call, then the best of ``repeats`` timings, each
-    averaging as many calls as fit in ``min_seconds`` (at least one)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        calls, t = 0, time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.perf_counter() - t
-            if elapsed >= min_seconds:
-                break
-        times.append(elapsed / calls)
-    return min(times)
 
 
 def main() -> None:

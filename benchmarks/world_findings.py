@@ -2,6 +2,7 @@
 estimators against the planted truth (the README's "measured" column).
 
     python benchmarks/world_findings.py --model models/world --out world_findings.json
+    python benchmarks/world_findings.py --model models/world --parts ranking --n_draws 32   # one part
 
 Everything goes through the shared measurement path (MeasurementSpec -> measure_captions
 -> CaptionMetrics) or the ranking core (ranking.score_candidates), on fixed splits:
@@ -30,6 +31,7 @@ from infodiff_lightning.localization import WordMaps, collect_word_maps, localiz
 from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions
 from infodiff_lightning.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
 
+PARTS = ("localization", "ranking", "pid")
 FUNCTION = ("a", "the", "on")
 WORDS = (*COLOURS, *SHAPES, *DISTRACTORS, *FUNCTION)
 #: (relation, planted pairs, control pairs, PID term that should stand out)
@@ -53,7 +55,7 @@ def pid_of_pair(denoiser, data: CaptionedWorld, pair, n_max: int, n_draws: int, 
     idx = [i for i in range(len(data)) if set(pair) <= set(data.caption(i).split())][:n_max]
     if not idx:
         return {}
-    spec = MeasurementSpec((), (pair,), n_draws=n_draws, maps=False, microbatch=256)
+    spec = MeasurementSpec((), (pair,), n_draws=n_draws, maps=False)
     metrics = CaptionMetrics(spec)
     for start in range(0, len(idx), batch):
         items = [data[i] for i in idx[start:start + batch]]
@@ -91,8 +93,7 @@ def ranking(denoiser, data: CaptionedWorld, n_draws: int, n_max: int, batch: int
             chunk = rows[start:start + batch]
             items = [data[i] for i, _, _ in chunk]
             scores = score_candidates(denoiser, torch.stack([it["image"] for it in items]),
-                                      [it["id"] for it in items], [c for _, c, _ in chunk], n_draws=n_draws,
-                                      microbatch=256)
+                                      [it["id"] for it in items], [c for _, c, _ in chunk], n_draws=n_draws)
             truth = [t for _, _, t in chunk]
             for est in hits:
                 hits[est] += int(correct(scores.value[est], truth).sum())
@@ -109,24 +110,28 @@ def main() -> None:
     ap.add_argument("--n_rank", type=int, default=150, help="held-out scenes per ranking task (at most)")
     ap.add_argument("--n_pair", type=int, default=48, help="held-out scenes per PID pair (at most)")
     ap.add_argument("--n_draws", type=int, default=8)
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="what to measure (default: all); localization includes the CMI of every word")
     ap.add_argument("--out", help="write the findings as JSON here")
     args = ap.parse_args()
     t0 = time.time()
     denoiser = load_text_to_image(args.model)
-    spec = MeasurementSpec(WORDS, (), n_draws=args.n_draws, maps=True, microbatch=256)
-    selection = measure(denoiser, "threshold", args.n_threshold, spec)
-    heldout = measure(denoiser, "heldout", args.n_heldout, spec)
-    loc = {kind: localization(selection, heldout, words) for kind, words in (("colour", COLOURS), ("shape", SHAPES))}
-    cmi = heldout.summary
-    print(f"[{time.time() - t0:.0f}s] localization and CMI done", flush=True)
-
     held = CaptionedWorld("heldout", 32)
-    rank = ranking(denoiser, held, args.n_draws, args.n_rank)
-    print(f"[{time.time() - t0:.0f}s] ranking done", flush=True)
-
-    signatures = []
-    cache: dict = {}
-    for relation, planted, controls, term in SIGNATURES:
+    loc, cmi, object_mean, rank, signatures, cache = {}, {}, None, {}, [], {}
+    if "localization" in args.parts:
+        spec = MeasurementSpec(WORDS, (), n_draws=args.n_draws, maps=True)
+        selection = measure(denoiser, "threshold", args.n_threshold, spec)
+        heldout = measure(denoiser, "heldout", args.n_heldout, spec)
+        loc = {kind: localization(selection, heldout, words)
+               for kind, words in (("colour", COLOURS), ("shape", SHAPES))}
+        cmi = heldout.summary
+        object_words = [cmi[f"cmi/{w}"]["mean"] for w in (*COLOURS, *SHAPES) if cmi[f"cmi/{w}"]["images"]]
+        object_mean = sum(object_words) / len(object_words)
+        print(f"[{time.time() - t0:.0f}s] localization and CMI done", flush=True)
+    if "ranking" in args.parts:
+        rank = ranking(denoiser, held, args.n_draws, args.n_rank)
+        print(f"[{time.time() - t0:.0f}s] ranking done", flush=True)
+    for relation, planted, controls, term in SIGNATURES if "pid" in args.parts else ():
         for pair in {*planted, *controls} - set(cache):
             cache[pair] = pid_of_pair(denoiser, held, pair, args.n_pair, args.n_draws)
         def term_of(pairs):
@@ -136,10 +141,9 @@ def main() -> None:
         z = (a["mean"] - b["mean"]) / math.hypot(a["stderr"], b["stderr"]) if a and b else None
         signatures.append({"relation": relation, "planted": planted, "control": controls, "term": term,
                            "planted_value": a, "control_value": b, "z": z})
-    print(f"[{time.time() - t0:.0f}s] PID done", flush=True)
+    if "pid" in args.parts:
+        print(f"[{time.time() - t0:.0f}s] PID done", flush=True)
 
-    object_words = [cmi[f"cmi/{w}"]["mean"] for w in (*COLOURS, *SHAPES) if cmi[f"cmi/{w}"]["images"]]
-    object_mean = sum(object_words) / len(object_words)
     findings = {"model": args.model, "args": vars(args), "localization": loc, "cmi": cmi,
                 "object_word_cmi": object_mean, "ranking": rank, "signatures": signatures,
                 "pid": {f"{p[0]}+{p[1]}": v for p, v in cache.items()}, "seconds": time.time() - t0}
@@ -147,21 +151,25 @@ def main() -> None:
     def pm(e):
         return f"{e['mean']:.3f} +- {e['stderr']:.3f} ({e['images']})" if e else "n/a"
 
-    print(f"\nlocalization, {args.n_heldout} held-out scenes (threshold from {args.n_threshold} others):")
+    if loc:
+        print(f"\nlocalization, {args.n_heldout} held-out scenes (threshold from {args.n_threshold} others):")
     for kind, r in loc.items():
         print(f"  {kind:<7} mIoU {r['miou'][0]:.3f} +- {r['miou'][1]:.3f}   whole image {r['whole_image'][0]:.3f}"
               f" +- {r['whole_image'][1]:.3f}   (tau {r['threshold']}, {r['maps']} maps)")
-    print(f"\nCMI (nats, mean +- stderr (images)); object words average {object_mean:.3f}:")
-    for w in WORDS:
+    if cmi:
+        print(f"\nCMI (nats, mean +- stderr (images)); object words average {object_mean:.3f}:")
+    for w in WORDS if cmi else ():
         e = cmi[f"cmi/{w}"]
         share = e["mean"] / object_mean if object_mean else float("nan")
         print(f"  {w:<10} {pm(e)}   {100 * share:.1f}% of object words")
-    print(f"\nranking by pointwise MI (choice: {PREDICTION_ESTIMATOR} estimator; accuracy [95% interval]):")
+    if rank:
+        print(f"\nranking by pointwise MI (choice: {PREDICTION_ESTIMATOR} estimator; accuracy [95% interval]):")
     for name, r in rank.items():
         s, o = r["standard"], r["orthogonal"]
         print(f"  {name:<32} {100 * s[0]:.1f}% [{100 * s[1]:.1f}, {100 * s[2]:.1f}]   "
               f"(orthogonal {100 * o[0]:.1f}%)   n={r['n']}")
-    print("\nPID signatures (planted pair vs control, nats; z = difference / combined stderr):")
+    if signatures:
+        print("\nPID signatures (planted pair vs control, nats; z = difference / combined stderr):")
     for s in signatures:
         z = f"{s['z']:.1f}" if s["z"] is not None else "n/a"
         print(f"  {s['relation']:<22} {s['term']:<10} planted {pm(s['planted_value'])}  control "

@@ -67,14 +67,14 @@ class InformationMonitor(Callback):
         condition: how a word is removed: "delete", "placeholder" or "mask".
         maps: log CMI heat-map overlays; mmse_points: alpha grid size for the MMSE figure (0: off).
         use_ema: measure the EMA weights when the module keeps them.
-        seed, microbatch: draws seed; denoiser inputs per call.
+        seed, microbatch: draws seed; denoiser inputs per call (None: the model's default).
     """
 
     def __init__(self, words: Sequence[str] = (), pairs: Sequence[Sequence[str]] = (), probe_size: int = 8,
                  every_n_steps: int | None = 50, at_validation_end: bool = False, at_fit_start: bool = False,
                  n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
-                 use_ema: bool = True, seed: int = 0, microbatch: int = 256):
+                 use_ema: bool = True, seed: int = 0, microbatch: int | None = None):
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"InformationMonitor: every_n_steps must be >= 1 (or null to disable), got {every_n_steps}")
         if every_n_steps is None and not at_validation_end:

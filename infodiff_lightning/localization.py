@@ -89,11 +89,14 @@ class WordMaps:
 
 
 def collect_word_maps(denoiser, items: Iterable[dict], true_masks: Callable[[dict], dict[str, Tensor]],
-                      spec, batch_size: int = 16) -> WordMaps:
+                      spec, batch_size: int = 16, progress: str | None = None) -> WordMaps:
     """Measure captioned ``items`` ({"id", "image", "caption"}) through the shared path
     (measure_captions, CaptionMetrics) with ``spec`` (maps on) and keep, for each word of
     ``spec`` that an item's caption contains and that has a true mask
-    (``true_masks(item)``), the item's CMI map and mask."""
+    (``true_masks(item)``), the item's CMI map and mask. ``progress``: show a progress bar
+    over the items with this description."""
+    from tqdm.auto import tqdm
+
     from .measurement import CaptionMetrics, measure_captions
 
     if not spec.maps:
@@ -101,6 +104,7 @@ def collect_word_maps(denoiser, items: Iterable[dict], true_masks: Callable[[dic
     metrics = CaptionMetrics(spec)
     out = WordMaps({w: [] for w in spec.words}, {w: [] for w in spec.words})
     items = list(items)
+    bar = tqdm(total=len(items), desc=progress, unit="image", disable=progress is None)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         ids = [it["id"] for it in chunk]
@@ -113,6 +117,8 @@ def collect_word_maps(denoiser, items: Iterable[dict], true_masks: Callable[[dic
                 if bool(res.present[w][k]) and w in truth:
                     out.maps[w].append(res.cmi[w].map[k].detach().cpu())
                     out.masks[w].append(truth[w])
+        bar.update(len(chunk))
+    bar.close()
     out.summary = metrics.compute()
     return out
 

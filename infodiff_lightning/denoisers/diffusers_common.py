@@ -82,8 +82,10 @@ class DiffusersDenoiser(DenoiserBase):
     tensor of abar_t (then ``prediction_type`` defaults to "epsilon").
     """
 
-    #: UNet inputs per call when an estimator is not told: conservative for SD-sized UNets
-    #: on a GPU; raise it (estimator argument microbatch=) for small models.
+    #: UNet inputs per call when an estimator or job is not told (every job's default):
+    #: the fastest on CPU for the bundled models (batches of 256 are 1.5x slower there,
+    #: benchmarks/bench_memory_format.py) and safe for SD-sized UNets on a GPU, where small
+    #: models want more (microbatch: 512 or more).
     default_microbatch = 64
 
     def __init__(self, unet: torch.nn.Module, scheduler: Any, *, prediction_type: str | None = None,

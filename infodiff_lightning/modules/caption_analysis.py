@@ -42,13 +42,13 @@ class CaptionAnalysis(AnalysisJob):
         n_draws: (alpha, eps) draws per image (keyed by image id and seed).
         maps: compute per-pixel maps (needed for overlays); log_images: overlays for this many images.
         export_maps: write every image's maps to maps/<id>.npz in the run folder (needs maps).
-        microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
+        microbatch: denoiser inputs per call (None: the model's default); torch_dtype: e.g. "float16" on a GPU.
         fail_fast: stop at the first failed image instead of recording it and going on.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  pairs: Sequence[Sequence[str]] = (), condition: str = "delete", n_draws: int = 32, seed: int = 0,
-                 maps: bool = True, log_images: int = 4, export_maps: bool = False, microbatch: int = 64,
+                 maps: bool = True, log_images: int = 4, export_maps: bool = False, microbatch: int | None = None,
                  torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         self.spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,

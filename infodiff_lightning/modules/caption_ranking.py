@@ -44,17 +44,17 @@ class CaptionRanking(AnalysisJob):
         n_draws: (alpha, eps) draws per image, shared by its candidates.
         seed: with the image id, keys each image's draws.
         log_images: items drawn as figures (image and candidate scores).
-        microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
+        microbatch: denoiser inputs per call (None: the model's default); torch_dtype: e.g. "float16" on a GPU.
         fail_fast: stop at the first failed image.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, n_draws: int = 16, seed: int = 0,
-                 log_images: int = 4, microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
+                 log_images: int = 4, microbatch: int | None = None, torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         if n_draws < 2:
             raise ValueError(f"n_draws must be >= 2 (a standard error needs two draws), got {n_draws}")
-        if microbatch < 1:
-            raise ValueError(f"microbatch must be >= 1, got {microbatch}")
+        if microbatch is not None and microbatch < 1:
+            raise ValueError(f"microbatch must be >= 1 (or null for the model's default), got {microbatch}")
         if log_images < 0:
             raise ValueError(f"log_images must be >= 0, got {log_images}")
         self.n_draws, self.seed, self.microbatch, self.log_images, self._drawn = n_draws, seed, microbatch, log_images, 0

@@ -54,7 +54,7 @@ class PIDStudy(AnalysisJob):
     def __init__(self, pretrained: str, lora: str | None = None, pairs: Sequence[Sequence[str]] = (),
                  lists: Sequence[Sequence[str]] | None = None, context: str = "caption", condition: str = "delete",
                  n_draws: int = 32, seed: int = 0, rank_by: str = "synergy", level: float = 0.95,
-                 log_images: int = 2, microbatch: int = 64, torch_dtype: str | None = None, fail_fast: bool = False):
+                 log_images: int = 2, microbatch: int | None = None, torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         self.pairs = study_pairs(pairs, lists)
         if context not in CONTEXTS:

@@ -56,13 +56,13 @@ class PromptIntervention(AnalysisJob):
         n_boot, level: bootstrap resamples and interval level of the correlations.
         log_images: TensorBoard figures (regenerations, change and CMI maps) for this many images.
         attention_steps: noise levels of the cross-attention baseline (0: no baseline).
-        microbatch: denoiser inputs per call; torch_dtype: e.g. "float16" on a GPU.
+        microbatch: denoiser inputs per call (None: the model's default); torch_dtype: e.g. "float16" on a GPU.
         fail_fast: stop at the first failed image.
     """
 
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  condition: str = "delete", n_draws: int = 32, steps: int = 50, seed: int = 0, n_boot: int = 2000,
-                 level: float = 0.95, log_images: int = 4, attention_steps: int = 0, microbatch: int = 64,
+                 level: float = 0.95, log_images: int = 4, attention_steps: int = 0, microbatch: int | None = None,
                  torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         if not words:

@@ -71,7 +71,7 @@ class WordLocalization(AnalysisJob):
 
     def __init__(self, pretrained: str, lora: str | None = None, condition: str = "delete", n_draws: int = 16,
                  seed: int = 0, threshold: float | None = None, word_types: dict[str, list[str]] | None = None,
-                 attention_steps: int = 0, log_images: int = 4, microbatch: int = 64,
+                 attention_steps: int = 0, log_images: int = 4, microbatch: int | None = None,
                  torch_dtype: str | None = None, fail_fast: bool = False):
         super().__init__(fail_fast=fail_fast)
         for name, words in (word_types or {}).items():
