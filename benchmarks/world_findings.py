@@ -2,7 +2,11 @@
 estimators against the planted truth (the README's "measured" column).
 
     python benchmarks/world_findings.py --model models/world --out world_findings.json
-    python benchmarks/world_findings.py --model models/world --parts ranking --n_draws 32   # one part
+    python benchmarks/world_findings.py --model models/world --parts ranking --n_draws 64   # one part
+
+8 draws per image (the default) is a quick look; the README's figures also give 32 draws
+(localization, CMI, PID) and 64 (ranking), where the noise of the draws no longer hides
+what the model knows.
 
 Everything goes through the shared measurement path (MeasurementSpec -> measure_captions
 -> CaptionMetrics) or the ranking core (ranking.score_candidates), on fixed splits:
