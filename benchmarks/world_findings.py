@@ -106,6 +106,24 @@ def ranking(denoiser, data: CaptionedWorld, n_draws: int, n_max: int, batch: int
     return out
 
 
+def pid_signatures(denoiser, data: CaptionedWorld, n_pair: int, n_draws: int) -> tuple[list[dict], dict]:
+    """Each planted relation's PID term against its control (:data:`SIGNATURES`): pooled
+    means and z = difference / combined standard error; also the PID of every pair measured."""
+    signatures, cache = [], {}
+    for relation, planted, controls, term in SIGNATURES:
+        for pair in {*planted, *controls} - set(cache):
+            cache[pair] = pid_of_pair(denoiser, data, pair, n_pair, n_draws)
+
+        def term_of(pairs):
+            found = [cache[p][f"pid/{p[0]}+{p[1]}/{term}"] for p in pairs if cache[p]]
+            return pooled(found) if found else None
+        a, b = term_of(planted), term_of(controls)
+        z = (a["mean"] - b["mean"]) / math.hypot(a["stderr"], b["stderr"]) if a and b else None
+        signatures.append({"relation": relation, "planted": planted, "control": controls, "term": term,
+                           "planted_value": a, "control_value": b, "z": z})
+    return signatures, cache
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a diffusers folder trained on the world")
@@ -135,17 +153,8 @@ def main() -> None:
     if "ranking" in args.parts:
         rank = ranking(denoiser, held, args.n_draws, args.n_rank)
         print(f"[{time.time() - t0:.0f}s] ranking done", flush=True)
-    for relation, planted, controls, term in SIGNATURES if "pid" in args.parts else ():
-        for pair in {*planted, *controls} - set(cache):
-            cache[pair] = pid_of_pair(denoiser, held, pair, args.n_pair, args.n_draws)
-        def term_of(pairs):
-            found = [cache[p][f"pid/{p[0]}+{p[1]}/{term}"] for p in pairs if cache[p]]
-            return pooled(found) if found else None
-        a, b = term_of(planted), term_of(controls)
-        z = (a["mean"] - b["mean"]) / math.hypot(a["stderr"], b["stderr"]) if a and b else None
-        signatures.append({"relation": relation, "planted": planted, "control": controls, "term": term,
-                           "planted_value": a, "control_value": b, "z": z})
     if "pid" in args.parts:
+        signatures, cache = pid_signatures(denoiser, held, args.n_pair, args.n_draws)
         print(f"[{time.time() - t0:.0f}s] PID done", flush=True)
 
     findings = {"model": args.model, "args": vars(args), "localization": loc, "cmi": cmi,
@@ -157,27 +166,26 @@ def main() -> None:
 
     if loc:
         print(f"\nlocalization, {args.n_heldout} held-out scenes (threshold from {args.n_threshold} others):")
-    for kind, r in loc.items():
-        print(f"  {kind:<7} mIoU {r['miou'][0]:.3f} +- {r['miou'][1]:.3f}   whole image {r['whole_image'][0]:.3f}"
-              f" +- {r['whole_image'][1]:.3f}   (tau {r['threshold']}, {r['maps']} maps)")
-    if cmi:
+        for kind, r in loc.items():
+            print(f"  {kind:<7} mIoU {r['miou'][0]:.3f} +- {r['miou'][1]:.3f}   whole image "
+                  f"{r['whole_image'][0]:.3f} +- {r['whole_image'][1]:.3f}   (tau {r['threshold']}, {r['maps']} maps)")
         print(f"\nCMI (nats, mean +- stderr (images)); object words average {object_mean:.3f}:")
-    for w in WORDS if cmi else ():
-        e = cmi[f"cmi/{w}"]
-        share = e["mean"] / object_mean if object_mean else float("nan")
-        print(f"  {w:<10} {pm(e)}   {100 * share:.1f}% of object words")
+        for w in WORDS:
+            e = cmi[f"cmi/{w}"]
+            share = e["mean"] / object_mean if object_mean else float("nan")
+            print(f"  {w:<10} {pm(e)}   {100 * share:.1f}% of object words")
     if rank:
         print(f"\nranking by pointwise MI (choice: {PREDICTION_ESTIMATOR} estimator; accuracy [95% interval]):")
-    for name, r in rank.items():
-        s, o = r["standard"], r["orthogonal"]
-        print(f"  {name:<32} {100 * s[0]:.1f}% [{100 * s[1]:.1f}, {100 * s[2]:.1f}]   "
-              f"(orthogonal {100 * o[0]:.1f}%)   n={r['n']}")
+        for name, r in rank.items():
+            s, o = r["standard"], r["orthogonal"]
+            print(f"  {name:<32} {100 * s[0]:.1f}% [{100 * s[1]:.1f}, {100 * s[2]:.1f}]   "
+                  f"(orthogonal {100 * o[0]:.1f}%)   n={r['n']}")
     if signatures:
         print("\nPID signatures (planted pair vs control, nats; z = difference / combined stderr):")
-    for s in signatures:
-        z = f"{s['z']:.1f}" if s["z"] is not None else "n/a"
-        print(f"  {s['relation']:<22} {s['term']:<10} planted {pm(s['planted_value'])}  control "
-              f"{pm(s['control_value'])}  z = {z}")
+        for s in signatures:
+            z = f"{s['z']:.1f}" if s["z"] is not None else "n/a"
+            print(f"  {s['relation']:<22} {s['term']:<10} planted {pm(s['planted_value'])}  control "
+                  f"{pm(s['control_value'])}  z = {z}")
     print(f"\n{time.time() - t0:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
