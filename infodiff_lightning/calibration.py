@@ -21,9 +21,9 @@ from torch import Tensor
 from .denoisers.base import Column, Denoiser
 from .draws import sample_draws
 from .estimators import informations
-from .evaluate import denoiser_errors
 from .integrate import AlphaSampler, TruncatedLogistic
-from .pid import crossfit_min_terms, imin_redundancy, pid_from_terms
+from .measure import measure
+from .pid import PID_CONTRASTS, candidate_information_terms, crossfit_min_terms, imin_redundancy, pid_from_terms
 from .uncertainty import mean_stderr
 
 __all__ = ["z_scores", "calibration_stats", "calibration_study", "STUDY_SAMPLER"]
@@ -84,33 +84,30 @@ def calibration_study(system: Denoiser, x: Tensor, columns: list[Column], *, kin
         est = informations(system, x, columns, [(0, 1)], draws=short)[0]
         lr = informations(system, x, columns, [(0, 1)], draws=long)[0]
         return {"info": _cell(est.value, est.stderr, lr.value, lr.stderr)}
-    pairs = [(0, 1), (0, 2), (0, 3)]
-    cols = list(columns)
+    cols = dict(zip(("ref", "y1", "y2", "y12"), columns))
+    names1, names2 = [], []
     if kind == "imin":
         c1, p1, c2, p2 = candidates
-        cols = cols + list(c1) + list(c2)
+        names1, names2 = [f"candidates1/{j}" for j in range(len(c1))], [f"candidates2/{j}" for j in range(len(c2))]
+        cols.update(zip(names1, c1))
+        cols.update(zip(names2, c2))
     out = {}
     results = []
     for draws in (short, long):
-        err = denoiser_errors(system, x, cols, draws, pairs)
-        results.append((err, [0.5 * err.weight * err.gap[..., p] for p in range(3)]))
-    (e_s, (t1, t2, t12)), (e_l, (l1, l2, l12)) = results
+        m = measure(system, cols, PID_CONTRASTS, x=x, draws=draws)
+        results.append((m, [m.terms(key) for key in PID_CONTRASTS]))
+    (m_s, (t1, t2, t12)), (m_l, (l1, l2, l12)) = results
     if kind == "pid":
-        est = pid_from_terms(t1, t2, t12, design=e_s.design)
+        est = pid_from_terms(t1, t2, t12, design=m_s.design)
         r, _ = crossfit_min_terms(l1, l2)  # long run: selection held fixed (its error is small)
         long_terms = {"redundancy": r, "unique1": l1 - r, "unique2": l2 - r, "synergy": l12 - l1 - l2 + r}
         for name, t in long_terms.items():
-            lr, lr_se = mean_stderr(t, e_l.design)
+            lr, lr_se = mean_stderr(t, m_l.design)
             out[name] = _cell(getattr(est, name).value, getattr(est, name).stderr, lr, lr_se)
         return out
-    k1 = len(candidates[0])
-
-    def standard(err):
-        return 0.5 * err.weight[..., None] * (err.mse[..., :1] - err.mse[..., 4:])
-
-    a = standard(e_s)
-    r, r_se, _ = imin_redundancy(a[..., :k1], candidates[1], a[..., k1:], candidates[3], e_s.design, seed)
-    b = standard(e_l)
-    r_lr, r_lr_se, _ = imin_redundancy(b[..., :k1], candidates[1], b[..., k1:], candidates[3], e_l.design, seed,
-                                       n_boot=50)
+    r, r_se, _ = imin_redundancy(candidate_information_terms(m_s, "ref", names1), candidates[1],
+                                 candidate_information_terms(m_s, "ref", names2), candidates[3], m_s.design, seed)
+    r_lr, r_lr_se, _ = imin_redundancy(candidate_information_terms(m_l, "ref", names1), candidates[1],
+                                       candidate_information_terms(m_l, "ref", names2), candidates[3], m_l.design,
+                                       seed, n_boot=50)
     return {"imin_redundancy": _cell(r, r_se, r_lr, r_lr_se)}

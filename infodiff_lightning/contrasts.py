@@ -29,8 +29,8 @@ from torch import Tensor
 from .conditions import Condition, remove_word, word_spans
 from .denoisers.base import TextDenoiser
 from .draws import Draws
-from .estimators import Estimate, contrast_estimate, information_terms
-from .evaluate import denoiser_errors
+from .estimate import Estimate
+from .measure import DrawSpec, measure
 from .pid import PIDEstimate, pid_from_terms
 
 __all__ = ["Measured", "ContrastResult", "caption_contrasts", "contains_word", "without_words", "mi_tag", "cmi_tag",
@@ -104,11 +104,13 @@ class ContrastResult:
 
 
 def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
-                      pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws,
-                      maps: bool = False, microbatch: int | None = None) -> ContrastResult:
+                      pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws | DrawSpec,
+                      ids: Sequence[int] | None = None, maps: bool = False,
+                      microbatch: int | None = None) -> ContrastResult:
     """MI, per-word CMI and per-pair conditional PID (orthogonal estimator, "mmi"
-    redundancy) of captioned images, all from one pass over the shared ``draws``. Words
-    are matched with the denoiser's tokenizer."""
+    redundancy) of captioned images, all from one pass over the shared ``draws`` (a
+    :class:`~infodiff_lightning.measure.DrawSpec` keys them by ``ids``). Words are matched
+    with the denoiser's tokenizer."""
     tok = denoiser.tokenizer
     captions = list(captions)
     pairs = [tuple(p) for p in pairs]
@@ -117,33 +119,24 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
         cols[f"-{w}"] = [without_words(c, [w], method, tok) for c in captions]
     for w1, w2 in pairs:
         cols[f"-{w1}-{w2}"] = [without_words(c, [w1, w2], method, tok) for c in captions]
-    names = list(cols)
-    # Each contrast by name: (reference column, condition column).
+    # Each contrast by key: (reference column, condition column).
     contrasts = {"mi": ("null", "full")}
     contrasts.update({("cmi", w): (f"-{w}", "full") for w in words})
     for w1, w2 in pairs:
         ref = f"-{w1}-{w2}"
         contrasts.update({("i1", w1, w2): (ref, f"-{w2}"), ("i2", w1, w2): (ref, f"-{w1}"),
                           ("i12", w1, w2): (ref, "full")})
-    keys = list(contrasts)
-    index_pairs = [(names.index(a), names.index(b)) for a, b in contrasts.values()]
-    err = denoiser_errors(denoiser, x, [cols[n] for n in names], draws, index_pairs,
-                          maps="orthogonal" if maps else None, microbatch=microbatch)
-    position = {k: p for p, k in enumerate(keys)}
-
-    def estimate(key) -> Estimate:
-        p = position[key]
-        return contrast_estimate(err, p, index_pairs[p], "orthogonal")
-
-    out = ContrastResult(mi=estimate("mi"), n_evals=err.n_evals)
+    m = measure(denoiser, cols, contrasts, x=x, ids=ids, draws=draws, maps="orthogonal" if maps else None,
+                microbatch=microbatch)
+    out = ContrastResult(mi=m.estimate("mi"), n_evals=m.n_evals)
     for w in words:
-        out.cmi[w] = estimate(("cmi", w))
+        out.cmi[w] = m.estimate(("cmi", w))
         out.present[w] = torch.tensor([contains_word(c, w, tok) for c in captions])
     for w1, w2 in pairs:
         parts = [("i1", w1, w2), ("i2", w1, w2), ("i12", w1, w2)]
-        terms = [information_terms(err, position[k], index_pairs[position[k]], "orthogonal") for k in parts]
-        pid_maps = None if err.draw_maps is None else tuple(err.draw_map(position[k]) for k in parts)
-        out.pid[(w1, w2)] = pid_from_terms(*terms, maps=pid_maps, design=err.design, n_evals=err.n_evals)
+        terms = [m.terms(k) for k in parts]
+        pid_maps = None if m.errors.draw_maps is None else tuple(m.draw_map(k) for k in parts)
+        out.pid[(w1, w2)] = pid_from_terms(*terms, maps=pid_maps, design=m.design, n_evals=m.n_evals)
         out.present[(w1, w2)] = torch.tensor([contains_word(c, w1, tok) and contains_word(c, w2, tok)
                                               for c in captions])
     return out

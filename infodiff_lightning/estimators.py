@@ -11,11 +11,12 @@ follows the design of the draws (uncertainty.py: iid, paired strata, or none for
 grid) and is scaled for the number of draws so that +-1.96 stderr is a 95% interval.
 A dataset-level value is the mean over images, with standard error std over images /
 sqrt(N) (which includes both sampling and integration noise).
+
+These are the public functions for notebooks; each builds its condition columns and
+contrasts and calls the one primitive, :func:`~infodiff_lightning.measure.measure`.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -23,101 +24,19 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
 from .denoisers.reference import GaussianReference
-from .draws import Draws, sample_draws
-from .evaluate import Errors, denoiser_errors
-from .integrate import AlphaSampler, TruncatedLogistic
-from .uncertainty import estimate_stderr, mean_stderr
+from .draws import Draws
+from .estimate import ESTIMATORS, Estimate, check_estimator, summarize
+from .integrate import AlphaSampler
+from .measure import default_sampler, make_draws, measure
 
-__all__ = [
-    "contrast_estimate",
-    "Estimate", "default_sampler", "make_draws", "information_terms", "informations",
-    "pointwise_mi", "conditional_mi", "nll", "bits_per_dim",
-]
-
-ESTIMATORS = ("standard", "orthogonal")
+__all__ = ["Estimate", "ESTIMATORS", "default_sampler", "make_draws", "informations", "pointwise_mi",
+           "conditional_mi", "nll"]
 
 
-@dataclass
-class Estimate:
-    """Per-image estimates (N,), their standard errors, and what they cost.
-
-    ``stderr`` is the calibrated standard error of the Monte-Carlo integral of each image
-    (uncertainty.py, eq. CAL; NaN for grid draws). ``map`` / ``map_stderr``: per-element
-    map (N, *map_shape) and its per-element standard error."""
-
-    value: Tensor
-    stderr: Tensor
-    n_evals: int
-    terms: Tensor | None = None  # (N, S) per-draw terms; value = terms.mean(1)
-    map: Tensor | None = None  # (N, *map_shape); sums to value for orthogonal maps
-    extra: dict = field(default_factory=dict)
-    map_stderr: Tensor | None = None  # (N, *map_shape)
-
-    def dataset_mean(self) -> tuple[float, float]:
-        """Dataset-level mean over images and its standard error (std over images /
-        sqrt(N); for one image, that image's own standard error)."""
-        n = self.value.numel()
-        if n == 1:
-            return float(self.value), float(self.stderr)
-        return float(self.value.mean()), float(self.value.std() / math.sqrt(n))
-
-
-def summarize(terms: Tensor, n_evals: int, design: str = "iid", keep_terms: bool = False,
-              draw_map: Tensor | None = None) -> Estimate:
-    """Mean of per-draw terms (N, S) per image with its calibrated standard error
-    (uncertainty.estimate_stderr), and of per-draw map terms (N, S, *map_shape) when
-    given, element by element (with the CAL formula: a bootstrap per pixel costs too much)."""
-    value, stderr = estimate_stderr(terms, design)
-    est = Estimate(value, stderr, n_evals, terms if keep_terms else None)
-    if draw_map is not None:
-        est.map, est.map_stderr = mean_stderr(draw_map.movedim(1, -1), design)
-    return est
-
-
-def contrast_estimate(errors: Errors, pair_index: int, pair: tuple[int, int], estimator: str = "orthogonal",
-                      keep_terms: bool = False) -> Estimate:
-    """The information of one (reference, condition) contrast of a denoiser pass: its
-    per-draw terms (eq. 5 or 7, :func:`information_terms`) summarized per image, with its
-    per-element map when the pass kept maps."""
-    terms = information_terms(errors, pair_index, pair, estimator)
-    return summarize(terms, errors.n_evals, errors.design, keep_terms, errors.draw_map(pair_index))
-
-
-def default_sampler(denoiser: Denoiser) -> AlphaSampler:
-    """The reference truncated logistic (loc 1, scale 2, clip 3), kept inside the
-    denoiser's trained log-SNR range."""
-    return TruncatedLogistic(1.0, 2.0, 3.0).restricted(denoiser.alpha_range)
-
-
-def make_draws(denoiser: Denoiser, x: Tensor, n_draws: int, sampler: AlphaSampler | None,
-               generator: torch.Generator | int | None) -> Draws:
-    if isinstance(generator, int):
-        generator = torch.Generator().manual_seed(generator)
-    sampler = default_sampler(denoiser) if sampler is None else sampler
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return sample_draws(int(x.shape[0]), n_draws, tuple(x.shape[1:]), sampler, generator, dtype)
-
-
-def check_alpha_range(denoiser: Denoiser, draws: Draws) -> None:
-    """Raise if the draws leave the denoiser's trained log-SNR range."""
-    rng = denoiser.alpha_range
-    if rng is None:
-        return
-    lo, hi = float(draws.alpha.min()), float(draws.alpha.max())
-    if lo < rng[0] - 1e-6 or hi > rng[1] + 1e-6:
-        raise ValueError(f"draws span alpha [{lo:.3f}, {hi:.3f}] outside the model's trained range "
-                         f"[{rng[0]:.3f}, {rng[1]:.3f}]; use sampler.restricted(denoiser.alpha_range)")
-
-
-def information_terms(errors: Errors, pair_index: int, pair: tuple[int, int], estimator: str) -> Tensor:
-    """Per-draw terms (N, S) of eq. 5 (standard) or eq. 7 (orthogonal) for one pair."""
-    if estimator == "orthogonal":
-        d = errors.gap[..., pair_index]
-    elif estimator == "standard":
-        d = errors.mse[..., pair[0]] - errors.mse[..., pair[1]]
-    else:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    return 0.5 * errors.weight * d
+def _draws(denoiser: Denoiser, x: Tensor, draws: Draws | None, n_draws: int, sampler: AlphaSampler | None,
+           generator: torch.Generator | int | None) -> Draws:
+    """The draws given, or n_draws per image from ``generator`` (an int seeds a new one)."""
+    return make_draws(denoiser, x, n_draws, sampler, generator) if draws is None else draws
 
 
 def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs: Sequence[tuple[int, int]], *,
@@ -126,19 +45,23 @@ def informations(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], pairs
                  maps: bool = False, microbatch: int | None = None, return_terms: bool = False) -> list[Estimate]:
     """Information of column ``cond`` relative to column ``ref`` for each pair (ref, cond),
     all from one pass with shared draws. ``maps`` adds per-element maps (orthogonal maps
-    for the orthogonal estimator, error-difference maps for the standard one)."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    for the orthogonal estimator, error-difference maps for the standard one);
+    ``return_terms`` keeps each estimate's per-draw terms and the draws' alpha
+    (``extra["alpha"]``)."""
+    check_estimator(estimator)
     if not pairs:
         raise ValueError("informations: give at least one (reference, condition) pair")
-    if draws is None:
-        draws = make_draws(denoiser, x, n_draws, sampler, generator)
-    check_alpha_range(denoiser, draws)
-    err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None, microbatch=microbatch)
+    names = [str(k) for k in range(len(columns))]
+    for pair in pairs:
+        if len(pair) != 2 or not all(0 <= int(i) < len(columns) for i in pair):
+            raise ValueError(f"pair {tuple(pair)} does not index two of the {len(columns)} condition columns")
+    m = measure(denoiser, dict(zip(names, columns)), {p: (names[a], names[b]) for p, (a, b) in enumerate(pairs)},
+                x=x, draws=_draws(denoiser, x, draws, n_draws, sampler, generator),
+                maps=estimator if maps else None, microbatch=microbatch)
     out = []
-    for p, pair in enumerate(pairs):
-        est = contrast_estimate(err, p, pair, estimator, keep_terms=return_terms)
-        est.extra["alpha"] = err.alpha if return_terms else None
+    for p in range(len(pairs)):
+        est = m.estimate(p, estimator, keep_terms=return_terms)
+        est.extra["alpha"] = m.errors.alpha if return_terms else None
         out.append(est)
     return out
 
@@ -170,19 +93,11 @@ def nll(denoiser: Denoiser, x: Tensor, condition: Column | None = None, *, refer
     n = int(x.shape[0])
     d = int(x[0].numel())
     ref = GaussianReference(reference_mean, reference_cov, d)
-    if draws is None:
-        draws = make_draws(denoiser, x, n_draws, sampler, generator)
-    check_alpha_range(denoiser, draws)
+    draws = _draws(denoiser, x, draws, n_draws, sampler, generator)
     cond = denoiser.null_conditions(n) if condition is None else condition
-    model = denoiser_errors(denoiser, x, [cond], draws, microbatch=microbatch)
-    gauss = denoiser_errors(ref, x, [ref.null_conditions(n)], draws, microbatch=microbatch)
-    terms = 0.5 * model.weight * (model.mse[..., 0] - gauss.mse[..., 0])
+    model = measure(denoiser, {"c": cond}, x=x, draws=draws, microbatch=microbatch)
+    gauss = measure(ref, {"null": ref.null_conditions(n)}, x=x, draws=draws, microbatch=microbatch)
+    terms = 0.5 * model.errors.weight * (model.mse("c") - gauss.mse("null"))
     est = summarize(terms, model.n_evals, model.design)
     offset = ref.neg_log_prob(x).to(est.value.dtype)
     return Estimate(est.value + offset, est.stderr, est.n_evals, extra={"dim": d})
-
-
-def bits_per_dim(estimate: Estimate) -> tuple[Tensor, Tensor]:
-    """-log2 p(x) / d for an :func:`nll` estimate (continuous density; no dequantisation)."""
-    d = estimate.extra["dim"]
-    return estimate.value / (d * math.log(2)), estimate.stderr / (d * math.log(2))

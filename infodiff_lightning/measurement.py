@@ -26,8 +26,8 @@ from torch import Tensor
 from .conditions import REMOVAL_METHODS
 from .contrasts import ContrastResult, caption_contrasts, cmi_tag, contains_word, mi_tag, pid_tag
 from .denoisers.base import TextDenoiser
-from .draws import draws_for_ids
-from .estimators import Estimate, default_sampler
+from .estimate import Estimate
+from .measure import DrawSpec
 from .metrics import PartialInformation, PointwiseInformation
 from .pid import PID_TERMS
 
@@ -96,9 +96,8 @@ def measure_captions(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int],
     keyed by (spec.seed, image id), one :func:`caption_contrasts` pass."""
     ids = [int(i) for i in ids]
     x = denoiser.encode(images, ids=ids)
-    draws = draws_for_ids(ids, spec.n_draws, tuple(x.shape[1:]), default_sampler(denoiser), spec.seed)
-    return caption_contrasts(denoiser, x, captions, spec.words, spec.pairs, method=spec.condition, draws=draws,
-                             maps=spec.maps, microbatch=spec.microbatch)
+    return caption_contrasts(denoiser, x, captions, spec.words, spec.pairs, method=spec.condition, ids=ids,
+                             draws=DrawSpec(spec.n_draws, spec.seed), maps=spec.maps, microbatch=spec.microbatch)
 
 
 class CaptionMetrics(torch.nn.Module):

@@ -30,8 +30,7 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
 from .draws import Draws, id_generator
-from .estimators import check_alpha_range
-from .evaluate import denoiser_errors
+from .measure import measure
 
 __all__ = ["MMSECurve", "mmse_curve", "mmse_eps_for_ids", "clustered_mean_stderr"]
 
@@ -127,8 +126,9 @@ def mmse_curve(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], alphas:
         eps = eps.to(dtype).reshape(n, g * n_eps, *x.shape[1:])
     a = alphas.repeat_interleave(n_eps).expand(n, -1).clone()  # draw s = (alpha g, eps j), s = g * n_eps + j
     draws = Draws(a, torch.ones_like(a), eps)
-    check_alpha_range(denoiser, draws)
-    err = denoiser_errors(denoiser, x, columns, draws, microbatch=microbatch)
-    errors = err.mse.reshape(n, g, n_eps, -1).permute(0, 3, 1, 2)  # (N, K, G, n_eps)
+    names = [str(k) for k in range(len(columns))]
+    m = measure(denoiser, dict(zip(names, columns)), x=x, draws=draws, microbatch=microbatch)
+    mse = torch.stack([m.mse(name) for name in names], -1)  # (N, S, K), duplicate columns measured once
+    errors = mse.reshape(n, g, n_eps, -1).permute(0, 3, 1, 2)  # (N, K, G, n_eps)
     mean, stderr = clustered_mean_stderr(errors)
-    return MMSECurve(alphas, mean, stderr, err.n_evals, errors)
+    return MMSECurve(alphas, mean, stderr, m.n_evals, errors)

@@ -45,9 +45,9 @@ from torch import Tensor
 
 from .denoisers.base import Column, Denoiser, column_len
 from .draws import Draws
-from .estimators import ESTIMATORS, Estimate, check_alpha_range, information_terms, make_draws, summarize
-from .evaluate import denoiser_errors
+from .estimate import Estimate, check_estimator, summarize
 from .integrate import AlphaSampler
+from .measure import Measurement, make_draws, measure
 from .uncertainty import (N_BOOTSTRAP, calibrated_stderr, degrees_of_freedom, fold_index, mean_stderr, skew_factor,
                           wild_bootstrap)
 
@@ -377,39 +377,49 @@ def pid(denoiser: Denoiser, x: Tensor, ref: Column | None, y1: Column, y2: Colum
     (a log-likelihood ratio is needed for Bayes' rule) relative to ``ref``, computed in the
     same pass with the same draws. See :func:`specific_information` for the formula.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    check_estimator(estimator)
     if redundancy not in REDUNDANCY_MEASURES:
         raise ValueError(f"redundancy must be one of {REDUNDANCY_MEASURES}, got {redundancy!r}")
     if maps and redundancy != "mmi":
         raise ValueError("PID maps are defined for redundancy='mmi' (an element-wise minimum); I_min is an "
                          "image-level measure: use redundancy='mmi' for maps, or maps=False")
     n = int(x.shape[0])
-    columns: list[Column] = [denoiser.null_conditions(n) if ref is None else ref, y1, y2, y12]
+    columns: dict[str, Column] = {"ref": denoiser.null_conditions(n) if ref is None else ref, "y1": y1, "y2": y2,
+                                  "y12": y12}
     if redundancy == "imin":
         c1 = _candidate_columns(candidates1, n, "candidates1")
         c2 = _candidate_columns(candidates2, n, "candidates2")
         if prior1 is None or prior2 is None:
             raise ValueError("redundancy='imin' needs prior1 and prior2: the prior over each source's candidates")
-        columns += c1 + c2
+        columns.update({f"candidates1/{j}": c for j, c in enumerate(c1)})
+        columns.update({f"candidates2/{j}": c for j, c in enumerate(c2)})
     elif any(c is not None for c in (candidates1, candidates2, prior1, prior2)):
         raise ValueError("candidates and priors are used only by redundancy='imin'; pass redundancy='imin' "
                          "or leave them out")
     if draws is None:
         draws = make_draws(denoiser, x, n_draws, sampler, generator)
-    check_alpha_range(denoiser, draws)
-    pairs = [(0, 1), (0, 2), (0, 3)]
-    err = denoiser_errors(denoiser, x, columns, draws, pairs, maps=estimator if maps else None,
-                          microbatch=microbatch)
-    t1, t2, t12 = (information_terms(err, p, pair, estimator) for p, pair in enumerate(pairs))
+    m = measure(denoiser, columns, PID_CONTRASTS, x=x, draws=draws, maps=estimator if maps else None,
+                microbatch=microbatch)
+    t1, t2, t12 = (m.terms(key, estimator) for key in PID_CONTRASTS)
     candidate_terms = None
     if redundancy == "imin":
-        standard = 0.5 * err.weight[..., None] * (err.mse[..., :1] - err.mse[..., 4:])  # (N, S, K1 + K2)
-        k1 = len(c1)
-        candidate_terms = (standard[..., :k1], prior1, standard[..., k1:], prior2)
-    map_triple = None if err.draw_maps is None else tuple(err.draw_map(p) for p in range(3))
+        candidate_terms = (candidate_information_terms(m, "ref", [f"candidates1/{j}" for j in range(len(c1))]),
+                           prior1,
+                           candidate_information_terms(m, "ref", [f"candidates2/{j}" for j in range(len(c2))]),
+                           prior2)
+    map_triple = None if m.errors.draw_maps is None else tuple(m.draw_map(key) for key in PID_CONTRASTS)
     return pid_from_terms(t1, t2, t12, redundancy=redundancy, candidates=candidate_terms, maps=map_triple,
-                          design=err.design, n_evals=err.n_evals, keep_terms=return_terms)
+                          design=m.design, n_evals=m.n_evals, keep_terms=return_terms)
+
+
+#: The three contrasts of a PID pass, over the columns "ref", "y1", "y2", "y12".
+PID_CONTRASTS = {"i1": ("ref", "y1"), "i2": ("ref", "y2"), "i12": ("ref", "y12")}
+
+
+def candidate_information_terms(m: Measurement, ref: str, candidates: Sequence[str]) -> Tensor:
+    """(N, S, K) per-draw *standard* terms (eq. 5) of each candidate column relative to
+    ``ref``: the log-likelihood ratios I_min's Bayes rule needs."""
+    return torch.stack([0.5 * m.errors.weight * (m.mse(ref) - m.mse(c)) for c in candidates], -1)
 
 
 def conditional_pid(denoiser: Denoiser, x: Tensor, context: Column, y1: Column, y2: Column, y12: Column,

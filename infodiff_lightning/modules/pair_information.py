@@ -19,10 +19,9 @@ from typing import Sequence
 import torch
 
 from ..denoisers.base import Denoiser
-from ..draws import draws_for_ids
-from ..estimators import ESTIMATORS, Estimate, contrast_estimate
-from ..evaluate import denoiser_errors
+from ..estimate import ESTIMATORS, Estimate
 from ..integrate import AlphaSampler
+from ..measure import DrawSpec, measure
 from ..io import log_scalars
 from ..metrics import PointwiseInformation
 from .analysis_job import AnalysisJob
@@ -75,15 +74,14 @@ class PairInformationJob(AnalysisJob):
     # ---- the shared measurement ------------------------------------------------
     def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         den = self.denoiser()
-        x = den.encode(batch["x"][keep], ids)
         y = batch["y"][keep]
-        sampler = self.sampler.restricted(den.alpha_range)
-        draws = draws_for_ids(ids, self.n_draws, tuple(x.shape[1:]), sampler, self.seed, dtype=x.dtype)
-        n = x.shape[0]
-        errors = denoiser_errors(den, x, [den.null_conditions(n), y], draws, [(0, 1)], microbatch=self.microbatch)
-        rows = [{"id": i, "n_evals": errors.n_evals // n} for i in ids]
+        n = len(ids)
+        draws = DrawSpec(self.n_draws, self.seed, self.sampler.restricted(den.alpha_range))
+        m = measure(den, {"null": den.null_conditions(n), "y": y}, {"mi": ("null", "y")}, images=batch["x"][keep],
+                    ids=ids, draws=draws, microbatch=self.microbatch)
+        rows = [{"id": i, "n_evals": m.n_evals // n} for i in ids]
         for est in self.estimators:
-            e = contrast_estimate(errors, 0, (0, 1), est)
+            e = m.estimate("mi", est)
             self.mi[est].update(e, ids=ids)
             for k, row in enumerate(rows):
                 row[est], row[f"{est}_stderr"] = float(e.value[k]), float(e.stderr[k])
