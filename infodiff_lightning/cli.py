@@ -19,6 +19,8 @@ from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.cli import LightningCLI
 
+from .checkpoints import load_checkpoint
+
 __all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
            "EXIT_CONFIG_ERROR", "finish_distributed", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
 
@@ -163,7 +165,22 @@ class RemoveEmptyRunOnFailure(Callback):
 
 class InfodiffCLI(LightningCLI):
     """LightningCLI with the step progress bar (unless the config turns progress bars off
-    or brings its own), and no empty run folder left by a run that failed at start-up."""
+    or brings its own), no empty run folder left by a run that failed at start-up, and
+    checkpoints loaded weights-only: ``--ckpt_path`` must be a local file that torch's
+    weights-only unpickler accepts (checked right after parsing, before LightningCLI reads
+    the checkpoint's hyperparameters; a URL or a file that would run code is refused in one
+    line), and ``--weights_only false`` is refused."""
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else self.config
+        if "weights_only" in cfg:
+            if cfg.weights_only is False:
+                raise ValueError("--weights_only false is refused: a checkpoint loaded that way can run code")
+            cfg.weights_only = True
+        if cfg.get("ckpt_path"):
+            load_checkpoint(cfg.ckpt_path, "--ckpt_path")
 
     def instantiate_trainer(self, **kwargs):
         trainer_cfg = self._get(self.config_init, "trainer", default={})  # under the subcommand for train.py
