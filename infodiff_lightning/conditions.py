@@ -29,6 +29,7 @@ encoder's input sequence, where position 0 is the start token.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import string
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Any, Sequence, Union
 import torch
 
 __all__ = ["Condition", "as_condition", "word_spans", "remove_word", "word_alone", "null_prompt", "drop_words",
-           "REMOVAL_METHODS"]
+           "REMOVAL_METHODS", "shorten"]
 
 REMOVAL_METHODS = ("delete", "placeholder", "mask")
 DEFAULT_PLACEHOLDER = "something"
@@ -88,6 +89,13 @@ def as_condition(entry: Any) -> Condition:
                     "class-conditional models take a tensor of class ids instead")
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``repr(text)`` cut to about ``limit`` characters, for messages about long prompts."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit - 20] + " ... " + text[-15:]) + f" ({len(text)} characters)"
+
+
 def null_prompt() -> str:
     """The null condition of text-conditioned models: the empty prompt."""
     return ""
@@ -116,13 +124,13 @@ def _char_spans(prompt: str, word: str, occurrence: str | int = "all") -> list[t
     pattern = re.compile(rf"(?<!{_WORD_CHAR}){body}(?!{_WORD_CHAR})", re.IGNORECASE)
     spans = [m.span() for m in pattern.finditer(prompt)]
     if not spans:
-        raise ValueError(f"word {w!r} does not occur as a whole word in prompt {prompt!r}")
+        raise ValueError(f"word {w!r} does not occur as a whole word in prompt {shorten(prompt)}")
     if occurrence == "all":
         return spans
     if isinstance(occurrence, bool) or not isinstance(occurrence, int):
         raise ValueError(f"occurrence must be 'all' or an int index, got {occurrence!r}")
     if not -len(spans) <= occurrence < len(spans):
-        raise ValueError(f"word {w!r} occurs {len(spans)} time(s) in prompt {prompt!r}; occurrence {occurrence} "
+        raise ValueError(f"word {w!r} occurs {len(spans)} time(s) in prompt {shorten(prompt)}; occurrence {occurrence} "
                          "does not exist")
     return [spans[occurrence]]
 
@@ -134,19 +142,33 @@ def _encode(tokenizer, text: str, specials: bool, offsets: bool = False) -> dict
     return tokenizer(text, **kw)
 
 
-def _token_span_offsets(tokenizer, prompt: str, cs: int, ce: int, word: str):
-    """Token span from the tokenizer's character offsets (fast tokenizers)."""
+def _token_offsets(tokenizer, prompt: str) -> list[tuple[int, int, int]] | None:
+    """(position, char start, char end) of each non-special, non-empty token of the
+    encoder input, from one tokenization with offsets (fast tokenizers); None when the
+    tokenizer cannot give offsets."""
     try:
         enc = _encode(tokenizer, prompt, True, offsets=True)
         offsets, special = enc["offset_mapping"], enc["special_tokens_mask"]
     except (NotImplementedError, KeyError, TypeError, ValueError):
         return None
-    pos = [i for i, ((s, e), sp) in enumerate(zip(offsets, special)) if not sp and e > s and s < ce and e > cs]
-    if not pos:
-        raise ValueError(f"word {word!r} in prompt {prompt!r} maps to no tokens")
-    if any(offsets[i][0] < cs or offsets[i][1] > ce for i in pos) or pos != list(range(pos[0], pos[-1] + 1)):
-        raise ValueError(f"word {word!r} in prompt {prompt!r} is not aligned with token boundaries "
-                         f"(tokens {[tuple(offsets[i]) for i in pos]} vs characters {(cs, ce)}); "
+    return [(i, s, e) for i, ((s, e), sp) in enumerate(zip(offsets, special)) if not sp and e > s]
+
+
+def _token_span_offsets(tokens: list[tuple[int, int, int]], ends: list[int], prompt: str, cs: int, ce: int,
+                        word: str) -> tuple[int, int]:
+    """Token span of characters [cs, ce) from the sorted token offsets (binary search, so
+    a prompt with many occurrences of the word costs one tokenization, not one each)."""
+    lo = bisect.bisect_right(ends, cs)  # first token ending after cs
+    hi = lo
+    while hi < len(tokens) and tokens[hi][1] < ce:
+        hi += 1
+    found = tokens[lo:hi]
+    if not found:
+        raise ValueError(f"word {word!r} in prompt {shorten(prompt)} maps to no tokens")
+    pos = [t[0] for t in found]
+    if any(s < cs or e > ce for _, s, e in found) or pos != list(range(pos[0], pos[-1] + 1)):
+        raise ValueError(f"word {word!r} in prompt {shorten(prompt)} is not aligned with token boundaries "
+                         f"(tokens {[(s, e) for _, s, e in found]} vs characters {(cs, ce)}); "
                          "choose a whole word the tokenizer splits off on its own")
     return pos[0], pos[-1] + 1
 
@@ -159,7 +181,7 @@ def _token_span_prefix(tokenizer, prompt: str, cs: int, ce: int, word: str):
     inner = list(_encode(tokenizer, prompt[cs:ce], False)["input_ids"])
     after = list(_encode(tokenizer, prompt[ce:], False)["input_ids"])
     if before + inner + after != bare or not inner:
-        raise ValueError(f"word {word!r} in prompt {prompt!r} is not aligned with token boundaries; "
+        raise ValueError(f"word {word!r} in prompt {shorten(prompt)} is not aligned with token boundaries; "
                          "choose a whole word the tokenizer splits off on its own")
     lead = next((i for i in range(len(full)) if full[i:i + len(bare)] == bare), 0)
     return lead + len(before), lead + len(before) + len(inner)
@@ -172,13 +194,12 @@ def word_spans(prompt: str, word: str, tokenizer, occurrence: str | int = "all")
     word split into several BPE pieces gives one span covering all of them. Raises a
     ValueError when the word is absent or does not fall on token boundaries.
     """
-    out = []
-    for cs, ce in _char_spans(prompt, word, occurrence):
-        span = _token_span_offsets(tokenizer, prompt, cs, ce, word)
-        if span is None:
-            span = _token_span_prefix(tokenizer, prompt, cs, ce, word)
-        out.append(span)
-    return out
+    chars = _char_spans(prompt, word, occurrence)
+    tokens = _token_offsets(tokenizer, prompt)
+    if tokens is None:  # a slow tokenizer: one tokenization per occurrence
+        return [_token_span_prefix(tokenizer, prompt, cs, ce, word) for cs, ce in chars]
+    ends = [e for _, _, e in tokens]
+    return [_token_span_offsets(tokens, ends, prompt, cs, ce, word) for cs, ce in chars]
 
 
 def _delete_spans(prompt: str, spans: Sequence[tuple[int, int]]) -> str:
@@ -227,7 +248,7 @@ def remove_word(prompt: str, word: str, method: str = "delete", *, tokenizer=Non
         expect = [t for i, t in enumerate(full) if i not in drop]
         got = list(_encode(tokenizer, text, True)["input_ids"])
         if got != expect:
-            raise ValueError(f"deleting {word!r} from {prompt!r} gives {text!r}, whose tokens are not the original "
+            raise ValueError(f"deleting {word!r} from {shorten(prompt)} gives {shorten(text)}, whose tokens are not the original "
                              "tokens minus the word's; use method='mask' or 'placeholder' for this prompt")
     return text
 

@@ -189,3 +189,36 @@ def test_text_columns_must_be_lists_of_prompts(tok):
         enc(torch.tensor([1, 2]))
     with pytest.raises(TypeError, match="str or a Condition"):
         enc([1, 2])
+
+
+class CountingTokenizer:
+    """The tiny tokenizer, counting how often it tokenizes a text."""
+
+    def __init__(self, tok):
+        self.tok, self.calls = tok, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.tok(*args, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["delete", "mask"])
+def test_removing_a_word_tokenizes_the_caption_a_fixed_number_of_times_however_often_it_occurs(tok, method):
+    # one tokenization per occurrence made removal quadratic in the caption's length
+    # (a 10,000-word caption took 55 s); with offsets found by binary search it is linear
+    counts = {}
+    for repeats in (2, 200):
+        counting = CountingTokenizer(tok)
+        caption = " ".join(["a red circle and a blue square"] * repeats)
+        out = remove_word(caption, "red", method=method, tokenizer=counting)
+        assert (str(out).count("red") if method == "delete" else len(out.masked)) == (0 if method == "delete"
+                                                                                    else repeats)
+        counts[repeats] = counting.calls
+    assert counts[200] == counts[2] <= 3
+
+
+def test_an_error_about_a_long_prompt_quotes_it_shortened():
+    caption = " ".join(["a blue square"] * 3000)
+    with pytest.raises(ValueError) as err:
+        remove_word(caption, "red")
+    assert len(str(err.value)) < 200 and "characters)" in str(err.value)

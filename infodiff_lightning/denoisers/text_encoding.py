@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..conditions import Condition, as_condition
+from ..conditions import Condition, as_condition, shorten
 
 __all__ = ["PromptEncoder"]
 
@@ -67,7 +67,7 @@ class PromptEncoder:
         for c in conditions:
             n = len(self.tokenizer(c.prompt, truncation=False)["input_ids"])
             if n > self.max_length:
-                warnings.warn(f"prompt {c.prompt!r} has {n} tokens; the text encoder sees only the first "
+                warnings.warn(f"prompt {shorten(c.prompt)} has {n} tokens; the text encoder sees only the first "
                               f"{self.max_length}", stacklevel=3)
         pad = getattr(self.tokenizer, "pad_token_id", None)
         for i, c in enumerate(conditions):
