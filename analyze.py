@@ -6,8 +6,10 @@ test loop once. The resolved config is saved as config.yaml in the run folder.
 
 The run folder is named by the run's identity (its config without operational options
 such as devices or batch sizes): the same command run again continues an interrupted
-run, measuring only what is missing; ``--fresh true`` starts afresh. The whole job is
-checked before anything is computed.
+run, measuring only what is missing; ``--fresh true`` starts afresh. The files behind the
+model and data options are fingerprinted (inputs.json): a continued run whose inputs
+changed stops with a line naming what changed. The whole job is checked before anything
+is computed.
 
 Exit status: 0 all samples measured; 2 a configuration mistake (one line on stderr,
 nothing computed, no run folder); 3 finished, with failed samples recorded in
@@ -34,6 +36,7 @@ def main(args: list[str] | None = None) -> int:
             job.validate(cli.datamodule)
         except ValueError as e:
             return config_error(e, f"{type(job).__name__}")
+    cli.record_inputs()
     try:
         cli.trainer.test(job, datamodule=cli.datamodule, verbose=False)
     except SampleFailure as e:

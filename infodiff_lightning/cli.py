@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.cli import LightningCLI
 
 from .checkpoints import load_checkpoint
+from .run_inputs import check_inputs
 
 __all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
            "EXIT_CONFIG_ERROR", "finish_distributed", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
@@ -150,6 +151,8 @@ class RemoveEmptyRunOnFailure(Callback):
     number: remove it, on rank zero, if it holds nothing else."""
 
     KEEP_IF_PRESENT = ("checkpoints", "diffusers", "per_image", "summary.json")
+    #: What a folder may hold and still count as empty.
+    EMPTY = ("config.yaml", "hparams.yaml", "inputs.json")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         folder = Path(trainer.log_dir or trainer.default_root_dir)
@@ -159,7 +162,7 @@ class RemoveEmptyRunOnFailure(Callback):
         names = [p.name for p in folder.iterdir()]
         if any(n.startswith(self.KEEP_IF_PRESENT) for n in names):
             return
-        if all(n in ("config.yaml", "hparams.yaml") or n.startswith("events.out.tfevents") for n in names):
+        if all(n in self.EMPTY or n.startswith("events.out.tfevents") for n in names):
             shutil.rmtree(folder)
 
 
@@ -203,6 +206,10 @@ class AnalyzeCLI(InfodiffCLI):
                             help="start afresh: move an earlier run folder of the same identity aside "
                                  "(<folder>.superseded-<time>) instead of continuing it")
 
+    #: The run folder (None without a versioned logger) and the folders the run writes to.
+    run_folder: Path | None = None
+    outputs: tuple[Path, ...] = ()
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config
         logger = cfg.trainer.logger
@@ -210,9 +217,20 @@ class AnalyzeCLI(InfodiffCLI):
             return  # no versioned logger: the run folder is trainer.default_root_dir
         if logger.init_args.version is None:
             logger.init_args.version = "run-" + run_identity(cfg.as_dict(), OPERATIONAL_OPTIONS)
-        if cfg.fresh:
-            args = logger.init_args
-            folder = Path(args.save_dir) / (args.name or "") / str(args.version)
-            if folder.exists():
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-                folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))
+        args = logger.init_args
+        folder = Path(args.save_dir) / (args.name or "") / str(args.version)
+        self.run_folder = folder
+        self.outputs = tuple(Path(p) for p in (args.save_dir, cfg.trainer.default_root_dir) if p)
+        if cfg.fresh and folder.exists():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))
+        if folder.exists():  # a continued run: its inputs must be the ones it started with
+            check_inputs(folder, cfg.as_dict(), exclude=self.outputs, write=False)
+
+    def record_inputs(self) -> None:
+        """Save the fingerprint of the run's inputs in its folder (rank zero; once the job
+        is known to be valid, so that a mistaken job leaves no folder)."""
+        if self.run_folder is None or os.environ.get("LOCAL_RANK", "0") != "0" or \
+                os.environ.get("NODE_RANK", "0") != "0":
+            return
+        check_inputs(self.run_folder, self.config.as_dict(), exclude=self.outputs, write=True)
