@@ -8,11 +8,12 @@ The run folder is named by the run's identity (its config without operational op
 such as devices or batch sizes): the same command run again continues an interrupted
 run, measuring only what is missing; ``--fresh true`` starts afresh. The files behind the
 model and data options are fingerprinted (inputs.json): a continued run whose inputs
-changed stops with a line naming what changed. The whole job is checked before anything
-is computed.
+changed stops with a line naming what changed, and a job started while another runs in
+the same folder stops in one line (an advisory lock, released when a process ends). The
+whole job is checked before anything is computed.
 
 Exit status: 0 all samples measured; 2 a configuration mistake (one line on stderr,
-nothing computed, no run folder); 3 finished, with failed samples recorded in
+nothing computed, no run folder; also when another job runs in the same folder); 3 finished, with failed samples recorded in
 failures.rank<k>.jsonl; 1 any other error.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import sys
 
 from infodiff_lightning.cli import AnalyzeCLI, config_error, finish_distributed, quiet_console
+from infodiff_lightning.run_lock import RunFolderBusy
 from infodiff_lightning.modules.analysis_job import EXIT_SAMPLE_FAILURES, AnalysisJob, SampleFailure
 
 
@@ -28,6 +30,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         cli = AnalyzeCLI(model_class=None, datamodule_class=None, run=False, save_config_kwargs={"overwrite": True},
                          parser_kwargs={"description": __doc__}, args=args)
+    except RunFolderBusy as e:
+        return config_error(e, "analyze.py")
     except (ValueError, TypeError, FileNotFoundError, OSError) as e:
         return config_error(e, "the configuration is not valid")
     job = cli.model
@@ -36,12 +40,17 @@ def main(args: list[str] | None = None) -> int:
             job.validate(cli.datamodule)
         except ValueError as e:
             return config_error(e, f"{type(job).__name__}")
-    cli.record_inputs()
+    try:
+        cli.claim_run_folder()
+    except (RunFolderBusy, ValueError) as e:
+        return config_error(e, "analyze.py")
     try:
         cli.trainer.test(job, datamodule=cli.datamodule, verbose=False)
     except SampleFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SAMPLE_FAILURES
+    finally:
+        cli.release_run_folder()
     finish_distributed()
     if isinstance(job, AnalysisJob) and job.failed_samples:
         return EXIT_SAMPLE_FAILURES

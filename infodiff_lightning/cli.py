@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from .checkpoints import load_checkpoint
 from .run_inputs import check_inputs
+from .run_lock import check_free, lock_run_folder
 
 __all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
            "EXIT_CONFIG_ERROR", "finish_distributed", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
@@ -152,7 +153,7 @@ class RemoveEmptyRunOnFailure(Callback):
 
     KEEP_IF_PRESENT = ("checkpoints", "diffusers", "per_image", "summary.json")
     #: What a folder may hold and still count as empty.
-    EMPTY = ("config.yaml", "hparams.yaml", "inputs.json")
+    EMPTY = ("config.yaml", "hparams.yaml", "inputs.json", ".lock")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         folder = Path(trainer.log_dir or trainer.default_root_dir)
@@ -209,6 +210,7 @@ class AnalyzeCLI(InfodiffCLI):
     #: The run folder (None without a versioned logger) and the folders the run writes to.
     run_folder: Path | None = None
     outputs: tuple[Path, ...] = ()
+    _lock = None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
@@ -224,13 +226,22 @@ class AnalyzeCLI(InfodiffCLI):
         if cfg.fresh and folder.exists():
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))
-        if folder.exists():  # a continued run: its inputs must be the ones it started with
+        if folder.exists():  # a continued run: no other job in it, and the inputs it started with
+            check_free(folder)
             check_inputs(folder, cfg.as_dict(), exclude=self.outputs, write=False)
 
-    def record_inputs(self) -> None:
-        """Save the fingerprint of the run's inputs in its folder (rank zero; once the job
-        is known to be valid, so that a mistaken job leaves no folder)."""
+    def claim_run_folder(self) -> None:
+        """Lock the run folder for this job and save the fingerprint of its inputs there
+        (in the launching process only: the other ranks belong to the same job). Called
+        once the job is known to be valid, so that a mistaken job leaves no folder."""
         if self.run_folder is None or os.environ.get("LOCAL_RANK", "0") != "0" or \
                 os.environ.get("NODE_RANK", "0") != "0":
             return
+        self._lock = lock_run_folder(self.run_folder)  # held until released or the process ends
         check_inputs(self.run_folder, self.config.as_dict(), exclude=self.outputs, write=True)
+
+    def release_run_folder(self) -> None:
+        """Release the run folder's lock (a no-op where none is held)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
