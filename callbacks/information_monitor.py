@@ -41,7 +41,7 @@ from infodiff_lightning.io import json_line, log_scalars, run_dir
 from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
 from infodiff_lightning.metrics import InformationMap
 from infodiff_lightning.mmse import mmse_curve, mmse_eps_for_ids
-from infodiff_lightning.modules import MeasurableModule, ProbeData
+from infodiff_lightning.protocols import MeasurableModule, ProbeData
 from infodiff_lightning.viz import map_figure, mmse_figure
 
 __all__ = ["InformationMonitor"]

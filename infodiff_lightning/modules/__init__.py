@@ -1,4 +1,8 @@
-"""LightningModules: analysis jobs and fine-tuning."""
+"""LightningModules: analysis jobs and fine-tuning.
+
+What they need from datamodules (and the monitor from them) is declared in
+``infodiff_lightning.protocols``.
+"""
 from .caption_analysis import CaptionAnalysis
 from .caption_ranking import CaptionRanking
 from .word_localization import WordLocalization
@@ -8,7 +12,6 @@ from .pid_study import PIDStudy
 from .prompt_intervention import PromptIntervention
 from .vector_information import VectorInformation
 from .vector_training import VectorMITrainer
-from .protocols import CaptionedEvaluationData, MeasurableModule, ProbeData, GroupedEvaluationData, LocalizationEvaluationData
 
-__all__ = ["PIDStudy", "PromptIntervention", "VectorInformation", "VectorMITrainer", "CaptionAnalysis", "CaptionRanking", "WordLocalization", "LocalizationEvaluationData", "GroupedEvaluationData", "DiffusionFineTuner", "GroundTruthAnalysis", "MeasurableModule", "ProbeData",
-           "CaptionedEvaluationData"]
+__all__ = ["PIDStudy", "PromptIntervention", "VectorInformation", "VectorMITrainer", "CaptionAnalysis", "CaptionRanking",
+           "WordLocalization", "DiffusionFineTuner", "GroundTruthAnalysis"]

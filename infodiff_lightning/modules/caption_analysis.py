@@ -26,7 +26,7 @@ from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, per
 from ..pid import PID_TERMS, PIDEstimate
 from ..viz import map_figure
 from .analysis_job import AnalysisJob, torch_dtype_of
-from .protocols import CaptionedEvaluationData
+from ..protocols import CaptionedEvaluationData
 
 __all__ = ["CaptionAnalysis"]
 

@@ -28,7 +28,7 @@ from ..metrics.samples import SampleHits
 from ..viz import ranking_figure
 from ..ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
 from .analysis_job import AnalysisJob, torch_dtype_of
-from .protocols import GroupedEvaluationData
+from ..protocols import GroupedEvaluationData
 
 __all__ = ["CaptionRanking", "OVERALL"]
 

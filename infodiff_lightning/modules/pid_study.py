@@ -25,7 +25,7 @@ from ..pid import PID_TERMS
 from ..pid_study import CONTEXTS, holds_pair, measure_pair, pid_table, study_pairs
 from ..viz import pid_figure
 from .analysis_job import AnalysisJob, torch_dtype_of
-from .protocols import CaptionedEvaluationData
+from ..protocols import CaptionedEvaluationData
 
 __all__ = ["PIDStudy"]
 

@@ -38,7 +38,7 @@ from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleRows
 from ..viz import map_figure
 from .analysis_job import AnalysisJob, torch_dtype_of
-from .protocols import CaptionedEvaluationData
+from ..protocols import CaptionedEvaluationData
 
 __all__ = ["PromptIntervention"]
 

@@ -17,6 +17,7 @@ import torch
 from ..denoisers.base import Denoiser
 from ..denoisers.vector import load_vector_denoiser
 from ..integrate import AlphaSampler
+from ..protocols import VectorPairSource
 from .pair_information import PairInformationJob
 from .vector_training import DEFAULT_VECTOR_SAMPLER
 
@@ -63,8 +64,6 @@ class VectorInformation(PairInformationJob):
         return self.model_path
 
     def validate(self, datamodule) -> None:
-        from .protocols import VectorPairSource
-
         if not isinstance(datamodule, VectorPairSource):
             raise ValueError(f"data: VectorInformation needs a datamodule of vector pairs, got {type(datamodule).__name__}")
         want = tuple(self.dims)

@@ -43,7 +43,7 @@ from ..logsnr import noise_channel
 from ..models.vector_mlp import ConditionalMLP
 from .ema import EMAWeights
 from .finetune import min_snr_weight
-from .protocols import VectorPairSource
+from ..protocols import VectorPairSource
 
 __all__ = ["VectorMITrainer", "DEFAULT_VECTOR_SAMPLER"]
 

@@ -39,7 +39,7 @@ from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleVectors
 from ..viz import localization_figure
 from .analysis_job import AnalysisJob, torch_dtype_of
-from .protocols import LocalizationEvaluationData
+from ..protocols import LocalizationEvaluationData
 
 __all__ = ["WordLocalization"]
 

@@ -10,10 +10,11 @@ from typing import ContextManager, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from ..data.normalization import Normalization
-from ..denoisers.base import TextDenoiser
+from .data.normalization import Normalization
+from .denoisers.base import TextDenoiser
 
-__all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData", "VectorPairSource"]
+__all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData", "GroupedEvaluationData", "LocalizationEvaluationData",
+           "VectorPairSource"]
 
 
 @runtime_checkable
