@@ -15,7 +15,7 @@ import torch
 
 from infodiff_lightning.models import TinyTextToImageSpec
 from infodiff_lightning.modules import DiffusionFineTuner
-from infodiff_lightning.modules.finetune import min_snr_weight
+from infodiff_lightning.training import min_snr_weight
 
 WORDS = ["a", "red", "green", "square", "circle", "on", "the", "left", "right"]
 GAMMA = 5.0

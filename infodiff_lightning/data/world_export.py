@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from ..io import write_json_atomic
+from .localization_files import read_localization_json
 from .world import CaptionedWorld, attribute_swap, left_right_swap, shuffled_words, word_masks
 
 __all__ = ["export_world", "rle_encode", "load_localization"]
@@ -100,14 +102,10 @@ def export_world(folder: str | Path, split: str = "heldout", n: int | None = Non
 
 def load_localization(folder: str | Path) -> list[tuple[str, str, str, torch.Tensor]]:
     """(image path, caption, word, mask) rows of an exported localization.json."""
-    from .localization_files import read_localization_json
-
     return [(str(r.image), r.caption, r.word, r.mask()) for r in read_localization_json(folder)]
 
 
 def main(args: list[str] | None = None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Write a split of the embedded world in the COCO / ARO layouts.")
     ap.add_argument("--out", required=True, help="folder to write")
     ap.add_argument("--split", default="heldout", choices=["train", "threshold", "heldout"])

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..gaussian_conditional import GaussianConditional, gaussian_conditional
 from .analytic import AnalyticSystem
 
 __all__ = ["JointGaussian", "CorrelatedGaussian"]
@@ -37,37 +38,25 @@ class JointGaussian(AnalyticSystem):
             raise ValueError("cov must be symmetric")
         self.mean, self.cov, self.dim_x, self.dim_y = mean, cov, dim_x, n - dim_x
         self._chol = torch.linalg.cholesky(cov)  # raises if not positive definite
-        self._cache: dict[tuple[bool, ...], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._cache: dict[tuple[bool, ...], GaussianConditional] = {}
 
     # ---- conditioning -------------------------------------------------
-    def _conditional(self, observed: tuple[bool, ...]):
-        """(gain K, Sc eigenvalues, eigenvectors) with mu_c = mu_x + K (y_o - mu_o)."""
+    def conditional(self, observed: tuple[bool, ...]) -> GaussianConditional:
+        """X given Y's coordinates flagged in ``observed``: (observed indices, gain K,
+        S_c eigenvalues, eigenvectors) with mu_c = mu_x + K (y_o - mu_o); cached per pattern."""
         if observed not in self._cache:
-            dx = self.dim_x
-            o = torch.tensor([dx + j for j, v in enumerate(observed) if v], dtype=torch.long)
-            sxx = self.cov[:dx, :dx]
-            if o.numel():
-                sxo = self.cov[:dx][:, o]
-                soo = self.cov[o][:, o]
-                gain = torch.linalg.solve(soo, sxo.T).T
-                sc = sxx - gain @ sxo.T
-            else:
-                gain = torch.zeros(dx, 0, dtype=torch.float64)
-                sc = sxx
-            sc = 0.5 * (sc + sc.T)
-            lam, vec = torch.linalg.eigh(sc)
-            self._cache[observed] = (o, gain, lam, vec)
+            self._cache[observed] = gaussian_conditional(self.cov, self.dim_x, observed)
         return self._cache[observed]
 
     def conditional_mean(self, y: Tensor, observed: tuple[bool, ...]) -> Tensor:
-        o, gain, _, _ = self._conditional(observed)
+        o, gain, _, _ = self.conditional(observed)
         mu_x = self.mean[: self.dim_x]
         if o.numel() == 0:
             return mu_x.expand(y.shape[0], -1)
         return mu_x + (y[:, o - self.dim_x].to(torch.float64) - self.mean[o]) @ gain.T
 
     def log_det_conditional(self, observed: tuple[bool, ...]) -> float:
-        return float(torch.log(self._conditional(tuple(observed))[2]).sum())
+        return float(torch.log(self.conditional(tuple(observed)).eigenvalues).sum())
 
     # ---- the denoiser protocol ----------------------------------------
     def null_conditions(self, n: int) -> Tensor:
@@ -96,7 +85,7 @@ class JointGaussian(AnalyticSystem):
                 pattern = patterns[code]
                 rows = (obs == pattern).all(1).nonzero().squeeze(1)
             key = tuple(bool(v) for v in pattern.tolist())
-            _, _, lam, vec = self._conditional(key)
+            _, _, lam, vec = self.conditional(key)
             mu_c = self.conditional_mean(conditions[rows], key)
             r = (xa[rows] - a2[rows].sqrt()[:, None] * mu_c) @ vec
             r = r * b2[rows].sqrt()[:, None] / (a2[rows][:, None] * lam + b2[rows][:, None])

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..gaussian_conditional import gaussian_conditional
+
 __all__ = ["ConditionalMLP", "GaussianBaseline"]
 
 
@@ -25,14 +27,12 @@ class GaussianBaseline(nn.Module):
 
     def __init__(self, dim_x: int, dim_y: int, mean: Tensor | None = None, cov: Tensor | None = None):
         super().__init__()
-        from ..denoisers.gaussian import JointGaussian
-
         n = dim_x + dim_y
         mean = torch.zeros(n, dtype=torch.float64) if mean is None else torch.as_tensor(mean, dtype=torch.float64)
         cov = torch.eye(n, dtype=torch.float64) if cov is None else torch.as_tensor(cov, dtype=torch.float64)
-        g = JointGaussian(mean, cov, dim_x)  # the conditioning algebra lives there
-        _, gain, lam_c, vec_c = g._conditional(tuple([True] * dim_y))
-        _, _, lam_0, vec_0 = g._conditional(tuple([False] * dim_y))
+        torch.linalg.cholesky(cov)  # raises if cov is not positive definite
+        _, gain, lam_c, vec_c = gaussian_conditional(cov, dim_x, tuple([True] * dim_y))
+        _, _, lam_0, vec_0 = gaussian_conditional(cov, dim_x, tuple([False] * dim_y))
         for name, v in (("mu_x", mean[:dim_x]), ("mu_y", mean[dim_x:]), ("gain", gain), ("lam_c", lam_c),
                         ("vec_c", vec_c), ("lam_0", lam_0), ("vec_0", vec_0)):
             self.register_buffer(name, v.to(torch.float32).contiguous())

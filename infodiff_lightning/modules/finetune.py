@@ -34,28 +34,12 @@ from ..denoisers.diffusers_common import TextUNetDenoiser
 from ..denoisers.prediction import prediction_target
 from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+from ..training import adamw_with_schedule, min_snr_weight
 from .ema import EMAWeights
 
-__all__ = ["DiffusionFineTuner", "min_snr_weight"]
+__all__ = ["DiffusionFineTuner"]
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
-    """The Min-SNR loss weight of each sample, given its snr = abar / (1 - abar).
-
-    min(snr, gamma)/snr (epsilon), min(snr, gamma)/(snr + 1) (v_prediction), min(snr, gamma) (sample).
-    At snr = 0 (the last step of a zero-terminal-SNR schedule) the epsilon weight is its
-    limit 1, not 0/0 = NaN.
-    """
-    clipped = snr.clamp(max=gamma)
-    if prediction_type == "epsilon":
-        return torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
-    if prediction_type == "v_prediction":
-        return clipped / (snr + 1)
-    if prediction_type == "sample":
-        return clipped
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
 class DiffusionFineTuner(L.LightningModule):
@@ -205,13 +189,9 @@ class DiffusionFineTuner(L.LightningModule):
             self.ema.update(self.trainable_parameters(), self.trainer.global_step, self.device)
 
     def configure_optimizers(self):
-        from diffusers.optimization import get_scheduler
-
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=self.hparams.learning_rate,
-                                weight_decay=self.hparams.weight_decay)
-        sched = get_scheduler(self.hparams.lr_schedule, opt, num_warmup_steps=self.hparams.warmup_steps,
-                              num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        h = self.hparams
+        return adamw_with_schedule(self.trainable_parameters(), h.learning_rate, h.weight_decay, h.lr_schedule,
+                                   h.warmup_steps, int(self.trainer.estimated_stepping_batches))
 
     # ---- checkpoints and export ----------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -18,8 +18,8 @@ from ..denoisers.base import Denoiser
 from ..denoisers.vector import load_vector_denoiser
 from ..integrate import AlphaSampler
 from ..protocols import VectorPairSource
+from ..training import default_vector_sampler
 from .pair_information import PairInformationJob
-from .vector_training import DEFAULT_VECTOR_SAMPLER
 
 __all__ = ["VectorInformation"]
 
@@ -42,7 +42,7 @@ class VectorInformation(PairInformationJob):
     def __init__(self, model: str, estimators: Sequence[str] = ("standard", "orthogonal"), n_draws: int = 32,
                  sampler: AlphaSampler | None = None, truth: float | None = None, seed: int = 0,
                  microbatch: int = 16384, fail_fast: bool = False):
-        super().__init__(estimators, n_draws, sampler if sampler is not None else DEFAULT_VECTOR_SAMPLER(), seed,
+        super().__init__(estimators, n_draws, sampler if sampler is not None else default_vector_sampler(), seed,
                          microbatch, fail_fast=fail_fast)
         self.model_path = str(model)
         # The network is registered as a submodule, so Lightning moves it to the job's device.

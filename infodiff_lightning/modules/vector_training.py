@@ -25,6 +25,7 @@ reads information that is not there.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal, Union
 
@@ -37,21 +38,15 @@ from ..denoisers.vector import MLPDenoiser, NormalizedDenoiser, save_vector_deno
 from ..draws import draws_for_ids
 from ..estimators import contrast_estimate
 from ..evaluate import denoiser_errors
-from ..integrate import AlphaSampler, TruncatedLogistic
+from ..integrate import AlphaSampler
 from ..io import run_dir
 from ..logsnr import noise_channel
 from ..models.vector_mlp import ConditionalMLP
-from .ema import EMAWeights
-from .finetune import min_snr_weight
 from ..protocols import VectorPairSource
+from ..training import adamw_with_schedule, default_vector_sampler, min_snr_weight
+from .ema import EMAWeights
 
-__all__ = ["VectorMITrainer", "DEFAULT_VECTOR_SAMPLER"]
-
-
-def DEFAULT_VECTOR_SAMPLER() -> TruncatedLogistic:
-    """Logistic(0, 2) on [-8, 8]: for standardised x, information outside that range is
-    negligible unless I(X;Y) is many nats per dimension."""
-    return TruncatedLogistic(0.0, 2.0, 4.0, stratified=True)
+__all__ = ["VectorMITrainer"]
 
 
 #: With gaussian_baseline "auto", the fitted Gaussian baseline is used from this many
@@ -110,7 +105,7 @@ class VectorMITrainer(L.LightningModule):
         if val_draws < 2:
             raise ValueError(f"val_draws must be >= 2 for a standard error, got {val_draws}")
         self.save_hyperparameters(ignore=["sampler"])
-        self.sampler = sampler if sampler is not None else DEFAULT_VECTOR_SAMPLER()
+        self.sampler = sampler if sampler is not None else default_vector_sampler()
         self.net: ConditionalMLP | None = None
         self.ema: EMAWeights | None = None
         self.norm: Normalization | None = None
@@ -193,18 +188,12 @@ class VectorMITrainer(L.LightningModule):
                 self.best = (loss, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
 
     def _averaged(self):
-        import contextlib
-
         return self.ema.applied(self.net.parameters()) if self.ema is not None else contextlib.nullcontext()
 
     def configure_optimizers(self):
-        from diffusers.optimization import get_scheduler
-
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.hparams.learning_rate,
-                                weight_decay=self.hparams.weight_decay)
-        sched = get_scheduler(self.hparams.lr_schedule, opt, num_warmup_steps=self.hparams.warmup_steps,
-                              num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        h = self.hparams
+        return adamw_with_schedule(self.net.parameters(), h.learning_rate, h.weight_decay, h.lr_schedule,
+                                   h.warmup_steps, int(self.trainer.estimated_stepping_batches))
 
     # ---- checkpoints and export --------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
