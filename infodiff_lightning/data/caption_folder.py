@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from .loaders import evaluation_loader
+from .datamodule import SplitCaptionData
 
 __all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "fit_mask", "read_table", "read_caption_table", "TEST_SPLITS"]
 
@@ -200,7 +199,7 @@ class CaptionFolder(Dataset):
                     "error": str(e)}
 
 
-class CaptionFolderData(L.LightningDataModule):
+class CaptionFolderData(SplitCaptionData):
     """A caption folder for fine-tuning and analysis (``captions``: an optional JSONL / CSV
     table of file names and captions instead of .txt files).
 
@@ -209,6 +208,8 @@ class CaptionFolderData(L.LightningDataModule):
     (``test_split="all"``), or only the held-out ones (``"heldout"``); there, unreadable
     items are recorded as failures instead of stopping the job.
     """
+
+    probe_option = "n_probe"
 
     def __init__(self, root: str, image_size: int = 512, batch_size: int = 4, n_probe: int = 8, num_workers: int = 2,
                  seed: int = 0, test_split: str = "all", captions: str | None = None):
@@ -240,28 +241,5 @@ class CaptionFolderData(L.LightningDataModule):
     def val_set(self) -> Subset:
         return self._strict()[1]
 
-    def probe_items(self, n: int) -> list[dict]:
-        if n > len(self.val_set):
-            raise ValueError(f"probe of {n} items asked, but only {len(self.val_set)} are held out (n_probe)")
-        return [self.val_set[i] for i in range(n)]
-
-    def test_captions(self) -> list[str | None]:
-        """Captions of the items an analysis job measures (None where an item has none)."""
-        data = self.test_set
-        if isinstance(data, Subset):
-            return [data.dataset.caption(i) for i in data.indices]
-        return [data.caption(i) for i in range(len(data))]
-
     def describe_test_split(self) -> str:
         return f"{len(self.test_set)} images of {self.root} (test_split={self.hparams.test_split})"
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.hparams.num_workers, generator=torch.Generator().manual_seed(self.hparams.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        """The measured items, each exactly once across devices (analysis jobs)."""
-        return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)

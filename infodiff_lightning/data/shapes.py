@@ -8,13 +8,12 @@ of each word is non-zero for a model that learned the data.
 """
 from __future__ import annotations
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..draws import id_generator
 from .caption_folder import TEST_SPLITS
-from .loaders import evaluation_loader
+from .datamodule import SplitCaptionData
 
 __all__ = ["COLOURS", "SHAPES", "POSITIONS", "CaptionedShapes", "CaptionedShapesData", "render_shape"]
 
@@ -53,6 +52,10 @@ class CaptionedShapes(Dataset):
         self.n, self.size, self.seed, self.offset = n, size, seed, offset
 
     @property
+    def ids(self) -> range:
+        return range(self.offset, self.offset + self.n)
+
+    @property
     def vocabulary(self) -> list[str]:
         return ["a", "on", "the", *COLOURS, *SHAPES, *POSITIONS]
 
@@ -80,7 +83,7 @@ class CaptionedShapes(Dataset):
                 "caption": f"a {c} {s} on the {p}", "error": ""}
 
 
-class CaptionedShapesData(L.LightningDataModule):
+class CaptionedShapesData(SplitCaptionData):
     """Train / validation splits of :class:`CaptionedShapes` and a fixed probe set.
 
     The probe set (first ``probe_size`` validation items) is what the
@@ -88,6 +91,8 @@ class CaptionedShapesData(L.LightningDataModule):
     validation items (``test_split="heldout"``, the default: ids n_train .. n_train +
     n_val - 1, which a model trained on this data never saw) or every item (``"all"``).
     """
+
+    name = "generated shapes"
 
     def __init__(self, n_train: int = 512, n_val: int = 64, image_size: int = 16, batch_size: int = 32,
                  seed: int = 0, num_workers: int = 0, test_split: str = "heldout"):
@@ -99,32 +104,6 @@ class CaptionedShapesData(L.LightningDataModule):
         self.val_set = CaptionedShapes(n_val, image_size, seed, offset=n_train)
         self.test_set = self.val_set if test_split == "heldout" else CaptionedShapes(n_train + n_val, image_size, seed)
 
-    def test_captions(self) -> list[str]:
-        """Captions of the items an analysis job measures."""
-        return [self.test_set.caption(i) for i in range(len(self.test_set))]
-
-    def describe_test_split(self) -> str:
-        first = self.test_set.offset
-        return (f"{len(self.test_set)} generated shapes, ids {first}..{first + len(self.test_set) - 1} "
-                f"(test_split={self.hparams.test_split})")
-
     @property
     def vocabulary(self) -> list[str]:
         return self.train_set.vocabulary
-
-    def probe_items(self, n: int) -> list[dict]:
-        if n > len(self.val_set):
-            raise ValueError(f"probe of {n} items asked, but the validation split has {len(self.val_set)}")
-        return [self.val_set[i] for i in range(n)]
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
-                          num_workers=self.hparams.num_workers, drop_last=True,
-                          generator=torch.Generator().manual_seed(self.hparams.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        """The measured items, each exactly once across devices (analysis jobs)."""
-        return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers)
