@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
+from .logsnr import logsnr_from_alphas_cumprod
 
 __all__ = ["logsnr_grid", "ddim_alphas", "ddim_sample", "image_change", "pearson", "bootstrap_pearson", "bootstrap_mean",
-           "Correlation"]
+           "Correlation", "change_correlations"]
 
 
 def logsnr_grid(lo: float, hi: float, steps: int) -> Tensor:
@@ -50,8 +51,6 @@ def ddim_alphas(scheduler_config: dict, steps: int) -> Tensor:
     """The log-SNRs of the timesteps a diffusers DDIMScheduler built from a model's
     scheduler config takes in ``steps`` steps (noisiest first): the grid of :func:`ddim_sample`."""
     from diffusers import DDIMScheduler
-
-    from .logsnr import logsnr_from_alphas_cumprod
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -163,3 +162,20 @@ def _percentile_interval(r: float, boot: Tensor, n: int, level: float) -> Correl
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     low, high = torch.quantile(boot, q).tolist()
     return Correlation(r, low, high, int(n), level)
+
+
+def change_correlations(image: Tensor, pixel: Tensor, n_boot: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> dict:
+    """The correlations of one word (or of words pooled) with the change its removal makes.
+
+    ``image`` (N, 2): per image (information, change); ``pixel`` (M, 1): per image the
+    within-image r of the map and the change map, where defined. Returns {"images",
+    "mean_cmi", "mean_change", "image_level": Pearson's r across images with a bootstrap
+    interval (None below 3 images), "pixel_level": the mean within-image r with a bootstrap
+    interval over images (None below 2)}."""
+    out = {"images": int(image.shape[0]), "mean_cmi": float(image[:, 0].mean()) if image.numel() else None,
+           "mean_change": float(image[:, 1].mean()) if image.numel() else None}
+    out["image_level"] = bootstrap_pearson(image[:, 0], image[:, 1], n_boot, level,
+                                           seed).as_dict() if image.shape[0] >= 3 else None
+    out["pixel_level"] = bootstrap_mean(pixel[:, 0], n_boot, level, seed).as_dict() if pixel.shape[0] >= 2 else None
+    return out

@@ -20,8 +20,11 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
-__all__ = ["map_to_mask", "iou", "choose_threshold", "mean_iou", "whole_image_iou", "THRESHOLDS", "WordMaps",
+from .measurement import CaptionMetrics, measure_captions
+
+__all__ = ["map_to_mask", "iou", "best_threshold", "select_threshold", "miou_at", "choose_threshold", "mean_iou", "whole_image_iou", "THRESHOLDS", "WordMaps",
            "collect_word_maps", "localization"]
 
 #: The thresholds tried when one is chosen (LOC).
@@ -54,13 +57,43 @@ def mean_iou(maps: Tensor, masks: Tensor, tau: float) -> tuple[float, float]:
     return float(values.mean()), se
 
 
+def best_threshold(mean_ious: Sequence[float] | Tensor) -> int:
+    """The index of the threshold with the highest mean IoU (the first of equal ones): the
+    one rule by which a threshold is chosen, by the job and by :func:`localization`."""
+    scores = torch.as_tensor(mean_ious, dtype=torch.float64).reshape(-1)
+    if scores.numel() == 0:
+        raise ValueError("best_threshold: no mean IoU to choose from")
+    return int(torch.argmax(scores))
+
+
+def select_threshold(selection_mean_ious: Sequence[float] | Tensor, selection_rows: int,
+                     given: float | None = None, thresholds: Sequence[float] = THRESHOLDS) -> tuple[int, str]:
+    """(index into ``thresholds``, what it was chosen on): ``given`` as it is, or the
+    :func:`best_threshold` of the mean IoUs over ``selection_rows`` rows of a split that is
+    not the one reported."""
+    if given is not None:
+        return list(thresholds).index(given), "given"
+    if selection_rows == 0:
+        raise ValueError("no selection row was measured: the threshold cannot be chosen")
+    return best_threshold(selection_mean_ious), f"{selection_rows} selection rows"
+
+
+def miou_at(mean_ious: Tensor, stderrs: Tensor, index: int) -> dict:
+    """{"miou", "stderr", "miou_swept_on_eval"}: mean IoU (and its standard error) at the
+    chosen threshold, and the best over every threshold on the same rows (what the reference
+    papers report; optimistic, as that threshold has seen the answers)."""
+    return {"miou": float(mean_ious[index]), "stderr": float(stderrs[index]),
+            "miou_swept_on_eval": float(mean_ious.max())}
+
+
 def choose_threshold(maps: Tensor, masks: Tensor, thresholds: Sequence[float] = THRESHOLDS) -> float:
     """The threshold with the highest mean IoU on (maps, masks): use a split that is not
     the one reported."""
     if maps.shape[0] == 0:
         raise ValueError("choose_threshold: no maps")
-    scores = [mean_iou(maps, masks, t)[0] for t in thresholds]
-    return float(thresholds[max(range(len(scores)), key=scores.__getitem__)])
+    index, _ = select_threshold([mean_iou(maps, masks, t)[0] for t in thresholds], int(maps.shape[0]),
+                                thresholds=thresholds)
+    return float(thresholds[index])
 
 
 def whole_image_iou(masks: Tensor) -> tuple[float, float]:
@@ -95,10 +128,6 @@ def collect_word_maps(denoiser, items: Iterable[dict], true_masks: Callable[[dic
     ``spec`` that an item's caption contains and that has a true mask
     (``true_masks(item)``), the item's CMI map and mask. ``progress``: show a progress bar
     over the items with this description."""
-    from tqdm.auto import tqdm
-
-    from .measurement import CaptionMetrics, measure_captions
-
     if not spec.maps:
         raise ValueError("collect_word_maps needs a MeasurementSpec with maps=True")
     metrics = CaptionMetrics(spec)

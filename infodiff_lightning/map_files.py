@@ -16,27 +16,35 @@ import numpy as np
 import torch
 
 from .contrasts import ContrastResult
+from .estimators import Estimate
 from .pid import PID_TERMS, PIDEstimate
 
-__all__ = ["image_maps", "save_maps", "load_maps", "MAP_DTYPE"]
+__all__ = ["named_estimates", "image_maps", "save_maps", "load_maps", "MAP_DTYPE"]
 
 MAP_DTYPE = np.float16
+
+
+def named_estimates(result: ContrastResult, k: int) -> list[tuple[str, Estimate]]:
+    """The estimates image ``k`` of a batch's result has, by tag: each quantity its caption
+    holds, a PID as its four terms ("<tag>/<term>"), in the result's fixed order."""
+    out = []
+    for m in result.measured():
+        if not bool(m.present[k]):
+            continue
+        if isinstance(m.estimate, PIDEstimate):
+            out += [(f"{m.tag}/{t}", e) for t, e in zip(PID_TERMS, m.estimate.terms())]
+        else:
+            out.append((m.tag, m.estimate))
+    return out
 
 
 def image_maps(result: ContrastResult, k: int) -> dict[str, torch.Tensor]:
     """The maps of image ``k`` of a batch's result, by tag (quantities its caption lacks left out)."""
     out = {}
-    for m in result.measured():
-        if not bool(m.present[k]):
-            continue
-        if isinstance(m.estimate, PIDEstimate):
-            named = [(f"{m.tag}/{t}", e) for t, e in zip(PID_TERMS, m.estimate.terms())]
-        else:
-            named = [(m.tag, m.estimate)]
-        for tag, e in named:
-            if e.map is None:
-                raise ValueError(f"image_maps: {tag} carries no map (measure with maps=True)")
-            out[tag] = e.map[k]
+    for tag, e in named_estimates(result, k):
+        if e.map is None:
+            raise ValueError(f"image_maps: {tag} carries no map (measure with maps=True)")
+        out[tag] = e.map[k]
     return out
 
 

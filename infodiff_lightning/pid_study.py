@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import re
 from statistics import NormalDist
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from torch import Tensor
 
 from .contrasts import contains_word, pid_tag
 from .denoisers.base import TextDenoiser
 from .measurement import MeasurementSpec, measure_captions
+from .metrics import PartialInformation
 from .pid import PID_TERMS, PIDEstimate
 
-__all__ = ["CONTEXTS", "study_pairs", "pair_captions", "holds_pair", "measure_pair", "pid_table"]
+__all__ = ["CONTEXTS", "study_pairs", "pair_captions", "holds_pair", "measure_pair", "pid_summary", "pid_table"]
 
 #: What a pair's PID is conditioned on: the rest of the caption, or nothing.
 CONTEXTS = ("caption", "none")
@@ -89,6 +90,22 @@ def measure_pair(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], cap
         raise ValueError(f"measure_pair: {len(missing)} captions lack a word of {list(pair)}, e.g. {missing[0]!r}")
     spec = MeasurementSpec((), (pair,), condition, n_draws, seed, maps, microbatch)
     return measure_captions(denoiser, images, ids, pair_captions(captions, pair, context), spec).pid[pair]
+
+
+def pid_summary(metrics: Mapping[tuple[str, str], PartialInformation]) -> dict[str, dict]:
+    """"<pid tag>/<term>": {"mean", "stderr", "images"} of each pair's metric, in the
+    order of ``metrics`` (each compute() is a collective: every rank calls this); a pair
+    no image held on any rank is left out."""
+    summary = {}
+    for pair, metric in metrics.items():
+        try:
+            r = metric.compute()
+        except ValueError:  # no image held this pair on any rank
+            continue
+        for term in PID_TERMS:
+            summary[f"{pid_tag(*pair)}/{term}"] = {"mean": float(r[term]), "stderr": float(r[f"{term}_stderr"]),
+                                                   "images": int(r["count"])}
+    return summary
 
 
 def pid_table(summary: dict[str, dict], pairs: Sequence[tuple[str, str]], rank_by: str = "synergy",

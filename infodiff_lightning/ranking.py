@@ -25,7 +25,6 @@ Accuracy carries a Wilson 95% interval.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,9 +32,9 @@ import torch
 from torch import Tensor
 
 from .denoisers.base import TextDenoiser
-from .draws import draws_for_ids
-from .estimators import ESTIMATORS, contrast_estimate, default_sampler
-from .evaluate import denoiser_errors
+from .estimate import ESTIMATORS
+from .measure import DrawSpec, measure
+from .statistics import accuracy_interval, correct, macro_accuracy  # noqa: F401 (moved there)
 
 __all__ = ["CandidateScores", "score_candidates", "correct", "accuracy_interval", "PREDICTION_ESTIMATOR"]
 
@@ -62,48 +61,13 @@ def score_candidates(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int],
     k = len(candidates[0]) if n else 0
     if k < 2 or any(len(c) != k for c in candidates):
         raise ValueError("score_candidates: every image needs the same number (>= 2) of candidate captions")
-    x = denoiser.encode(images, ids=list(ids))
-    draws = draws_for_ids(list(ids), n_draws, tuple(x.shape[1:]), default_sampler(denoiser), seed)
-    columns = [denoiser.null_conditions(n)] + [[c[j] for c in candidates] for j in range(k)]
-    pairs = [(0, j + 1) for j in range(k)]
-    errors = denoiser_errors(denoiser, x, columns, draws, pairs, microbatch=microbatch)
+    columns = {"null": denoiser.null_conditions(n)}
+    columns.update({f"candidate/{j}": [c[j] for c in candidates] for j in range(k)})
+    m = measure(denoiser, columns, {j: ("null", f"candidate/{j}") for j in range(k)}, images=images, ids=ids,
+                draws=DrawSpec(n_draws, seed), microbatch=microbatch)
     value, stderr = {}, {}
     for est in ESTIMATORS:
-        scores = [contrast_estimate(errors, j, pair, est) for j, pair in enumerate(pairs)]
+        scores = [m.estimate(j, est) for j in range(k)]
         value[est] = torch.stack([s.value for s in scores], 1)
         stderr[est] = torch.stack([s.stderr for s in scores], 1)
-    return CandidateScores(value, stderr, errors.n_evals)
-
-
-def correct(scores: Tensor, true_index: Tensor | Sequence[int]) -> Tensor:
-    """(N,) bool: the true candidate's score beats every other strictly."""
-    true_index = torch.as_tensor(true_index, dtype=torch.long, device=scores.device)
-    true = scores.gather(1, true_index[:, None])
-    others = scores.clone()
-    others.scatter_(1, true_index[:, None], -math.inf)
-    return (true[:, 0] > others.max(1).values)
-
-
-def accuracy_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float, float]:
-    """(accuracy, low, high): the share of hits with its Wilson score interval (95% by default)."""
-    if n <= 0:
-        raise ValueError("accuracy_interval: no predictions")
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
-
-
-def macro_accuracy(counts: list[tuple[int, int]], z: float = 1.959964) -> tuple[float, float, float]:
-    """(accuracy, low, high): the mean of per-subgroup accuracies (ARO's macro average over
-    relations or attribute pairs), with a normal interval from the subgroups' binomial
-    variances, sum_i p_i (1 - p_i) / n_i / K^2; p_i is shrunk to (hits + 1/2) / (n + 1) in the
-    variance only, so that a subgroup at 0% or 100% does not claim to be exact."""
-    counts = [(h, n) for h, n in counts if n > 0]
-    if not counts:
-        raise ValueError("macro_accuracy: no subgroup has predictions")
-    k = len(counts)
-    mean = sum(h / n for h, n in counts) / k
-    var = sum(((h + 0.5) / (n + 1)) * (1 - (h + 0.5) / (n + 1)) / n for h, n in counts) / k ** 2
-    half = z * math.sqrt(var)
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    return CandidateScores(value, stderr, m.n_evals)

@@ -22,9 +22,12 @@ batch whose measurement raised is recorded with the reason, and the job goes on;
 ``fail_fast`` the first failure stops the job. The summary, the report and the console
 say "N of M samples failed", and analyze.py exits with :data:`EXIT_SAMPLE_FAILURES`.
 
-Subclasses implement :meth:`measure` (one batch of good samples -> records, metrics
-updated), :meth:`replay` (saved records -> metrics), :meth:`results` (a collective) and
-:meth:`report_lines`.
+**Records.** A job declares its per-sample record as a :class:`~.records.Schema`
+(``self.schema``) and implements :meth:`measure_samples` (one batch of good samples ->
+one dict of field values per sample) and :meth:`update_metrics` (records -> metrics).
+The records written, the replay on resume and the metric updates are derived from the
+schema here: the metrics read the records in the measured and the resumed path alike.
+Subclasses also implement :meth:`results` (a collective) and :meth:`report_lines`.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 
 from ..io import json_line, run_dir, write_json_atomic
+from .records import Schema
 
 __all__ = ["AnalysisJob", "SampleFailure", "EXIT_SAMPLE_FAILURES", "read_records", "torch_dtype_of"]
 
@@ -112,6 +116,9 @@ class AnalysisJob(L.LightningModule):
         fail_fast: stop at the first failed sample instead of recording it and going on.
     """
 
+    #: The per-sample record (see records.py).
+    schema: Schema | None = None
+
     def __init__(self, fail_fast: bool = False):
         super().__init__()
         self.fail_fast = fail_fast
@@ -124,14 +131,24 @@ class AnalysisJob(L.LightningModule):
         """(sample ids, error per sample: "" for a good one) of a batch."""
         return [int(i) for i in batch["id"]], [str(e) for e in batch["error"]]
 
-    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
-        """Measure the samples at positions ``keep`` of ``batch`` (their ids: ``ids``), update
-        the metrics and return one record per sample, each with its "id"."""
+    def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        """Measure the samples at positions ``keep`` of ``batch`` (their ids: ``ids``): one
+        dict per sample with its "id" and the values of the schema's fields."""
         raise NotImplementedError
+
+    def update_metrics(self, records: list[dict]) -> None:
+        """Add records (as :meth:`~.records.Schema.read` gives them, in id order) to the metrics."""
+        raise NotImplementedError
+
+    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        """The records of the samples at ``keep`` (in id order), the metrics updated from them."""
+        records = sorted((self.schema.write(s) for s in self.measure_samples(batch, keep, ids)), key=lambda r: r["id"])
+        self.update_metrics([self.schema.read(r) for r in records])
+        return records
 
     def replay(self, records: list[dict]) -> None:
         """Feed saved records (from an earlier, interrupted run) into the metrics."""
-        raise NotImplementedError
+        self.update_metrics([self.schema.read(r) for r in records])
 
     def results(self) -> dict:
         """The dataset-level results (a collective: every rank calls it)."""

@@ -13,25 +13,21 @@ model's resolution), named in the image's record.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
-from lightning.pytorch.utilities import rank_zero_info
+from typing import Sequence
 
 from ..contrasts import ContrastResult
-from ..denoisers import load_text_to_image
 from ..io import log_scalars
-from ..map_files import image_maps, save_maps
-from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, per_image_rows, scalars
-from ..pid import PID_TERMS, PIDEstimate
+from ..map_files import image_maps, named_estimates, save_maps
+from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
+from ..pid import PID_TERMS
 from ..viz import map_figure
-from .analysis_job import AnalysisJob, torch_dtype_of
-from ..protocols import CaptionedEvaluationData
+from .records import Field, Schema
+from .text_to_image_job import TextToImageJob
 
 __all__ = ["CaptionAnalysis"]
 
 
-class CaptionAnalysis(AnalysisJob):
+class CaptionAnalysis(TextToImageJob):
     """MI / CMI / conditional PID of a text-to-image model over a captioned dataset.
 
     Args:
@@ -50,44 +46,34 @@ class CaptionAnalysis(AnalysisJob):
                  pairs: Sequence[Sequence[str]] = (), condition: str = "delete", n_draws: int = 32, seed: int = 0,
                  maps: bool = True, log_images: int = 4, export_maps: bool = False, microbatch: int | None = None,
                  torch_dtype: str | None = None, fail_fast: bool = False):
-        super().__init__(fail_fast=fail_fast)
-        self.spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
-                                    microbatch)
-        if log_images < 0:
-            raise ValueError(f"log_images must be >= 0, got {log_images}")
+        spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
+                               microbatch)
         if export_maps and not maps:
             raise ValueError("export_maps needs maps: true (the maps it writes)")
-        self.log_images, self.export_maps = log_images, export_maps
-        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
+        super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
+        self.spec, self.export_maps = spec, export_maps
         self.info = CaptionMetrics(self.spec)
-        self._logged_images = 0
+        # per image: its caption, each tag its caption holds (PID terms as <tag>/<term>), the map file
+        tags = [t for tag in spec.tags for t in ([f"{tag}/{term}" for term in PID_TERMS] if tag.startswith("pid/")
+                                                  else [tag])]
+        self.schema = Schema([Field("caption", "text"), *(Field(t, stderr=True, map=maps) for t in tags),
+                              Field("maps", "text")])
 
-    def validate(self, datamodule: Any) -> None:
-        """Every word and pair must occur in some caption of the test split."""
-        if isinstance(datamodule, CaptionedEvaluationData):
-            captions = [c for c in datamodule.test_captions() if c]
-            self.spec.check_captions(captions, self.denoiser.tokenizer, "captions of the test split")
-            rank_zero_info(f"measuring {datamodule.describe_test_split()}")
-
-    def setup(self, stage: str) -> None:
-        self.denoiser.to(self.device)
-
-    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+    def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep]
         captions = [batch["caption"][k] for k in keep]
         res = measure_captions(self.denoiser, images.to(self.device), ids, captions, self.spec)
-        self.info.update(res, ids)
-        if self.trainer.is_global_zero and self.spec.maps:
+        samples = [{"id": i, "caption": c, **{tag: (e.value[k], e.stderr[k]) for tag, e in named_estimates(res, k)}}
+                   for k, (i, c) in enumerate(zip(ids, captions))]
+        if self.spec.maps:
             self._log_maps(images, ids, res)
-        rows = per_image_rows(res, ids, captions)
         if self.export_maps:  # each rank writes the files of its own images, as it does their records
-            for k, row in enumerate(rows):
-                name = f"maps/{row['id']}.npz"
-                save_maps(Path(self._out) / name, image_maps(res, k))
-                row["maps"] = name
-        return rows
+            for k, sample in enumerate(samples):
+                sample["maps"] = f"maps/{sample['id']}.npz"
+                save_maps(Path(self._out) / sample["maps"], image_maps(res, k))
+        return samples
 
-    def replay(self, records: list[dict]) -> None:
+    def update_metrics(self, records: list[dict]) -> None:
         self.info.replay(records)
 
     def results(self) -> dict:
@@ -106,16 +92,10 @@ class CaptionAnalysis(AnalysisJob):
         for the first ``log_images`` images: maps/<n>/<tag>[/<term>] in TensorBoard and
         figures/<id>_<tag>.png in the run folder."""
         for k in range(images.shape[0]):
-            if self._logged_images >= self.log_images:
+            n = self.figure_slot()
+            if n is None:
                 return
-            n = self._logged_images
-            for m in res.measured():
-                if not bool(m.present[k]):
-                    continue
-                named = zip([f"{m.tag}/{t}" for t in PID_TERMS], m.estimate.terms()) \
-                    if isinstance(m.estimate, PIDEstimate) else [(m.tag, m.estimate)]
-                for tag, e in named:
-                    title = f"{tag} = {float(e.value[k]):.3f} +- {float(e.stderr[k]):.3f} nats (image {ids[k]})"
-                    self.save_figure(map_figure(images[k], e.map[k], title), f"{ids[k]}_{tag.replace('/', '_')}",
-                                     f"maps/{n}/{tag}")
-            self._logged_images += 1
+            for tag, e in named_estimates(res, k):
+                title = f"{tag} = {float(e.value[k]):.3f} +- {float(e.stderr[k]):.3f} nats (image {ids[k]})"
+                self.save_figure(map_figure(images[k], e.map[k], title), f"{ids[k]}_{tag.replace('/', '_')}",
+                                 f"maps/{n}/{tag}")

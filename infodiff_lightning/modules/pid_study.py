@@ -11,21 +11,19 @@ to ``figures/`` in the run folder, linked from the report.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
 from ..contrasts import pid_tag
-from ..denoisers import load_text_to_image
 from ..io import log_scalars
-from ..measurement import MeasurementSpec, saved_number, scalars
+from ..measurement import MeasurementSpec, scalars
 from ..metrics import PartialInformation
 from ..pid import PID_TERMS
-from ..pid_study import CONTEXTS, holds_pair, measure_pair, pid_table, study_pairs
+from ..pid_study import CONTEXTS, holds_pair, measure_pair, pid_summary, pid_table, study_pairs
 from ..viz import pid_figure
-from .analysis_job import AnalysisJob, torch_dtype_of
-from ..protocols import CaptionedEvaluationData
+from .records import Field, Group, Schema
+from .text_to_image_job import TextToImageJob
 
 __all__ = ["PIDStudy"]
 
@@ -34,7 +32,7 @@ def _pair_key(pair: tuple[str, str]) -> str:
     return f"{pair[0]}+{pair[1]}"
 
 
-class PIDStudy(AnalysisJob):
+class PIDStudy(TextToImageJob):
     """Image- and pixel-level PID of word pairs over a captioned dataset.
 
     Args:
@@ -51,78 +49,61 @@ class PIDStudy(AnalysisJob):
         microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
     """
 
+    #: per image: its caption and, per pair it holds, the four terms, then their standard errors
+    schema = Schema([Field("caption", "text"),
+                     Group("pairs", tuple(Field(t, stderr=True, map=True) for t in PID_TERMS), stderrs_last=True)])
+
     def __init__(self, pretrained: str, lora: str | None = None, pairs: Sequence[Sequence[str]] = (),
                  lists: Sequence[Sequence[str]] | None = None, context: str = "caption", condition: str = "delete",
                  n_draws: int = 32, seed: int = 0, rank_by: str = "synergy", level: float = 0.95,
                  log_images: int = 2, microbatch: int | None = None, torch_dtype: str | None = None, fail_fast: bool = False):
-        super().__init__(fail_fast=fail_fast)
-        self.pairs = study_pairs(pairs, lists)
+        study = study_pairs(pairs, lists)
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         if rank_by not in PID_TERMS:
             raise ValueError(f"rank_by must be one of {', '.join(PID_TERMS)}, got {rank_by!r}")
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
-        if log_images < 0:
-            raise ValueError(f"log_images must be >= 0, got {log_images}")
-        self.spec = MeasurementSpec((), self.pairs, condition, n_draws, seed, log_images > 0, microbatch)
-        self.context, self.rank_by, self.level, self.log_images = context, rank_by, level, log_images
-        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
+        spec = MeasurementSpec((), study, condition, n_draws, seed, log_images > 0, microbatch)
+        super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
+        self.pairs, self.spec, self.context, self.rank_by, self.level = study, spec, context, rank_by, level
         self.metrics = torch.nn.ModuleDict({_pair_key(p): PartialInformation() for p in self.pairs})
-        self._drawn = {p: 0 for p in self.pairs}
 
-    def validate(self, datamodule: Any) -> None:
-        """Every pair must occur together in some caption of the test split."""
-        if isinstance(datamodule, CaptionedEvaluationData):
-            captions = [c for c in datamodule.test_captions() if c]
-            self.spec.check_captions(captions, self.denoiser.tokenizer, "captions of the test split")
-            rank_zero_info(f"PID of {len(self.pairs)} word pairs on {datamodule.describe_test_split()}")
+    def describe_run(self, datamodule) -> str:
+        return f"PID of {len(self.pairs)} word pairs on {datamodule.describe_test_split()}"
 
-    def setup(self, stage: str) -> None:
-        self.denoiser.to(self.device)
-
-    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+    def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         captions = [batch["caption"][k] for k in keep]
         images = batch["image"][keep].to(self.device)
-        rows = [{"id": i, "caption": c, "pairs": {}} for i, c in zip(ids, captions)]
+        samples = [{"id": i, "caption": c, "pairs": {}} for i, c in zip(ids, captions)]
         for pair in self.pairs:
             at = [j for j, c in enumerate(captions) if holds_pair(c, pair, self.denoiser.tokenizer)]
             if not at:
                 continue
-            draw = self.trainer.is_global_zero and self._drawn[pair] < self.log_images
+            key, left = _pair_key(pair), self.figures_left(_pair_key(pair))
             est = measure_pair(self.denoiser, images[at], [ids[j] for j in at], [captions[j] for j in at], pair,
                                context=self.context, condition=self.spec.condition, n_draws=self.spec.n_draws,
-                               seed=self.spec.seed, maps=draw, microbatch=self.spec.microbatch)
+                               seed=self.spec.seed, maps=left > 0, microbatch=self.spec.microbatch)
             values, stderrs = est.values(), est.stderrs()
-            self.metrics[_pair_key(pair)].update(values, stderrs, ids=[ids[j] for j in at])
             for n, j in enumerate(at):
-                rows[j]["pairs"][_pair_key(pair)] = {
-                    **{t: float(values[n, q]) for q, t in enumerate(PID_TERMS)},
-                    **{f"{t}_stderr": float(stderrs[n, q]) for q, t in enumerate(PID_TERMS)}}
-            if draw:
-                for n, j in enumerate(at[:self.log_images - self._drawn[pair]]):
-                    self._draw(images[j], est.maps()[n], values[n].tolist(), ids[j], pair)
-        return rows
+                samples[j]["pairs"][key] = {t: (values[n, q], stderrs[n, q]) for q, t in enumerate(PID_TERMS)}
+            for n, j in enumerate(at[:left]):
+                fig = pid_figure(images[j], est.maps()[n], values[n].tolist(),
+                                 f"PID of ({pair[0]}, {pair[1]}), image {ids[j]}")
+                self.save_figure(fig, f"{key}_{ids[j]}", f"pid_maps/{key}/{self.figure_slot(key)}")
+        return samples
 
-    def replay(self, records: list[dict]) -> None:
+    def update_metrics(self, records: list[dict]) -> None:
         for pair in self.pairs:
             got = [(r["id"], r["pairs"][_pair_key(pair)]) for r in records if _pair_key(pair) in r["pairs"]]
             if got:
                 values = torch.tensor([[v[t] for t in PID_TERMS] for _, v in got], dtype=torch.float64)
-                stderrs = torch.tensor([[saved_number(v[f"{t}_stderr"]) for t in PID_TERMS] for _, v in got], dtype=torch.float64)
+                stderrs = torch.tensor([[v[f"{t}_stderr"] for t in PID_TERMS] for _, v in got], dtype=torch.float64)
                 self.metrics[_pair_key(pair)].update(values, stderrs, ids=[i for i, _ in got])
 
     def results(self) -> dict:
-        summary = {}
-        for pair in self.pairs:  # every rank, the same order: each compute() is one synchronisation
-            metric = self.metrics[_pair_key(pair)]
-            try:
-                r = metric.compute()
-            except ValueError:  # no image held this pair on any rank
-                continue
-            for term in PID_TERMS:
-                summary[f"{pid_tag(*pair)}/{term}"] = {"mean": float(r[term]), "stderr": float(r[f"{term}_stderr"]),
-                                                       "images": int(r["count"])}
+        # every rank, the same order: each compute() is one synchronisation
+        summary = pid_summary({pair: self.metrics[_pair_key(pair)] for pair in self.pairs})
         log_scalars(self.trainer, scalars(summary), step=0)
         table = pid_table(summary, self.pairs, self.rank_by, self.level)
         return {"context": self.context, "rank_by": self.rank_by, "level": self.level, "pairs": table,
@@ -142,11 +123,3 @@ class PIDStudy(AnalysisJob):
         if self.log_images:
             lines += ["", "Figures: image | redundancy | unique1 | unique2 | synergy maps, one colour scale."]
         return lines
-
-    def _draw(self, image: torch.Tensor, maps: torch.Tensor, values: list[float], sample_id: int,
-              pair: tuple[str, str]) -> None:
-        """The four maps of one image: a PNG in figures/ and a TensorBoard figure (rank zero)."""
-        key = _pair_key(pair)
-        fig = pid_figure(image, maps, values, f"PID of ({pair[0]}, {pair[1]}), image {sample_id}")
-        self.save_figure(fig, f"{key}_{sample_id}", f"pid_maps/{key}/{self._drawn[pair]}")
-        self._drawn[pair] += 1

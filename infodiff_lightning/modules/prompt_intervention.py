@@ -23,27 +23,31 @@ ATT) in place of the CMI map, and its total in place of the CMI. The reference f
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
-from ..contrasts import cmi_tag, contains_word, without_words
 from ..attention_maps import word_attention
-from ..denoisers import AttentionDenoiser, load_text_to_image
+from ..contrasts import cmi_tag, contains_word, without_words
 from ..draws import id_generator
-from ..intervention import bootstrap_mean, bootstrap_pearson, ddim_alphas, ddim_sample, image_change, pearson
+from ..intervention import change_correlations, ddim_alphas, ddim_sample, image_change, pearson
 from ..io import log_scalars
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleRows
 from ..viz import map_figure
-from .analysis_job import AnalysisJob, torch_dtype_of
-from ..protocols import CaptionedEvaluationData
+from .records import Field, Group, Schema
+from .text_to_image_job import TextToImageJob
 
 __all__ = ["PromptIntervention"]
 
 
-class PromptIntervention(AnalysisJob):
+def _rows(values: list, ids: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """The rows (and their ids) whose value is defined (not None), as float64."""
+    kept = [(i, v) for i, v in zip(ids, values) if v is not None]
+    return torch.tensor([v for _, v in kept], dtype=torch.float64), [i for i, _ in kept]
+
+
+class PromptIntervention(TextToImageJob):
     """Correlate each word's CMI with the change its removal makes to a regenerated image.
 
     Args:
@@ -60,29 +64,27 @@ class PromptIntervention(AnalysisJob):
         fail_fast: stop at the first failed image.
     """
 
+    #: per image and word its caption holds: the CMI, the change, their within-image r, and
+    #: with attention_steps the attention total and its within-image r
+    schema = Schema([Group("words", (Field("cmi", stderr=True, map=True), Field("change", map=True),
+                                     Field("r_pixel", optional=True), Field("attention", map=True),
+                                     Field("r_pixel_attention", optional=True)))])
+
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  condition: str = "delete", n_draws: int = 32, steps: int = 50, seed: int = 0, n_boot: int = 2000,
                  level: float = 0.95, log_images: int = 4, attention_steps: int = 0, microbatch: int | None = None,
                  torch_dtype: str | None = None, fail_fast: bool = False):
-        super().__init__(fail_fast=fail_fast)
         if not words:
             raise ValueError("words: give at least one word to remove")
-        self.spec = MeasurementSpec(tuple(words), (), condition, n_draws, seed, True, microbatch)
+        spec = MeasurementSpec(tuple(words), (), condition, n_draws, seed, True, microbatch)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if n_boot < 100:
             raise ValueError(f"n_boot must be >= 100 for a percentile interval, got {n_boot}")
-        if log_images < 0:
-            raise ValueError(f"log_images must be >= 0, got {log_images}")
-        self.steps, self.n_boot, self.level, self.log_images = steps, n_boot, level, log_images
-        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
+        super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
+        self.spec, self.steps, self.n_boot, self.level = spec, steps, n_boot, level
         self.alphas = ddim_alphas(self.denoiser.scheduler.config, steps)
-        if attention_steps < 0:
-            raise ValueError(f"attention_steps must be >= 0 (0: no attention baseline), got {attention_steps}")
-        if attention_steps and not isinstance(self.denoiser, AttentionDenoiser):
-            raise ValueError(f"attention_steps: {type(self.denoiser).__name__} has no cross-attention to read; "
-                             "set attention_steps: 0")
-        self.attention_steps = attention_steps
+        self.attention_steps = self.check_attention(attention_steps)
         # Per word: (cmi, change) per image, and the within-image r where it is defined.
         self.image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in self.spec.words})
         self.pixel_rows = torch.nn.ModuleDict({w: SampleRows(1) for w in self.spec.words})
@@ -90,17 +92,6 @@ class PromptIntervention(AnalysisJob):
         baseline = self.spec.words if attention_steps else ()
         self.attention_image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in baseline})
         self.attention_pixel_rows = torch.nn.ModuleDict({w: SampleRows(1) for w in baseline})
-        self._logged = 0
-
-    def validate(self, datamodule: Any) -> None:
-        """Every word must occur in some caption of the test split."""
-        if isinstance(datamodule, CaptionedEvaluationData):
-            captions = [c for c in datamodule.test_captions() if c]
-            self.spec.check_captions(captions, self.denoiser.tokenizer, "captions of the test split")
-            rank_zero_info(f"measuring {datamodule.describe_test_split()}")
-
-    def setup(self, stage: str) -> None:
-        self.denoiser.to(self.device)
 
     # ---- one batch ------------------------------------------------------------
     def regenerate(self, sample_id: int, prompts: list, shape: tuple[int, ...]) -> torch.Tensor:
@@ -110,7 +101,7 @@ class PromptIntervention(AnalysisJob):
         noise = torch.randn(shape, generator=id_generator(self.spec.seed + 1, sample_id))
         return ddim_sample(self.denoiser, noise.expand(len(prompts), *shape).to(self.device), prompts, self.alphas)
 
-    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+    def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep].to(self.device)
         captions = [batch["caption"][k] for k in keep]
         res = measure_captions(self.denoiser, images, ids, captions, self.spec)
@@ -119,76 +110,62 @@ class PromptIntervention(AnalysisJob):
                                    self.spec.words, steps=self.attention_steps, seed=self.spec.seed) \
             if self.attention_steps else {}
         tok = self.denoiser.tokenizer
-        rows = []
+        samples = []
         for k, (i, caption) in enumerate(zip(ids, captions)):
             words = [w for w in self.spec.words if contains_word(caption, w, tok)]
             out = self.regenerate(i, [caption] + [without_words(caption, [w], self.spec.condition, tok) for w in words],
                                   shape)
-            row = {"id": i, "words": {}}
+            sample = {"id": i, "words": {}}
             for j, w in enumerate(words):
                 est = res.cmi[w]
                 change, change_map = image_change(out[:1], out[j + 1:j + 2])
                 r_pixel = float(pearson(est.map[k].flatten().cpu(), change_map[0].flatten().cpu()))
-                cmi = float(est.value[k])
-                self.image_rows[w].update(torch.tensor([[cmi, float(change[0])]], dtype=torch.float64), [i])
-                if r_pixel == r_pixel:  # defined: neither map is constant
-                    self.pixel_rows[w].update(torch.tensor([[r_pixel]], dtype=torch.float64), [i])
-                row["words"][w] = {"cmi": cmi, "cmi_stderr": float(est.stderr[k]), "change": float(change[0]),
-                                   "r_pixel": r_pixel if r_pixel == r_pixel else None}
+                sample["words"][w] = {"cmi": (est.value[k], est.stderr[k]), "change": change[0],
+                                      "r_pixel": r_pixel if r_pixel == r_pixel else None}  # None: a map is constant
                 if attention:
                     att = attention[w][0][k]
                     r_att = float(pearson(att.flatten().cpu(), change_map[0].flatten().cpu()))
-                    row["words"][w].update(attention=float(att.sum()), r_pixel_attention=r_att if r_att == r_att else None)
-                    self._update_attention(w, [i], [row["words"][w]])
+                    sample["words"][w].update(attention=att.sum(), r_pixel_attention=r_att if r_att == r_att else None)
                 self._log_example(images[k], i, out[0], out[j + 1], change_map[0], est.map[k], w)
-            rows.append(row)
-        return rows
+            samples.append(sample)
+        return samples
 
-    def replay(self, records: list[dict]) -> None:
+    def update_metrics(self, records: list[dict]) -> None:
         for w in self.spec.words:
             got = [(r["id"], r["words"][w]) for r in records if w in r["words"]]
-            if got:
-                self.image_rows[w].update(torch.tensor([[v["cmi"], v["change"]] for _, v in got], dtype=torch.float64),
-                                          [i for i, _ in got])
-            pix = [(i, v["r_pixel"]) for i, v in got if v["r_pixel"] is not None]
-            if pix:
-                self.pixel_rows[w].update(torch.tensor([[r] for _, r in pix], dtype=torch.float64), [i for i, _ in pix])
-            if got and self.attention_steps:
-                self._update_attention(w, [i for i, _ in got], [v for _, v in got])
-
-    def _update_attention(self, word: str, ids: list[int], values: list[dict]) -> None:
-        self.attention_image_rows[word].update(
-            torch.tensor([[v["attention"], v["change"]] for v in values], dtype=torch.float64), ids)
-        pix = [(i, v["r_pixel_attention"]) for i, v in zip(ids, values) if v["r_pixel_attention"] is not None]
-        if pix:
-            self.attention_pixel_rows[word].update(torch.tensor([[r] for _, r in pix], dtype=torch.float64),
-                                                   [i for i, _ in pix])
+            if not got:
+                continue
+            ids = [i for i, _ in got]
+            self.image_rows[w].update(torch.tensor([[v["cmi"], v["change"]] for _, v in got], dtype=torch.float64), ids)
+            columns = [("r_pixel", self.pixel_rows)]
+            if self.attention_steps:
+                self.attention_image_rows[w].update(
+                    torch.tensor([[v["attention"], v["change"]] for _, v in got], dtype=torch.float64), ids)
+                columns.append(("r_pixel_attention", self.attention_pixel_rows))
+            for name, metrics in columns:  # the within-image r where it is defined
+                rs, kept = _rows([v[name] for _, v in got], ids)
+                if kept:
+                    metrics[w].update(rs[:, None], kept)
 
     # ---- the correlations ----------------------------------------------------------
-    def _correlations(self, image: torch.Tensor, pixel: torch.Tensor) -> dict:
-        out = {"images": int(image.shape[0]), "mean_cmi": float(image[:, 0].mean()) if image.numel() else None,
-               "mean_change": float(image[:, 1].mean()) if image.numel() else None}
-        out["image_level"] = bootstrap_pearson(image[:, 0], image[:, 1], self.n_boot, self.level,
-                                               self.spec.seed).as_dict() if image.shape[0] >= 3 else None
-        out["pixel_level"] = bootstrap_mean(pixel[:, 0], self.n_boot, self.level,
-                                            self.spec.seed).as_dict() if pixel.shape[0] >= 2 else None
-        return out
-
     def results(self) -> dict:
+        def correlations(image: torch.Tensor, pixel: torch.Tensor) -> dict:
+            return change_correlations(image, pixel, self.n_boot, self.level, self.spec.seed)
+
         per_word, images, pixels, att_images, att_pixels = {}, [], [], [], []
         for w in self.spec.words:  # every rank, same order: each compute is one synchronisation
             im, px = self.image_rows[w].rows(), self.pixel_rows[w].rows()
-            per_word[w] = self._correlations(im, px)
+            per_word[w] = correlations(im, px)
             images.append(im)
             pixels.append(px)
             if self.attention_steps:
                 aim, apx = self.attention_image_rows[w].rows(), self.attention_pixel_rows[w].rows()
-                per_word[w]["attention"] = self._baseline(aim, apx)
+                per_word[w]["attention"] = _levels(correlations(aim, apx))
                 att_images.append(aim)
                 att_pixels.append(apx)
-        pooled = self._correlations(torch.cat(images), torch.cat(pixels))
+        pooled = correlations(torch.cat(images), torch.cat(pixels))
         if self.attention_steps:
-            pooled["attention"] = self._baseline(torch.cat(att_images), torch.cat(att_pixels))
+            pooled["attention"] = _levels(correlations(torch.cat(att_images), torch.cat(att_pixels)))
         logged = {}
         for name, r in [("all", pooled)] + list(per_word.items()):
             prefix = "info/intervention/all" if name == "all" else f"info/intervention/{cmi_tag(name)}"
@@ -199,11 +176,6 @@ class PromptIntervention(AnalysisJob):
                     logged[f"{prefix}/attention_{level}_r"] = r["attention"][level]["r"]
         log_scalars(self.trainer, logged, step=0)
         return {"steps": self.steps, "condition": self.spec.condition, "all_words": pooled, "words": per_word}
-
-    def _baseline(self, image: torch.Tensor, pixel: torch.Tensor) -> dict:
-        """The attention baseline's correlations (its first column is the attention total)."""
-        r = self._correlations(image, pixel)
-        return {"image_level": r["image_level"], "pixel_level": r["pixel_level"]}
 
     def report_lines(self, results: dict) -> list[str]:
         def cell(c):
@@ -227,13 +199,16 @@ class PromptIntervention(AnalysisJob):
     def _log_example(self, image, sample_id: int, full, without, change_map, cmi_map, word: str) -> None:
         """For the first ``log_images`` (image, word) of a pixel model: the regeneration with
         the word and its change map, and the one without it with the word's CMI map (rank zero)."""
-        if not self.trainer.is_global_zero or full.shape[0] != 3 or self._logged >= self.log_images:
+        if full.shape[0] != 3 or (n := self.figure_slot()) is None:
             return
-        n = self._logged
         self.save_figure(map_figure(full.clamp(-1, 1).cpu(), change_map.cpu(),
                                     f"change when '{word}' is removed (image {sample_id})"),
                          f"{sample_id}_{word}_change", f"intervention/{n}/{word}/change")
         self.save_figure(map_figure(without.clamp(-1, 1).cpu(), cmi_map.cpu(),
                                     f"without '{word}' | CMI map (image {sample_id})"),
                          f"{sample_id}_{word}_without", f"intervention/{n}/{word}/without")
-        self._logged += 1
+
+
+def _levels(correlations: dict) -> dict:
+    """The baseline's entry: its image- and pixel-level correlations only."""
+    return {"image_level": correlations["image_level"], "pixel_level": correlations["pixel_level"]}

@@ -26,20 +26,17 @@ word is not in its caption is a failed sample (named in failures.rank<k>.jsonl).
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
 from ..attention_maps import attention_times_information, word_attention
-from ..denoisers import AttentionDenoiser, load_text_to_image
 from ..io import log_scalars
-from ..localization import THRESHOLDS, iou, map_to_mask
+from ..localization import THRESHOLDS, iou, map_to_mask, miou_at, select_threshold
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleVectors
-from ..viz import localization_figure
-from .analysis_job import AnalysisJob, torch_dtype_of
 from ..protocols import LocalizationEvaluationData
+from ..viz import localization_figure
+from .records import Field, Schema
+from .text_to_image_job import TextToImageJob
 
 __all__ = ["WordLocalization"]
 
@@ -55,7 +52,7 @@ def _iou_key(method: str) -> str:
     return "iou" if method == "cmi" else f"iou_{method}"
 
 
-class WordLocalization(AnalysisJob):
+class WordLocalization(TextToImageJob):
     """Mean IoU of per-word CMI maps against word masks.
 
     Args:
@@ -69,52 +66,48 @@ class WordLocalization(AnalysisJob):
         microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
     """
 
+    data_protocol, data_example = LocalizationEvaluationData, "LocalizationData"
+
     def __init__(self, pretrained: str, lora: str | None = None, condition: str = "delete", n_draws: int = 16,
                  seed: int = 0, threshold: float | None = None, word_types: dict[str, list[str]] | None = None,
                  attention_steps: int = 0, log_images: int = 4, microbatch: int | None = None,
                  torch_dtype: str | None = None, fail_fast: bool = False):
-        super().__init__(fail_fast=fail_fast)
         for name, words in (word_types or {}).items():
             if not name or "/" in name or not words or not all(isinstance(w, str) and w for w in words):
                 raise ValueError(f"word_types: {name!r} must name a non-empty list of words (and hold no '/'), "
                                  f"got {words!r}")
-        self.word_types = {f"{TYPE}/{name}": frozenset(words) for name, words in (word_types or {}).items()}
         if threshold is not None and threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(map(str, THRESHOLDS))} (or null: chosen on "
                              f"data.selection_root), got {threshold}")
-        self.spec_args = {"condition": condition, "n_draws": n_draws, "seed": seed, "maps": True,
-                          "microbatch": microbatch}
-        MeasurementSpec(("word",), **self.spec_args)  # validates condition, n_draws, microbatch now
-        if attention_steps < 0:
-            raise ValueError(f"attention_steps must be >= 0 (0: no attention baseline), got {attention_steps}")
-        if log_images < 0:
-            raise ValueError(f"log_images must be >= 0, got {log_images}")
-        self.threshold, self.attention_steps, self.log_images, self._drawn = threshold, attention_steps, log_images, 0
-        self.denoiser = load_text_to_image(pretrained, lora, torch_dtype=torch_dtype_of(torch_dtype))
-        if attention_steps and not isinstance(self.denoiser, AttentionDenoiser):
-            raise ValueError(f"attention_steps: {type(self.denoiser).__name__} has no cross-attention to read; "
-                             "set attention_steps: 0")
+        spec_args = {"condition": condition, "n_draws": n_draws, "seed": seed, "maps": True, "microbatch": microbatch}
+        MeasurementSpec(("word",), **spec_args)  # validates condition, n_draws, microbatch now
+        super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
+        self.word_types = {f"{TYPE}/{name}": frozenset(words) for name, words in (word_types or {}).items()}
+        self.spec_args, self.threshold = spec_args, threshold
+        self.attention_steps = self.check_attention(attention_steps)
         self.methods = METHODS if attention_steps else METHODS[:1]
         self.metrics = torch.nn.ModuleDict()  # "<split>/<word>/<iou_<method>|whole|cmi>", made in setup
+        # per row: its word and split, the word's CMI, each method's IoU at every threshold, the mask's area
+        self.schema = Schema([Field("word", "text"), Field("split", "text"), Field("cmi", stderr=True, map=True),
+                              *(Field(_iou_key(m), "values", map=True) for m in self.methods),
+                              Field("whole_image")])
 
-    def validate(self, datamodule: Any) -> None:
-        if not isinstance(datamodule, LocalizationEvaluationData):
-            raise ValueError("WordLocalization needs a datamodule of word masks (the LocalizationEvaluationData "
-                             f"protocol, e.g. LocalizationData); got {type(datamodule).__name__}")
+    def check_data(self, datamodule) -> None:
         if self.threshold is None and datamodule.selection_rows() == 0:
             raise ValueError("threshold: give one (e.g. 0.5) or data.selection_root, the rows it is chosen on")
-        rank_zero_info(f"localizing {datamodule.describe_test_split()}")
 
-    def setup(self, stage: str) -> None:
-        self.denoiser.to(self.device)
+    def describe_run(self, datamodule) -> str:
+        return f"localizing {datamodule.describe_test_split()}"
+
+    def make_metrics(self) -> None:
         for split in SPLITS:  # every rank, same metrics, same order (DDP collectives)
             for word in self._keys():
                 widths = [(f"iou_{m}", len(THRESHOLDS)) for m in self.methods] + [("whole", 1), ("cmi", 1)]
                 for name, width in widths:
                     self.metrics[f"{split}/{word}/{name}"] = SampleVectors(width).to(self.device)
 
-    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
-        records, missing = [], []
+    def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+        samples, missing = [], []
         for word in sorted({batch["word"][k] for k in keep}):
             ks = [k for k in keep if batch["word"][k] == word]
             kids = [int(batch["id"][k]) for k in ks]
@@ -137,24 +130,18 @@ class WordLocalization(AnalysisJob):
                 if not bool(present[j]):
                     missing.append({"id": kids[j], "error": f"word {word!r} is not in its caption {batch['caption'][k]!r}"})
                     continue
-                if self.trainer.is_global_zero and self._drawn < self.log_images:
-                    self._draw(batch["image"][k], batch["mask"][k], {m: v[j] for m, v in maps.items()}, kids[j], word)
-                records.append({"id": kids[j], "word": word, "split": batch["split"][k],
-                                "cmi": float(est.value[j]), "cmi_stderr": float(est.stderr[j]),
-                                **{_iou_key(m): v[j].tolist() for m, v in ious.items()},
-                                "whole_image": float(whole[j])})
+                if (n := self.figure_slot()) is not None:
+                    fig = localization_figure(batch["image"][k].cpu(), batch["mask"][k].cpu(),
+                                              {m: v[j].cpu() for m, v in maps.items()}, f"'{word}', row {kids[j]}")
+                    self.save_figure(fig, f"{kids[j]}_{word}", f"localization/{n}/{word}")
+                samples.append({"id": kids[j], "word": word, "split": batch["split"][k],
+                                "cmi": (est.value[j], est.stderr[j]),
+                                **{_iou_key(m): v[j] for m, v in ious.items()}, "whole_image": whole[j]})
         if missing:
             self._fail(missing)
-        self._update(records)
-        return sorted(records, key=lambda r: r["id"])
+        return samples
 
-    def _draw(self, image: torch.Tensor, mask: torch.Tensor, maps: dict, sample_id: int, word: str) -> None:
-        fig = localization_figure(image.cpu(), mask.cpu(), {m: v.cpu() for m, v in maps.items()},
-                                  f"'{word}', row {sample_id}")
-        self.save_figure(fig, f"{sample_id}_{word}", f"localization/{self._drawn}/{word}")
-        self._drawn += 1
-
-    def _update(self, records: list[dict]) -> None:
+    def update_metrics(self, records: list[dict]) -> None:
         for r in records:
             for word in (r["word"], *(t for t, words in self.word_types.items() if r["word"] in words), ALL):
                 key = f"{r['split']}/{word}"
@@ -163,14 +150,13 @@ class WordLocalization(AnalysisJob):
                 self.metrics[f"{key}/whole"].update(torch.tensor([[r["whole_image"]]]), [r["id"]])
                 self.metrics[f"{key}/cmi"].update(torch.tensor([[r["cmi"]]]), [r["id"]])
 
-    def replay(self, records: list[dict]) -> None:
-        self._update(records)
-
     def results(self) -> dict:
         # collectives: every rank, every metric, same order; torchmetrics squeezes width-1 results
         computed = {key: {**r, "mean": r["mean"].reshape(-1), "stderr": r["stderr"].reshape(-1)}
                     for key, r in ((k, m.compute()) for k, m in self.metrics.items())}
-        chosen = {m: self._threshold_index(computed, m) for m in self.methods}
+        chosen = {m: select_threshold(computed[f"selection/{ALL}/iou_{m}"]["mean"],
+                                      computed[f"selection/{ALL}/iou_{m}"]["n"], self.threshold)
+                  for m in self.methods}
         t, chosen_on = chosen["cmi"]
         out = {"localization/threshold": {"value": THRESHOLDS[t], "chosen_on": chosen_on,
                                           **{m: THRESHOLDS[chosen[m][0]] for m in self.methods[1:]}}}
@@ -178,13 +164,11 @@ class WordLocalization(AnalysisJob):
             i, w, c = (computed[f"eval/{word}/{n}"] for n in ("iou_cmi", "whole", "cmi"))
             if not i["n"]:
                 continue
-            entry = {"miou": float(i["mean"][t]), "stderr": float(i["stderr"][t]),
-                     "miou_swept_on_eval": float(i["mean"].max()), "whole_image": float(w["mean"][0]),
+            entry = {**miou_at(i["mean"], i["stderr"], t), "whole_image": float(w["mean"][0]),
                      "whole_image_stderr": float(w["stderr"][0]), "cmi": float(c["mean"][0]), "n": i["n"]}
             for m in self.methods[1:]:
-                a, ta = computed[f"eval/{word}/iou_{m}"], chosen[m][0]
-                entry[m] = {"miou": float(a["mean"][ta]), "stderr": float(a["stderr"][ta]),
-                            "miou_swept_on_eval": float(a["mean"].max())}
+                a = computed[f"eval/{word}/iou_{m}"]
+                entry[m] = miou_at(a["mean"], a["stderr"], chosen[m][0])
             out[f"localization/{word}"] = entry
         logged = {f"info/{k}/miou": v["miou"] for k, v in out.items() if "miou" in v}
         logged.update({f"info/{k}/{m}_miou": v[m]["miou"] for k, v in out.items() for m in self.methods[1:] if "miou" in v})
@@ -194,15 +178,6 @@ class WordLocalization(AnalysisJob):
     def _keys(self) -> list[str]:
         """The summary's rows: each word, each word type, then all rows."""
         return [*self.trainer.datamodule.groups(), *self.word_types, ALL]
-
-    def _threshold_index(self, computed: dict, method: str) -> tuple[int, str]:
-        """The threshold of ``method``: as given, or the best mean IoU over the selection rows."""
-        if self.threshold is not None:
-            return THRESHOLDS.index(self.threshold), "given"
-        sel = computed[f"selection/{ALL}/iou_{method}"]
-        if sel["n"] == 0:
-            raise ValueError("no selection row was measured: the threshold cannot be chosen")
-        return int(torch.argmax(sel["mean"])), f"{sel['n']} selection rows"
 
     def report_lines(self, results: dict) -> list[str]:
         thr = results["localization/threshold"]
