@@ -104,11 +104,11 @@ class InformationMonitor(Callback):
             raise ValueError("InformationMonitor needs a datamodule with probe_items(n) (the ProbeData protocol, "
                              f"e.g. CaptionedShapesData); got {type(dm).__name__}")
         if not isinstance(pl_module, MeasurableModule):
-            raise ValueError("InformationMonitor needs a module with denoiser() and ema_weights(use) (the "
+            raise ValueError("InformationMonitor needs a module with a denoiser property and ema_weights(use) (the "
                              f"MeasurableModule protocol, e.g. DiffusionFineTuner); got {type(pl_module).__name__}")
         probe = dm.probe_items(self.probe_size)
         try:
-            self.spec.check_captions([it["caption"] for it in probe], pl_module.denoiser().tokenizer, "probe captions")
+            self.spec.check_captions([it["caption"] for it in probe], pl_module.denoiser.tokenizer, "probe captions")
         except ValueError as e:
             raise ValueError(f"InformationMonitor: {e}") from None
         self._probe = probe
@@ -124,7 +124,7 @@ class InformationMonitor(Callback):
         pl_module.eval()
         try:
             with torch.no_grad():
-                measure_captions(pl_module.denoiser(), first["image"][None], [first["id"]], [first["caption"]], dry)
+                measure_captions(pl_module.denoiser, first["image"][None], [first["id"]], [first["caption"]], dry)
         except Exception as e:
             raise ValueError(f"InformationMonitor: probe item {first['id']} (image {tuple(first['image'].shape)}) "
                              f"cannot be measured with this model: {type(e).__name__}: {e}") from e
@@ -154,7 +154,7 @@ class InformationMonitor(Callback):
         pl_module.eval()
         try:
             with pl_module.ema_weights(self.use_ema) as on_ema:
-                denoiser = pl_module.denoiser()
+                denoiser = pl_module.denoiser
                 metrics = CaptionMetrics(self.spec).to(pl_module.device)
                 curve = InformationMap((2, self.mmse_points)).to(pl_module.device) if self.mmse_points else None
                 alphas = None

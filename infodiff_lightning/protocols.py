@@ -21,11 +21,13 @@ __all__ = ["MeasurableModule", "ProbeData", "CaptionedEvaluationData", "GroupedE
 class MeasurableModule(Protocol):
     """A module whose current weights can be measured.
 
-    ``denoiser()`` is a text denoiser over the live weights (its caches cleared, since the
-    weights change while training); ``ema_weights(use)`` is a context in which the
-    module's weights are its EMA weights when it keeps them and ``use`` is true, and
-    which yields whether they are."""
+    ``denoiser`` (a read-only property, as on every module of this package) is a text
+    denoiser over the live weights (its caches cleared on each access, since the weights
+    change while training); ``ema_weights(use)`` is a context in which the module's
+    weights are its EMA weights when it keeps them and ``use`` is true, and which yields
+    whether they are."""
 
+    @property
     def denoiser(self) -> TextDenoiser: ...
 
     def ema_weights(self, use: bool = True) -> ContextManager[bool]: ...

@@ -158,7 +158,7 @@ def test_saved_lora_weights_reproduce_the_fine_tuned_eps_hat(base_folder, tmp_pa
     prompts = ["a red square on the left", "a blue cross on the top"]
     module.eval()
     with torch.no_grad():
-        want = module.denoiser().eps_hat(x, alpha, prompts)
+        want = module.denoiser.eps_hat(x, alpha, prompts)
         got = loaded.eps_hat(x, alpha, prompts)
         base = PixelTextDenoiser.from_pretrained(str(base_folder)).eps_hat(x, alpha, prompts)
     assert torch.allclose(got, want, atol=1e-5)
@@ -204,7 +204,7 @@ def test_mmse_figure_curves_are_the_same_on_one_or_two_ranks(scratch_module, pro
     # two halves must reproduce the all-at-once curves image for image (to float rounding
     # of differently sized batches; eps drawn per rank instead differ by ~15% here).
     monitor = InformationMonitor(words=["blue"], probe_size=4, mmse_points=3, mmse_eps=2)
-    denoiser = scratch_module.denoiser()
+    denoiser = scratch_module.denoiser
     alphas = torch.linspace(-3.0, 3.0, 3, dtype=torch.float64)
     x = denoiser.encode(torch.stack([it["image"] for it in probe]))
     with torch.no_grad():

@@ -118,5 +118,5 @@ def test_training_the_text_encoder_sends_gradients_through_the_shared_prompt_enc
 
 def test_the_monitor_gets_the_adapter_the_fine_tuner_trains(ddim_folder):
     tuner = DiffusionFineTuner(pretrained=str(ddim_folder))
-    den = tuner.denoiser()
+    den = tuner.denoiser
     assert den.unet is tuner.unet and den.text_encoder is tuner.text_encoder and den.tokenizer is tuner.tokenizer

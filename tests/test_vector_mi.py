@@ -84,7 +84,7 @@ def test_the_saved_denoiser_predicts_what_the_module_predicts(tmp_path):
     module.save_denoiser(tmp_path / "m")
     x, y, alpha = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64), torch.randn(5)
     y[2] = float("nan")  # one null condition
-    live, saved = module.denoiser(), load_vector_denoiser(tmp_path / "m").denoiser()
+    live, saved = module.denoiser, load_vector_denoiser(tmp_path / "m").denoiser
     torch.testing.assert_close(saved.encode(x), live.encode(x))
     torch.testing.assert_close(saved.eps_hat(x, alpha, y), live.eps_hat(x, alpha, y))
     assert saved.alpha_range == (-8.0, 8.0)  # the default sampler's range, saved with the model

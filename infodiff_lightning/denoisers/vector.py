@@ -89,7 +89,9 @@ class VectorModel:
     alpha_range: tuple[float, float]
     normalization: Normalization
 
+    @property
     def denoiser(self) -> NormalizedDenoiser:
+        """The saved network as the estimators see it: raw pairs in, normalized inside."""
         return NormalizedDenoiser(MLPDenoiser(self.net, self.alpha_range), self.normalization)
 
 

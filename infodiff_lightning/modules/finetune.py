@@ -128,8 +128,10 @@ class DiffusionFineTuner(L.LightningModule):
         """x0 of the loss: the adapter's ``encode`` (the x the estimators integrate over)."""
         return self.adapter.encode(images)
 
+    @property
     def denoiser(self) -> TextUNetDenoiser:
-        """The adapter over the live modules, its caches cleared (the weights have changed)."""
+        """The adapter over the live modules, its caches cleared on each access (the weights
+        change while training)."""
         self.adapter.clear_cache()
         return self.adapter
 

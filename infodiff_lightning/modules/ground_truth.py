@@ -59,6 +59,7 @@ class GroundTruthAnalysis(PairInformationJob):
         self.system = system
         self.n_samples, self.batch_size = n_samples, batch_size
 
+    @property
     def denoiser(self) -> AnalyticSystem:
         return self.system
 

@@ -61,7 +61,9 @@ class PairInformationJob(AnalysisJob):
         self.mi = torch.nn.ModuleDict({e: PointwiseInformation() for e in self.estimators})
 
     # ---- what a pair job supplies ---------------------------------------------
+    @property
     def denoiser(self) -> Denoiser:
+        """The denoiser measured (read-only)."""
         raise NotImplementedError
 
     def truth(self) -> float | None:
@@ -73,7 +75,7 @@ class PairInformationJob(AnalysisJob):
 
     # ---- the shared measurement ------------------------------------------------
     def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
-        den = self.denoiser()
+        den = self.denoiser
         y = batch["y"][keep]
         n = len(ids)
         draws = DrawSpec(self.n_draws, self.seed, self.sampler.restricted(den.alpha_range))

@@ -52,8 +52,9 @@ class VectorInformation(PairInformationJob):
     def load(self, model: str) -> tuple[Denoiser, torch.nn.Module, tuple[int, int]]:
         """(the denoiser of raw pairs, the module holding its weights, (dim_x, dim_y)) saved in ``model``."""
         saved = load_vector_denoiser(model)
-        return saved.denoiser(), saved.net, (saved.net.dim_x, saved.net.dim_y)
+        return saved.denoiser, saved.net, (saved.net.dim_x, saved.net.dim_y)
 
+    @property
     def denoiser(self) -> Denoiser:
         return self._denoiser
 

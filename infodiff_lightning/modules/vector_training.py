@@ -133,6 +133,7 @@ class VectorMITrainer(L.LightningModule):
         dim_x, dim_y = dm.dims
         self.build(dim_x, dim_y, dm.normalization(), dm.train_pairs())
 
+    @property
     def denoiser(self) -> NormalizedDenoiser:
         """The network as the estimators see it: raw pairs in, normalized inside."""
         return NormalizedDenoiser(MLPDenoiser(self.net, self.sampler.range), self.norm)
@@ -160,7 +161,7 @@ class VectorMITrainer(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         ids = [int(i) for i in batch["id"]]
         with self._averaged():
-            den = self.denoiser()
+            den = self.denoiser
             x = den.encode(batch["x"], ids)
             draws = draws_for_ids(ids, self.hparams.val_draws, tuple(x.shape[1:]), self.sampler, self.hparams.seed,
                                   dtype=x.dtype)
