@@ -220,3 +220,18 @@ def test_the_graph_sees_cycles_and_local_imports(tmp_path):
         ROOT = saved
     assert find_cycles(graph) == [["infodiff_lightning.a", "infodiff_lightning.b"]]
     assert local == {"infodiff_lightning.b": ["infodiff_lightning.b:3 -> infodiff_lightning.c"]}
+
+
+def test_the_denoiser_is_a_read_only_property_everywhere():
+    """Every module of the package, and the protocol the monitor checks, reach their
+    denoiser the same way: ``module.denoiser``, a property without a setter."""
+    import inspect
+
+    import infodiff_lightning.modules as modules
+    from infodiff_lightning.modules.pair_information import PairInformationJob
+    from infodiff_lightning.protocols import MeasurableModule
+
+    classes = [getattr(modules, name) for name in modules.__all__] + [PairInformationJob, MeasurableModule]
+    wrong = [cls.__name__ for cls in classes
+             if not (isinstance(p := inspect.getattr_static(cls, "denoiser", None), property) and p.fset is None)]
+    assert not wrong, f"denoiser is not a read-only property of {wrong}"
