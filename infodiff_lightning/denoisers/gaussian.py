@@ -105,11 +105,6 @@ class JointGaussian(AnalyticSystem):
         both = tuple(t or g for t, g in zip(target, given))
         return 0.5 * (self.log_det_conditional(given) - self.log_det_conditional(both))
 
-    def log_prob_x(self, x: Tensor) -> Tensor:
-        """log N(x; mu_x, S_xx): the exact marginal log density of X."""
-        mu, s = self.mean[: self.dim_x], self.cov[: self.dim_x, : self.dim_x]
-        return torch.distributions.MultivariateNormal(mu, s).log_prob(x.to(torch.float64))
-
 
 class CorrelatedGaussian(JointGaussian):
     """A ground-truth system set by a few numbers (the analysis job's default).

@@ -16,8 +16,6 @@ terms stay light-tailed. Each orthogonal information over [lo, hi] grows by exac
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -44,8 +42,3 @@ class NoisyDenoiser(DenoiserBase):
         noise = torch.randn(out.shape, generator=self.generator, dtype=out.dtype).to(out.device)
         a = alpha.to(out.dtype).reshape(-1, *([1] * (out.ndim - 1)))
         return out + self.scale * 2 * (torch.sigmoid(a) * torch.sigmoid(-a)).sqrt() * noise
-
-    def added_information(self, dim: int, lo: float, hi: float) -> float:
-        """Eq. NOISE: what the noise adds to an orthogonal information on [lo, hi]."""
-        sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
-        return 4 * dim * self.scale**2 * (sig(hi) - sig(lo))

@@ -3,8 +3,6 @@
 ``PartialInformation`` keeps per-image [redundancy, unique1, unique2, synergy] with
 their own standard errors and the images' ids, and reduces them in id order
 (samples.py), so any number of processes gives bit-identical results.
-``PartialInformationMap`` accumulates the four per-element maps (summed maps + count)
-for a map shape fixed at construction.
 """
 from __future__ import annotations
 
@@ -12,12 +10,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
 from ..pid import PID_TERMS, PIDEstimate
 from .samples import SampleValues
 
-__all__ = ["PartialInformation", "PartialInformationMap"]
+__all__ = ["PartialInformation"]
 
 
 def _per_image_terms(estimate: PIDEstimate | Tensor) -> Tensor:
@@ -68,41 +65,3 @@ class PartialInformation(SampleValues):
         out["n_evals"] = self.n_evals.clone()
         return out
 
-
-class PartialInformationMap(Metric):
-    """Mean per-element PID maps over images (summed maps / count).
-
-    ``shape`` is the map shape (fixed, so that the state has a fixed size).
-    ``update`` takes a PIDEstimate computed with ``maps=True`` or an (N, 4, *shape)
-    tensor of [r, u1, u2, s] maps; ``compute`` returns {term: mean map}. The synergy map
-    is the mean of the estimated (unclipped) maps.
-    """
-
-    full_state_update = False
-    higher_is_better = None
-    is_differentiable = False
-
-    def __init__(self, shape: tuple[int, ...], **kwargs):
-        super().__init__(**kwargs)
-        self.shape = tuple(int(s) for s in shape)
-        self.add_state("total", torch.zeros((len(PID_TERMS), *self.shape), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, estimate: PIDEstimate | Tensor) -> None:
-        maps = estimate.maps() if isinstance(estimate, PIDEstimate) else estimate
-        if maps is None:
-            raise ValueError("PartialInformationMap.update: the estimate carries no maps (call pid with maps=True)")
-        maps = torch.as_tensor(maps).detach().to(torch.float64)
-        if maps.ndim < 2 or maps.shape[1] != len(PID_TERMS) or tuple(maps.shape[2:]) != self.shape:
-            raise ValueError(f"PartialInformationMap.update: maps of shape {tuple(maps.shape)}, expected "
-                             f"(N, {len(PID_TERMS)}, *{self.shape})")
-        if not bool(torch.isfinite(maps).all()):
-            raise ValueError("PartialInformationMap.update: non-finite PID maps")
-        self.total += maps.sum(0).to(self.total.device)
-        self.count += maps.shape[0]
-
-    def compute(self) -> dict[str, Tensor]:
-        if float(self.count) == 0:
-            raise ValueError("PartialInformationMap.compute: no maps were added (zero samples)")
-        mean = self.total / self.count
-        return {name: mean[j] for j, name in enumerate(PID_TERMS)}
