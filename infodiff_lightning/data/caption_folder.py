@@ -23,8 +23,9 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .datamodule import SplitCaptionData
+from .rows import RowError, inside, read_table, read_text, some_usable
 
-__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "fit_mask", "read_table", "read_caption_table", "TEST_SPLITS"]
+__all__ = ["CaptionFolder", "CaptionFolderData", "load_image", "fit_mask", "read_caption_table", "TEST_SPLITS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 #: Which items an analysis job measures: every item, or the held-out (probe) split.
@@ -89,7 +90,10 @@ def read_caption(image_path: Path) -> str:
     txt = image_path.with_suffix(".txt")
     if not txt.is_file():
         raise ValueError(f"{image_path.name} has no caption file {txt.name}")
-    caption = txt.read_text(errors="replace").strip()
+    try:
+        caption = read_text(txt).strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {txt.name}: {e.strerror or e}") from None
     if not caption:
         raise ValueError(f"{txt.name} is empty: no caption to measure")
     return caption
@@ -98,51 +102,15 @@ def read_caption(image_path: Path) -> str:
 TABLE_FIELDS = ("file_name", "caption")
 
 
-def read_table(path: str | Path, fields: tuple[str, ...] = TABLE_FIELDS) -> list[dict[str, str]]:
-    """The rows of a JSONL or CSV table, in file order, each with every field of ``fields``
-    present and non-empty (stripped strings); a ValueError names the file, line and field."""
-    import csv
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path.name} line {n}: not a JSON object ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path.name} line {n}: not a JSON object")
-            rows.append((n, obj))
-    elif suffix == ".csv":
-        with open(path, newline="", errors="replace") as f:
-            reader = csv.DictReader(f)
-            missing = [k for k in fields if k not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{path.name}: no column {missing[0]!r} (the header needs {', '.join(fields)})")
-            rows = [(n, row) for n, row in enumerate(reader, 2)]
-    else:
-        raise ValueError(f"table {path.name}: expected a .jsonl or .csv file")
-    out = []
-    for n, row in rows:
-        for key in fields:
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ValueError(f"{path.name} line {n}: field {key!r} is missing or empty")
-        out.append({key: row[key].strip() for key in fields})
-    if not out:
-        raise ValueError(f"{path.name}: no rows")
-    return out
-
-
 def read_caption_table(path: str | Path) -> list[tuple[str, str]]:
-    """(file name, caption) rows of a JSONL or CSV caption table, in file order."""
-    return [(row["file_name"], row["caption"]) for row in read_table(path, TABLE_FIELDS)]
+    """(file name, caption) rows of a JSONL or CSV caption table, in file order; the first
+    unusable row raises a ValueError naming the file, line and field (for training, where
+    every row is needed; evaluation reads rows one by one, :class:`CaptionFolder`)."""
+    rows = read_table(path, TABLE_FIELDS)
+    bad = [r["error"] for r in rows if r["error"]]
+    if bad:
+        raise ValueError(bad[0] + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""))
+    return [(row["file_name"], row["caption"]) for row in rows]
 
 
 class CaptionFolder(Dataset):
@@ -153,12 +121,14 @@ class CaptionFolder(Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"caption folder {root} does not exist")
-        self.table: list[str] | None = None
+        self.table: list[str | None] | None = None
+        self.row_errors: list[str] | None = None  # per table row: why it cannot be used ("" if it can)
         if captions is not None:
-            rows = read_caption_table(captions)
-            self.files = [root / name for name, _ in rows]
-            self.table = [caption for _, caption in rows]
-            absent = [p.name for p in self.files if not p.is_file()]
+            self._read_table(root, Path(captions))
+            bad = [e for e in self.row_errors if e]
+            if strict and bad:
+                raise ValueError(bad[0] + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""))
+            absent = [p.name for p in self.files if p is not None and not p.is_file()]
             if strict and absent:
                 raise ValueError(f"{len(absent)} images named in {Path(captions).name} are not in {root}, "
                                  f"e.g. {absent[:3]}")
@@ -172,6 +142,22 @@ class CaptionFolder(Dataset):
                 raise ValueError(f"{len(missing)} images in {root} have no caption file (.txt beside them), "
                                  f"e.g. {missing[:3]}")
         self.image_size, self.strict = image_size, strict
+
+    def _read_table(self, root: Path, captions: Path) -> None:
+        """Rows of the caption table: each row's path inside ``root`` and its caption, or
+        why the row cannot be used (the other rows can)."""
+        self.files, self.table, self.row_errors = [], [], []
+        for row in read_table(captions, TABLE_FIELDS):
+            error, path = row["error"], None
+            if not error:
+                try:
+                    path = inside(root, row["file_name"], "file_name")
+                except RowError as e:
+                    error = f"{captions.name} line {row['line']}: {e}"
+            self.files.append(path)
+            self.table.append(None if error else row["caption"])
+            self.row_errors.append(error)
+        some_usable(self.row_errors, captions.name)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -188,6 +174,8 @@ class CaptionFolder(Dataset):
     def __getitem__(self, i: int) -> dict:
         p = self.files[i]
         try:
+            if self.row_errors is not None and self.row_errors[i]:
+                raise ValueError(self.row_errors[i])
             caption = self.table[i] if self.table is not None else read_caption(p)
             if not p.is_file():
                 raise ValueError(f"{p.name} does not exist")

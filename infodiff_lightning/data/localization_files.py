@@ -24,7 +24,6 @@ first ``n_selection_images`` images of the source itself (any layout).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -34,7 +33,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .caption_folder import fit_mask, load_image, read_table
+from .caption_folder import fit_mask, load_image
+from ..conditions import shorten
+from .rows import RowError, inside, read_json, read_table, some_usable, text_field
 from .coco import coco_localization_rows, union_mask
 from .loaders import evaluation_loader
 
@@ -57,6 +58,7 @@ class MaskRow:
     width: int = 0
     mask_file: Path | None = None
     split: str = "eval"
+    error: str = ""  # why the row cannot be used ("" if it can): recorded as its failure
 
     def mask(self) -> torch.Tensor:
         """The (height, width) bool mask of the word, at the image file's resolution."""
@@ -78,30 +80,57 @@ class MaskRow:
 
 
 def read_localization_json(root: str | Path) -> list[MaskRow]:
-    """The rows of ``root/localization.json`` (layout 1 of the module doc), in file order."""
-    path = Path(root) / "localization.json"
+    """The rows of ``root/localization.json`` (layout 1 of the module doc), in file order.
+    An annotation whose image, caption, word or segmentation is unusable (or whose image
+    path leaves ``root``) is a row with its ``error`` set; a file without the layout's
+    ``images`` and ``annotations`` lists is an error of the whole job."""
+    root = Path(root)
+    path = root / "localization.json"
     if not path.is_file():
         raise FileNotFoundError(f"root {root}: no localization.json")
-    data = json.loads(path.read_text())
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or \
+            not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{path.name}: not the COCO localization layout (an object with 'images' and "
+                         "'annotations' lists)")
+    images = {im.get("id"): im for im in data["images"] if isinstance(im, dict)}
     rows = []
-    try:
-        images = {im["id"]: im for im in data["images"]}
-        for k, a in enumerate(data["annotations"]):
-            im = images[a["image_id"]]
-            seg = a["segmentation"]
+    for k, a in enumerate(data["annotations"]):
+        try:
+            if not isinstance(a, dict):
+                raise RowError("not a JSON object")
+            im = images.get(a.get("image_id"))
+            if im is None:
+                raise RowError(f"image_id {shorten(str(a.get('image_id')))} names no image")
+            image = inside(root, im.get("file_name"), "file_name")
+            caption = text_field({"caption": a.get("caption", im.get("caption"))}, "caption")
+            word = text_field(a, "word")
+            seg = a.get("segmentation")
             # RLE carries its size; polygons need the image's
             h, w = (seg["size"] if isinstance(seg, dict) else (im["height"], im["width"]))
-            rows.append(MaskRow(Path(root) / im["file_name"], a.get("caption", im.get("caption")), a["word"],
-                                (seg,), int(h), int(w)))
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not the COCO localization layout (missing {e})") from None
+            rows.append(MaskRow(image, caption, word, (seg,), int(h), int(w)))
+        except (RowError, KeyError, TypeError, ValueError) as e:
+            reason = f"missing {e}" if isinstance(e, KeyError) else str(e)
+            rows.append(MaskRow(root, "", "", error=f"{path.name} annotation {k}: {reason}"))
+    some_usable([r.error for r in rows], path.name)
     return rows
 
 
 def read_mask_table(root: str | Path, table: str | Path) -> list[MaskRow]:
-    """The rows of a mask table (layout 3 of the module doc), in file order."""
-    return [MaskRow(Path(root) / r["file_name"], r["caption"], r["word"], mask_file=Path(root) / r["mask"])
-            for r in read_table(table, MASK_TABLE_FIELDS)]
+    """The rows of a mask table (layout 3 of the module doc), in file order; a row with an
+    unusable field, or a path that leaves ``root``, has its ``error`` set."""
+    root, out = Path(root), []
+    for r in read_table(table, MASK_TABLE_FIELDS):
+        try:
+            if r["error"]:
+                raise RowError(r["error"])
+            out.append(MaskRow(inside(root, r["file_name"], "file_name"), r["caption"], r["word"],
+                               mask_file=inside(root, r["mask"], "mask")))
+        except RowError as e:
+            error = str(e) if r["error"] else f"{Path(table).name} line {r['line']}: {e}"
+            out.append(MaskRow(root, "", "", error=error))
+    some_usable([r.error for r in out], Path(table).name)
+    return out
 
 
 class LocalizationRows(Dataset):
@@ -113,7 +142,7 @@ class LocalizationRows(Dataset):
         self.rows, self.image_size = list(rows), image_size
 
     def words(self) -> list[str]:
-        return sorted({r.word for r in self.rows})
+        return sorted({r.word for r in self.rows if not r.error})
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -122,6 +151,8 @@ class LocalizationRows(Dataset):
         row, size = self.rows[i], self.image_size
         item = {"id": i, "caption": row.caption, "word": row.word, "split": row.split, "error": ""}
         try:
+            if row.error:
+                raise ValueError(row.error)
             item["image"] = load_image(row.image, size)
             item["mask"] = fit_mask(row.mask(), size)
         except (ValueError, OSError) as e:
@@ -185,11 +216,12 @@ class LocalizationData(L.LightningDataModule):
                                                                   if instances else ""))
         rows = rows[:limit]
         if n_selection_images:
-            first = list(dict.fromkeys(r.image for r in rows))[:n_selection_images]
-            if len(first) == len(dict.fromkeys(r.image for r in rows)):
+            images = list(dict.fromkeys(r.image for r in rows if not r.error))
+            first = images[:n_selection_images]
+            if len(first) == len(images):
                 raise ValueError(f"n_selection_images={n_selection_images} leaves no image to evaluate")
             chosen = set(first)
-            rows = [replace(r, split="selection") if r.image in chosen else r for r in rows]
+            rows = [replace(r, split="selection") if r.image in chosen and not r.error else r for r in rows]
         if selection_root is not None:
             rows += [replace(r, split="selection") for r in read_localization_json(selection_root)[:limit]]
         self.test_set = LocalizationRows(rows, image_size)
@@ -203,7 +235,7 @@ class LocalizationData(L.LightningDataModule):
         return sum(r.split == "selection" for r in self.test_set.rows)
 
     def test_captions(self) -> list[str]:
-        return [r.caption for r in self.test_set.rows]
+        return [r.caption for r in self.test_set.rows if not r.error]
 
     def describe_test_split(self) -> str:
         n_sel = self.selection_rows()

@@ -10,12 +10,13 @@ one, its relation (VG-Relation ``relation_name``, e.g. ``vg_relation/left of``) 
 pair (VG-Attribution ``attributes``, e.g. ``vg_attribution/red_blue``), over which ARO
 macro-averages. As ARO does, a VG row's image is cropped to its box (``bbox_x``, ``bbox_y``,
 ``bbox_w``, ``bbox_h``) unless ``crop_to_bbox`` is off. A row whose image cannot be read is
-an item with its ``error`` set (the job records it and goes on); a row that lacks a caption
-field is an error of the whole file, named with its row number.
+an item with its ``error`` set (the job records it and goes on), and so is a row whose
+captions, image path or box are unusable (missing, null, not text), or whose image path
+leaves ``root`` (data/rows.py); a file that is not a JSON list of rows is an error of the
+whole job.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .caption_folder import load_image
+from .rows import RowError, inside, read_json, some_usable, text_field
 from .loaders import evaluation_loader
 
 __all__ = ["RankingFiles", "CaptionRankingData", "collate_ranking", "RANKING_FILES", "RankingRow"]
@@ -34,13 +36,22 @@ RANKING_FILES = ("vg_attribution.json", "vg_relation.json", "coco_order.json")
 
 
 def _candidates(row: dict, where: str) -> list[str]:
+    """The row's candidate captions, true first: at least two distinct, non-empty strings."""
     if "true_caption" in row and "false_caption" in row:
         false = row["false_caption"]
-        return [row["true_caption"], *(false if isinstance(false, list) else [false])]
-    if "caption" in row and "perturbed" in row:
-        return [row["caption"], *row["perturbed"]]
-    raise ValueError(f"{where}: a row needs true_caption + false_caption (VG layout) or caption + perturbed "
-                     f"(order layout); it has {', '.join(sorted(row)) or 'no fields'}")
+        false = false if isinstance(false, list) else [false]
+        cands = [text_field(row, "true_caption")] + [text_field({"false_caption": f}, "false_caption") for f in false]
+    elif "caption" in row and "perturbed" in row:
+        perturbed = row["perturbed"]
+        if not isinstance(perturbed, list):
+            raise RowError(f"field 'perturbed' must be a list of captions, got {type(perturbed).__name__}")
+        cands = [text_field(row, "caption")] + [text_field({"perturbed": c}, "perturbed") for c in perturbed]
+    else:
+        raise RowError(f"a row needs true_caption + false_caption (VG layout) or caption + perturbed "
+                       f"(order layout); it has {', '.join(sorted(map(str, row))) or 'no fields'}")
+    if len(cands) < 2 or len(set(cands)) < len(cands):
+        raise RowError(f"needs at least two distinct candidate captions, got {cands}")
+    return cands
 
 
 BOX_FIELDS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
@@ -53,7 +64,7 @@ def _subgroup(row: dict, where: str) -> str | None:
     if "attributes" in row:
         attrs = row["attributes"]
         if not isinstance(attrs, list) or not attrs:
-            raise ValueError(f"{where}: attributes must be a non-empty list, got {attrs!r}")
+            raise RowError(f"attributes must be a non-empty list, got {attrs!r}")
         return "_".join(str(a) for a in attrs)
     return None
 
@@ -63,11 +74,11 @@ def _box(row: dict, where: str) -> tuple[float, float, float, float] | None:
     if not present:
         return None
     if len(present) < len(BOX_FIELDS):
-        raise ValueError(f"{where}: a box needs all of {', '.join(BOX_FIELDS)}; it has {', '.join(present)}")
+        raise RowError(f"a box needs all of {', '.join(BOX_FIELDS)}; it has {', '.join(present)}")
     try:
         return tuple(float(row[k]) for k in BOX_FIELDS)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: box fields must be numbers, got {[row[k] for k in BOX_FIELDS]}") from None
+        raise RowError(f"box fields must be numbers, got {[row[k] for k in BOX_FIELDS]}") from None
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class RankingRow:
     candidates: list
     subgroup: str | None = None
     box: tuple | None = None
+    error: str = ""  # why the row cannot be used ("" if it can): recorded as its failure
 
     @property
     def groups(self) -> list[str]:
@@ -97,20 +109,25 @@ class RankingFiles(Dataset):
             path = self.root / name
             if not path.is_file():
                 raise FileNotFoundError(f"files: {name} is not in {root}")
-            rows = json.loads(path.read_text())
+            rows = read_json(path)
             if not isinstance(rows, list):
                 raise ValueError(f"{name}: expected a JSON list of rows, got {type(rows).__name__}")
-            for k, row in enumerate(rows[:limit]):
-                cands = _candidates(row, f"{name} row {k}")
-                if len(cands) < 2 or len(set(cands)) < len(cands):
-                    raise ValueError(f"{name} row {k}: needs at least two distinct candidate captions, got {cands}")
-                where = f"{name} row {k}"
-                if "image_path" not in row:
-                    raise ValueError(f"{where}: field 'image_path' is missing")
-                self.rows.append(RankingRow(Path(name).stem, str(row["image_path"]), cands, _subgroup(row, where),
-                                            _box(row, where)))
+            read = [self._row(Path(name).stem, row, f"{name} row {k}") for k, row in enumerate(rows[:limit])]
+            some_usable([r.error for r in read], name)
+            self.rows += read
         if not self.rows:
             raise ValueError(f"files {', '.join(files)} in {root} hold no rows")
+
+    def _row(self, group: str, row, where: str) -> RankingRow:
+        """One ranking row, or a row with its ``error`` set when a field is unusable."""
+        try:
+            if not isinstance(row, dict):
+                raise RowError("not a JSON object")
+            cands = _candidates(row, where)
+            inside(self.root, row.get("image_path"), "image_path")
+            return RankingRow(group, row["image_path"].strip(), cands, _subgroup(row, where), _box(row, where))
+        except RowError as e:
+            return RankingRow(group, "", [], error=f"{where}: {e}")
 
     @property
     def groups(self) -> list[str]:
@@ -123,7 +140,10 @@ class RankingFiles(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        item = {"id": i, "candidates": row.candidates, "group": row.group, "groups": row.groups, "error": ""}
+        item = {"id": i, "candidates": row.candidates, "group": row.group, "groups": row.groups, "error": row.error}
+        if row.error:
+            item["image"] = torch.zeros(3, self.image_size, self.image_size)
+            return item
         try:
             item["image"] = load_image(self.root / row.image_path, self.image_size,
                                        row.box if self.crop_to_bbox else None)
@@ -158,7 +178,7 @@ class CaptionRankingData(L.LightningDataModule):
         return self.test_set.groups
 
     def test_captions(self) -> list[str]:
-        return [c for r in self.test_set.rows for c in r.candidates]
+        return [c for r in self.test_set.rows if not r.error for c in r.candidates]
 
     def describe_test_split(self) -> str:
         counts = {g: sum(1 for r in self.test_set.rows if r.group == g) for g in dict.fromkeys(
