@@ -11,7 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks import InformationMonitor
+from infodiff_lightning.callbacks import InformationMonitor
 from infodiff_lightning.data import CaptionedShapesData
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
 from infodiff_lightning.modules import DiffusionFineTuner
@@ -29,7 +29,7 @@ def small_config(tmp: Path, name: str, **monitor) -> Path:
                     "enable_progress_bar": False, "default_root_dir": str(tmp), "accelerator": "cpu",
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                "init_args": {"save_dir": str(tmp), "name": name}},
-                    "callbacks": [{"class_path": "callbacks.InformationMonitor", "init_args": mon},
+                    "callbacks": [{"class_path": "infodiff_lightning.callbacks.InformationMonitor", "init_args": mon},
                                   {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                    "init_args": {"save_last": True, "every_n_train_steps": 2}}]},
         "data": {"init_args": {"n_train": 32, "n_val": 8, "batch_size": 8}},

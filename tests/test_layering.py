@@ -193,7 +193,7 @@ def test_no_function_local_import_of_a_project_module():
 def test_the_monitor_does_not_import_the_jobs():
     """The callback depends on the protocols in the core, not on every job."""
     graph, _ = import_graph()
-    seen, todo = set(), ["callbacks.information_monitor"]
+    seen, todo = set(), ["infodiff_lightning.callbacks.information_monitor"]
     while todo:
         m = todo.pop()
         if m in seen:

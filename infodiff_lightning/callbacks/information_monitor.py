@@ -36,13 +36,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from infodiff_lightning.estimators import default_sampler
-from infodiff_lightning.io import json_line, log_scalars, run_dir
-from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
-from infodiff_lightning.metrics import InformationMap
-from infodiff_lightning.mmse import mmse_curve, mmse_eps_for_ids
-from infodiff_lightning.protocols import MeasurableModule, ProbeData
-from infodiff_lightning.viz import map_figure, mmse_figure
+from ..estimators import default_sampler
+from ..io import json_line, log_scalars, run_dir
+from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
+from ..metrics import InformationMap
+from ..mmse import mmse_curve, mmse_eps_for_ids
+from ..protocols import MeasurableModule, ProbeData
+from ..viz import map_figure, mmse_figure
 
 __all__ = ["InformationMonitor"]
 
