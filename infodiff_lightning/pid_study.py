@@ -19,9 +19,11 @@ noise of each image) and a normal interval; pairs are ranked by one term.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from .contrasts import contains_word, pid_tag
@@ -30,7 +32,8 @@ from .measurement import MeasurementSpec, measure_captions
 from .metrics import PartialInformation
 from .pid import PID_TERMS, PIDEstimate
 
-__all__ = ["CONTEXTS", "study_pairs", "pair_captions", "holds_pair", "measure_pair", "pid_summary", "pid_table"]
+__all__ = ["CONTEXTS", "study_pairs", "pair_captions", "holds_pair", "measure_pair", "PairPID", "measure_pairs",
+           "pid_summary", "pid_table"]
 
 #: What a pair's PID is conditioned on: the rest of the caption, or nothing.
 CONTEXTS = ("caption", "none")
@@ -90,6 +93,69 @@ def measure_pair(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], cap
         raise ValueError(f"measure_pair: {len(missing)} captions lack a word of {list(pair)}, e.g. {missing[0]!r}")
     spec = MeasurementSpec((), (pair,), condition, n_draws, seed, maps, microbatch)
     return measure_captions(denoiser, images, ids, pair_captions(captions, pair, context), spec).pid[pair]
+
+
+@dataclass
+class PairPID:
+    """The PID of one pair on the images of a batch whose caption holds both words:
+    ``rows`` (their positions in the batch, in batch order), ``values`` and ``stderrs``
+    (n, 4) in the order of ``PID_TERMS``, ``maps`` (n, 4, *map_shape) or None."""
+
+    rows: list[int]
+    values: Tensor
+    stderrs: Tensor
+    maps: Tensor | None
+
+
+def measure_pairs(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], captions: Sequence[str],
+                  pairs: Sequence[tuple[str, str]], *, context: str = "caption", condition: str = "delete",
+                  n_draws: int = 32, seed: int = 0, maps: Collection[tuple[str, str]] = (),
+                  microbatch: int | None = None) -> dict[tuple[str, str], PairPID]:
+    """Per-image PID of every pair of ``pairs`` on the images whose caption holds both of
+    its words, draws keyed by (seed, image id); a pair no caption holds is left out.
+
+    ``context="caption"``: every pair of an image is measured in one pass, with shared
+    draws (:func:`measure_captions`); images are grouped by the set of pairs their caption
+    holds and each group is one pass, so an image costs its own columns only (null,
+    caption, the caption without each of its pair words, without each of its pairs).
+    ``context="none"``: each pair has its own captions (the two words alone), so each
+    pair is one pass. The numbers are those of :func:`measure_pair` per pair (the same
+    draws; only the micro-batches the denoiser sees differ). ``maps``: the pairs whose
+    maps are computed."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    ids = [int(i) for i in ids]
+    held = [tuple(p for p in pairs if holds_pair(c, p, denoiser.tokenizer)) for c in captions]
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    if context == "caption":
+        for j, h in enumerate(held):
+            if h:
+                groups.setdefault(h, []).append(j)
+    else:
+        for p in pairs:
+            rows = [j for j, h in enumerate(held) if p in h]
+            if rows:
+                groups[(p,)] = rows
+    parts: dict[tuple[str, str], list[tuple[list[int], PIDEstimate]]] = {}
+    for group, rows in groups.items():
+        spec = MeasurementSpec((), group, condition, n_draws, seed, any(p in maps for p in group), microbatch)
+        texts = [captions[j] for j in rows]
+        if context == "none":
+            texts = pair_captions(texts, group[0], context)
+        result = measure_captions(denoiser, images[rows], [ids[j] for j in rows], texts, spec)
+        for p in group:
+            parts.setdefault(p, []).append((rows, result.pid[p]))
+    out = {}
+    for p in pairs:
+        if p not in parts:
+            continue
+        rows = [j for r, _ in parts[p] for j in r]
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        pid_maps = [est.maps() for _, est in parts[p]]
+        out[p] = PairPID([rows[k] for k in order], torch.cat([e.values() for _, e in parts[p]])[order],
+                         torch.cat([e.stderrs() for _, e in parts[p]])[order],
+                         None if any(m is None for m in pid_maps) else torch.cat(pid_maps)[order])
+    return out
 
 
 def pid_summary(metrics: Mapping[tuple[str, str], PartialInformation]) -> dict[str, dict]:

@@ -10,7 +10,7 @@ import torch
 import analyze
 from infodiff_lightning.denoisers import DenoiserBase
 from infodiff_lightning.denoisers.pid_toys import copy_system, xor_system
-from infodiff_lightning.pid_study import measure_pair, pair_captions, pid_table, study_pairs
+from infodiff_lightning.pid_study import measure_pair, measure_pairs, pair_captions, pid_table, study_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ({"blue": 0, "red": 1}, {"round": 0, "square": 1})
@@ -68,6 +68,30 @@ def test_a_caption_without_both_words_is_refused():
     x, ids, _ = red_square_images(xor_system())
     with pytest.raises(ValueError, match="lack a word of"):
         measure_pair(CaptionedToy(xor_system()), x[:2], ids[:2], ["a red square", "a red circle"], ("red", "square"))
+
+
+@pytest.mark.parametrize("context", ["caption", "none"])
+def test_all_pairs_of_a_batch_give_the_numbers_of_one_pass_per_pair(context):
+    # With context "caption" the images are grouped by the pairs their caption holds and
+    # each group is one pass over all its pairs; draws are keyed by image id, so every
+    # image's terms are those of measure_pair on the images of one pair.
+    x, _, _ = red_square_images(xor_system(), 400)
+    x = x[:6]
+    ids = [10, 11, 12, 13, 14, 15]
+    captions = ["a red square", "a blue square", "a red square, blue", "a blue round", "a round", "red blue square"]
+    pairs = [("red", "square"), ("blue", "square"), ("red", "round")]
+    toy = CaptionedToy(xor_system())
+    got = measure_pairs(toy, x, ids, captions, pairs, context=context, n_draws=8, seed=3, maps=[("red", "square")])
+    assert list(got) == [("red", "square"), ("blue", "square")]  # no caption holds (red, round)
+    assert got[("red", "square")].rows == [0, 2, 5] and got[("blue", "square")].rows == [1, 2, 5]
+    for pair, est in got.items():
+        one = measure_pair(toy, x[est.rows], [ids[j] for j in est.rows], [captions[j] for j in est.rows], pair,
+                           context=context, n_draws=8, seed=3, maps=pair == ("red", "square"))
+        torch.testing.assert_close(est.values, one.values(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(est.stderrs, one.stderrs(), rtol=1e-12, atol=1e-12)
+        assert (est.maps is None) == (one.maps() is None)
+        if est.maps is not None:
+            torch.testing.assert_close(est.maps, one.maps(), rtol=1e-12, atol=1e-12)
 
 
 def test_without_context_the_caption_is_cut_to_the_two_words_in_their_order():

@@ -20,7 +20,7 @@ from ..io import log_scalars
 from ..measurement import MeasurementSpec, scalars
 from ..metrics import PartialInformation
 from ..pid import PID_TERMS
-from ..pid_study import CONTEXTS, holds_pair, measure_pair, pid_summary, pid_table, study_pairs
+from ..pid_study import CONTEXTS, measure_pairs, pid_summary, pid_table, study_pairs
 from ..viz import pid_figure
 from .records import Field, Group, Schema
 from .text_to_image_job import TextToImageJob
@@ -76,19 +76,16 @@ class PIDStudy(TextToImageJob):
         captions = [batch["caption"][k] for k in keep]
         images = batch["image"][keep].to(self.device)
         samples = [{"id": i, "caption": c, "pairs": {}} for i, c in zip(ids, captions)]
-        for pair in self.pairs:
-            at = [j for j, c in enumerate(captions) if holds_pair(c, pair, self.denoiser.tokenizer)]
-            if not at:
-                continue
-            key, left = _pair_key(pair), self.figures_left(_pair_key(pair))
-            est = measure_pair(self.denoiser, images[at], [ids[j] for j in at], [captions[j] for j in at], pair,
-                               context=self.context, condition=self.spec.condition, n_draws=self.spec.n_draws,
-                               seed=self.spec.seed, maps=left > 0, microbatch=self.spec.microbatch)
-            values, stderrs = est.values(), est.stderrs()
-            for n, j in enumerate(at):
-                samples[j]["pairs"][key] = {t: (values[n, q], stderrs[n, q]) for q, t in enumerate(PID_TERMS)}
-            for n, j in enumerate(at[:left]):
-                fig = pid_figure(images[j], est.maps()[n], values[n].tolist(),
+        left = {p: self.figures_left(_pair_key(p)) for p in self.pairs}
+        measured = measure_pairs(self.denoiser, images, ids, captions, self.pairs, context=self.context,
+                                 condition=self.spec.condition, n_draws=self.spec.n_draws, seed=self.spec.seed,
+                                 maps=[p for p in self.pairs if left[p] > 0], microbatch=self.spec.microbatch)
+        for pair, est in measured.items():
+            key = _pair_key(pair)
+            for n, j in enumerate(est.rows):
+                samples[j]["pairs"][key] = {t: (est.values[n, q], est.stderrs[n, q]) for q, t in enumerate(PID_TERMS)}
+            for n, j in enumerate(est.rows[:left[pair]]):
+                fig = pid_figure(images[j], est.maps[n], est.values[n].tolist(),
                                  f"PID of ({pair[0]}, {pair[1]}), image {ids[j]}")
                 self.save_figure(fig, f"{key}_{ids[j]}", f"pid_maps/{key}/{self.figure_slot(key)}")
         return samples
