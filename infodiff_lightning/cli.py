@@ -198,6 +198,12 @@ class InfodiffCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+def _launching_process() -> bool:
+    """Whether this is the process a user started (rank zero), not one Lightning launched
+    for another rank of the same job (those have LOCAL_RANK / NODE_RANK set)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 class AnalyzeCLI(InfodiffCLI):
     """The analysis jobs' CLI: a run folder named by the run's identity (so the same
     command continues an interrupted run), ``--fresh`` to start afresh."""
@@ -226,7 +232,9 @@ class AnalyzeCLI(InfodiffCLI):
         if cfg.fresh and folder.exists():
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))
-        if folder.exists():  # a continued run: no other job in it, and the inputs it started with
+        if folder.exists() and _launching_process():
+            # a continued run: no other job in it, and the inputs it started with (the other
+            # ranks are launched by this job, which holds the lock)
             check_free(folder)
             check_inputs(folder, cfg.as_dict(), exclude=self.outputs, write=False)
 
@@ -234,8 +242,7 @@ class AnalyzeCLI(InfodiffCLI):
         """Lock the run folder for this job and save the fingerprint of its inputs there
         (in the launching process only: the other ranks belong to the same job). Called
         once the job is known to be valid, so that a mistaken job leaves no folder."""
-        if self.run_folder is None or os.environ.get("LOCAL_RANK", "0") != "0" or \
-                os.environ.get("NODE_RANK", "0") != "0":
+        if self.run_folder is None or not _launching_process():
             return
         self._lock = lock_run_folder(self.run_folder)  # held until released or the process ends
         check_inputs(self.run_folder, self.config.as_dict(), exclude=self.outputs, write=True)

@@ -38,7 +38,8 @@ from typing import Any, Sequence, Union
 import torch
 
 __all__ = ["Condition", "as_condition", "word_spans", "remove_word", "word_alone", "null_prompt", "drop_words",
-           "REMOVAL_METHODS", "shorten"]
+           "REMOVAL_METHODS", "shorten", "token_window",
+           "word_in_window"]
 
 REMOVAL_METHODS = ("delete", "placeholder", "mask")
 DEFAULT_PLACEHOLDER = "something"
@@ -200,6 +201,25 @@ def word_spans(prompt: str, word: str, tokenizer, occurrence: str | int = "all")
         return [_token_span_prefix(tokenizer, prompt, cs, ce, word) for cs, ce in chars]
     ends = [e for _, _, e in tokens]
     return [_token_span_offsets(tokens, ends, prompt, cs, ce, word) for cs, ce in chars]
+
+
+def token_window(tokenizer) -> int | None:
+    """The number of token positions the text encoder sees (with the start and end tokens),
+    or None when the tokenizer states no limit."""
+    n = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    return n if 2 <= n <= 100_000 else None
+
+
+def word_in_window(prompt: str, word: str, tokenizer) -> bool:
+    """Whether ``word`` occurs in ``prompt`` with at least one occurrence inside the text
+    encoder's window (the tokens after it are cut off: removing a word that lies beyond
+    them changes nothing the model sees, so its information would read as exactly 0)."""
+    try:
+        spans = word_spans(prompt, word, tokenizer)
+    except ValueError:
+        return False
+    window = token_window(tokenizer)
+    return window is None or any(end <= window - 1 for _, end in spans)  # position window-1: the end token
 
 
 def _delete_spans(prompt: str, spans: Sequence[tuple[int, int]]) -> str:

@@ -11,8 +11,10 @@ and the contrasts (reference -> condition) give, with shared draws:
     CPID      i1 = io(x; w1 | c - w1 - w2): c - w1 - w2 -> c - w2,  i2 likewise,
               i12 = io(x; w1, w2 | c - w1 - w2): c - w1 - w2 -> c; then pid_from_terms.
 
-Where a word is absent from a caption, "c - w" is c itself, so its gap is exactly zero;
-each quantity carries a ``present`` mask saying which images it is defined for.
+Where a word is absent from a caption, or lies beyond the text encoder's window (the model
+never sees it), "c - w" is c itself, so its gap is exactly zero; each quantity carries a
+``present`` mask saying which images it is defined for, and such images are left out of
+its averages (never a zero averaged in).
 
 Every quantity has one *tag* ("mi", "cmi/<w>", "pid/<w1>+<w2>"), spelled only here
 (:func:`mi_tag`, :func:`cmi_tag`, :func:`pid_tag`); metrics, per-image records, summary
@@ -26,14 +28,15 @@ from typing import Iterator, Sequence, Union
 import torch
 from torch import Tensor
 
-from .conditions import Condition, remove_word, word_spans
+from .conditions import Condition, remove_word, shorten, token_window, word_in_window, word_spans
 from .denoisers.base import TextDenoiser
 from .draws import Draws
 from .estimate import Estimate
 from .measure import DrawSpec, measure
 from .pid import PIDEstimate, pid_from_terms
 
-__all__ = ["Measured", "ContrastResult", "caption_contrasts", "contains_word", "without_words", "mi_tag", "cmi_tag",
+__all__ = ["Measured", "ContrastResult", "caption_contrasts", "contains_word", "measurable", "unmeasurable_word",
+           "without_words", "mi_tag", "cmi_tag",
            "pid_tag"]
 
 
@@ -61,14 +64,31 @@ def contains_word(caption: str, word: str, tokenizer=None) -> bool:
         return False
 
 
+def measurable(caption: str, word: str, tokenizer) -> bool:
+    """Whether the model sees ``word`` in ``caption``: it occurs as a whole word, inside the
+    text encoder's window (conditions.word_in_window)."""
+    if tokenizer is None:
+        return contains_word(caption, word)
+    return word_in_window(caption, word, tokenizer)
+
+
+def unmeasurable_word(caption: str, word: str, tokenizer) -> str:
+    """Why :func:`measurable` is False for ``word`` in ``caption`` (a failure record's reason)."""
+    if not contains_word(caption, word, tokenizer):
+        return f"word {word!r} is not in its caption {shorten(caption)}"
+    return (f"word {word!r} lies beyond the text encoder's {token_window(tokenizer)}-token window of its caption "
+            f"{shorten(caption)}: the model never sees it, so its information cannot be measured")
+
+
 def without_words(caption: str, words: Sequence[str], method: str, tokenizer):
-    """The caption with each present word removed by ``method`` ("delete", "placeholder",
-    "mask"); a single Condition masking all their tokens for "mask"."""
-    present = [w for w in words if contains_word(caption, w, tokenizer)]
+    """The caption with each measurable word removed by ``method`` ("delete",
+    "placeholder", "mask"); a single Condition masking all their tokens for "mask"."""
+    present = [w for w in words if measurable(caption, w, tokenizer)]
     if not present:
         return caption
     if method == "mask":
-        spans = sorted(sp for w in present for sp in word_spans(caption, w, tokenizer))
+        window = token_window(tokenizer) or 10**9  # spans beyond the window are cut off anyway
+        spans = sorted(sp for w in present for sp in word_spans(caption, w, tokenizer) if sp[1] <= window - 1)
         return Condition(caption, tuple(spans))
     for w in present:
         caption = remove_word(caption, w, method=method, tokenizer=tokenizer)
@@ -131,12 +151,12 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
     out = ContrastResult(mi=m.estimate("mi"), n_evals=m.n_evals)
     for w in words:
         out.cmi[w] = m.estimate(("cmi", w))
-        out.present[w] = torch.tensor([contains_word(c, w, tok) for c in captions])
+        out.present[w] = torch.tensor([measurable(c, w, tok) for c in captions])
     for w1, w2 in pairs:
         parts = [("i1", w1, w2), ("i2", w1, w2), ("i12", w1, w2)]
         terms = [m.terms(k) for k in parts]
         pid_maps = None if m.errors.draw_maps is None else tuple(m.draw_map(k) for k in parts)
         out.pid[(w1, w2)] = pid_from_terms(*terms, maps=pid_maps, design=m.design, n_evals=m.n_evals)
-        out.present[(w1, w2)] = torch.tensor([contains_word(c, w1, tok) and contains_word(c, w2, tok)
+        out.present[(w1, w2)] = torch.tensor([measurable(c, w1, tok) and measurable(c, w2, tok)
                                               for c in captions])
     return out

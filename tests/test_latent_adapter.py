@@ -281,3 +281,18 @@ def test_text_is_encoded_once_per_unique_condition_across_the_whole_pass(den, z)
     d = fresh(den)
     pointwise_mi(d, z, PROMPTS, n_draws=4, generator=0, microbatch=2)
     assert len(d.text) == 3  # "", and the two prompts: 16 UNet inputs, 3 text encodings
+
+
+def test_a_word_beyond_the_text_encoders_window_is_left_out_not_averaged_in_as_zero(den, z):
+    # the tiny encoder sees 16 positions; "red" at position 17 is cut off, so removing it
+    # changes nothing the model sees: its CMI would read exactly 0 if it counted as present
+    from infodiff_lightning.contrasts import caption_contrasts, unmeasurable_word
+    from infodiff_lightning.measure import DrawSpec
+
+    long = "a photo of a cat on the mat and a dog on the mat and a sofa and a red cat"
+    assert len(den.tokenizer(long)["input_ids"]) > MAX_TOKENS
+    res = caption_contrasts(den, z, ["a red cat on the mat", long], ["red"], ids=[0, 1], draws=DrawSpec(4))
+    assert res.present["red"].tolist() == [True, False]
+    assert float(res.cmi["red"].value[0]) > 0 and float(res.cmi["red"].value[1]) == 0.0
+    assert "beyond the text encoder's 16-token window" in unmeasurable_word(long, "red", den.tokenizer)
+    assert "is not in its caption" in unmeasurable_word("a blue sofa", "red", den.tokenizer)

@@ -184,7 +184,7 @@ def test_n_selection_images_sets_the_first_images_rows_aside(tmp_path):
 
 
 def test_the_localization_job_runs_on_coco_files_with_the_threshold_chosen_on_the_first_image(coco, tmp_path):
-    save_pixel_text(tmp_path / "model")
+    save_pixel_text(tmp_path / "model", max_tokens=77)  # COCO captions need more than 16 tiny tokens
     cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/localization.yaml"),
            "--model.init_args.pretrained", str(tmp_path / "model"), "--model.init_args.n_draws", "2",
            "--model.init_args.attention_steps", "0",

@@ -30,12 +30,12 @@ def build_tokenizer(max_length: int = MAX_TOKENS):
     return build_clip_tokenizer(WORDS, max_length, MULTI_PIECE)
 
 
-def build_text_encoder(tokenizer, seed: int = 0):
+def build_text_encoder(tokenizer, seed: int = 0, max_tokens: int = MAX_TOKENS):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=max_tokens,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                             pad_token_id=tokenizer.pad_token_id)
     return CLIPTextModel(config).eval()
@@ -90,11 +90,14 @@ def save_sd_pipeline(folder: str | Path, prediction_type: str = "epsilon") -> Pa
     return Path(folder)
 
 
-def save_pixel_text(folder: str | Path, prediction_type: str = "epsilon") -> Path:
-    """unet/ (3 channels, 8x8), text_encoder/, tokenizer/, scheduler/ (DDPM): no vae/."""
+def save_pixel_text(folder: str | Path, prediction_type: str = "epsilon", max_tokens: int = MAX_TOKENS) -> Path:
+    """unet/ (3 channels, 8x8), text_encoder/, tokenizer/, scheduler/ (DDPM): no vae/.
+    ``max_tokens``: the text encoder's window (raise it for captions of words outside the
+    tiny vocabulary, which the tokenizer spells in many pieces)."""
     folder = Path(folder)
-    tok = build_tokenizer()
-    parts = {"unet": build_cond_unet(in_channels=3), "text_encoder": build_text_encoder(tok), "tokenizer": tok,
+    tok = build_tokenizer(max_tokens)
+    parts = {"unet": build_cond_unet(in_channels=3), "text_encoder": build_text_encoder(tok, max_tokens=max_tokens),
+             "tokenizer": tok,
              "scheduler": build_scheduler("ddpm", prediction_type)}
     for name, part in parts.items():
         part.save_pretrained(folder / name)

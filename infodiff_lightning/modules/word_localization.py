@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from ..attention_maps import attention_times_information, word_attention
+from ..contrasts import unmeasurable_word
 from ..io import log_scalars
 from ..localization import THRESHOLDS, iou, map_to_mask, miou_at, select_threshold
 from ..measurement import MeasurementSpec, measure_captions
@@ -128,7 +129,8 @@ class WordLocalization(TextToImageJob):
             whole = masks.flatten(1).double().mean(1)
             for j, k in enumerate(ks):
                 if not bool(present[j]):
-                    missing.append({"id": kids[j], "error": f"word {word!r} is not in its caption {batch['caption'][k]!r}"})
+                    missing.append({"id": kids[j], "error": unmeasurable_word(batch["caption"][k], word,
+                                                                              self.denoiser.tokenizer)})
                     continue
                 if (n := self.figure_slot()) is not None:
                     fig = localization_figure(batch["image"][k].cpu(), batch["mask"][k].cpu(),
@@ -165,7 +167,8 @@ class WordLocalization(TextToImageJob):
             if not i["n"]:
                 continue
             entry = {**miou_at(i["mean"], i["stderr"], t), "whole_image": float(w["mean"][0]),
-                     "whole_image_stderr": float(w["stderr"][0]), "cmi": float(c["mean"][0]), "n": i["n"]}
+                     "whole_image_stderr": float(w["stderr"][0]), "cmi": float(c["mean"][0]),
+                     "cmi_stderr": float(c["stderr"][0]), "n": i["n"]}
             for m in self.methods[1:]:
                 a = computed[f"eval/{word}/iou_{m}"]
                 entry[m] = miou_at(a["mean"], a["stderr"], chosen[m][0])
