@@ -35,12 +35,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..data.normalization import Normalization
 from ..denoisers.vector import MLPDenoiser, NormalizedDenoiser, save_vector_denoiser
-from ..draws import draws_for_ids
-from ..estimators import contrast_estimate
-from ..evaluate import denoiser_errors
 from ..integrate import AlphaSampler
 from ..io import run_dir
 from ..logsnr import noise_channel
+from ..measure import DrawSpec, measure
 from ..models.vector_mlp import ConditionalMLP
 from ..protocols import VectorPairSource
 from ..training import adamw_with_schedule, default_vector_sampler, min_snr_weight
@@ -162,16 +160,16 @@ class VectorMITrainer(L.LightningModule):
         ids = [int(i) for i in batch["id"]]
         with self._averaged():
             den = self.denoiser
-            x = den.encode(batch["x"], ids)
-            draws = draws_for_ids(ids, self.hparams.val_draws, tuple(x.shape[1:]), self.sampler, self.hparams.seed,
-                                  dtype=x.dtype)
-            errors = denoiser_errors(den, x, [den.null_conditions(len(ids)), batch["y"]], draws, [(0, 1)])
+            draws = DrawSpec(self.hparams.val_draws, self.hparams.seed, self.sampler)
+            m = measure(den, {"null": den.null_conditions(len(ids)), "y": batch["y"]}, {"mi": ("null", "y")},
+                        images=batch["x"], ids=ids, draws=draws)
+        errors, x = m.errors, m.x
         n = len(ids)
         self._val_sums += torch.stack([errors.mse.mean((1, 2)).sum(), torch.tensor(float(n), dtype=errors.mse.dtype)]).to(
             self._val_sums)
         self.log("val/loss", errors.mse.mean() / x.shape[1], batch_size=n, sync_dist=True, prog_bar=True)
         for est in ("standard", "orthogonal"):
-            e = contrast_estimate(errors, 0, (0, 1), est)
+            e = m.estimate("mi", est)
             self.log(f"val/mi_{est}", e.value.mean(), batch_size=n, sync_dist=True, prog_bar=est == "standard")
             self.log(f"val/mi_{est}_stderr", e.value.std() / n**0.5, batch_size=n, sync_dist=True)
 
