@@ -14,13 +14,14 @@ whole job is checked before anything is computed.
 
 Exit status: 0 all samples measured; 2 a configuration mistake (one line on stderr,
 nothing computed, no run folder; also when another job runs in the same folder); 3 finished, with failed samples recorded in
-failures.rank<k>.jsonl; 1 any other error.
+failures.rank<k>.jsonl; 1 any other error (status.json then says "stopped" with the reason; an
+OS error such as a full disk is one line naming the path; a rerun resumes).
 """
 from __future__ import annotations
 
 import sys
 
-from infodiff_lightning.cli import AnalyzeCLI, config_error, finish_distributed, quiet_console
+from infodiff_lightning.cli import AnalyzeCLI, config_error, finish_distributed, os_error_line, quiet_console
 from infodiff_lightning.run_lock import RunFolderBusy
 from infodiff_lightning.modules.analysis_job import EXIT_SAMPLE_FAILURES, AnalysisJob, SampleFailure
 
@@ -49,6 +50,12 @@ def main(args: list[str] | None = None) -> int:
     except SampleFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SAMPLE_FAILURES
+    except BaseException as e:  # the folder says the run stopped, and why; the records stay for a resume
+        cli.mark_stopped(e)
+        if isinstance(e, OSError):  # a full or read-only disk: one line naming the path
+            print(f"error: analyze.py: {os_error_line(e)}", file=sys.stderr)
+            return 1
+        raise
     finally:
         cli.release_run_folder()
     finish_distributed()

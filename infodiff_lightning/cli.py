@@ -20,10 +20,11 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.cli import LightningCLI
 
 from .checkpoints import load_checkpoint
+from .io import write_json_atomic
 from .run_inputs import check_inputs
 from .run_lock import check_free, lock_run_folder
 
-__all__ = ["quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
+__all__ = ["os_error_line", "quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
            "EXIT_CONFIG_ERROR", "finish_distributed", "InfodiffCLI", "AnalyzeCLI", "OPERATIONAL_OPTIONS", "RemoveEmptyRunOnFailure"]
 
 #: Set this environment variable to 1 to see full tracebacks of configuration errors.
@@ -112,6 +113,13 @@ def config_error(error: BaseException, what: str) -> int:
     cause = root_cause(error)
     print(f"error: {what}: {cause}", file=sys.stderr)
     return EXIT_CONFIG_ERROR
+
+
+def os_error_line(error: OSError) -> str:
+    """An OS error in one line that names its path: "No space left on device: runs/x/y"."""
+    what = error.strerror or str(error)
+    path = error.filename if error.filename is not None else ""
+    return f"{what}: {path}" if path else what
 
 
 def finish_distributed() -> None:
@@ -246,6 +254,18 @@ class AnalyzeCLI(InfodiffCLI):
             return
         self._lock = lock_run_folder(self.run_folder)  # held until released or the process ends
         check_inputs(self.run_folder, self.config.as_dict(), exclude=self.outputs, write=True)
+
+    def mark_stopped(self, error: BaseException) -> None:
+        """Record in the run folder's status.json that the run stopped, and why (best
+        effort: the disk may be the reason)."""
+        if self.run_folder is None or not _launching_process() or not self.run_folder.is_dir():
+            return
+        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else \
+            (os_error_line(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}")
+        try:
+            write_json_atomic(self.run_folder / "status.json", {"status": "stopped", "reason": reason[:2000]})
+        except OSError:
+            pass
 
     def release_run_folder(self) -> None:
         """Release the run folder's lock (a no-op where none is held)."""

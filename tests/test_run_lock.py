@@ -44,3 +44,27 @@ def test_a_lock_held_by_a_killed_process_is_released(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     lock_run_folder(tmp_path / "run").close()  # no stale lock: the kernel released it with the process
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_the_folder_says_stopped(setup, capsys, monkeypatch):
+    import errno
+    import json
+
+    from infodiff_lightning.modules.analysis_job import AnalysisJob
+
+    tmp, model = setup
+
+    def full(self, stem, records):  # the first batch's records cannot be written
+        raise OSError(errno.ENOSPC, "No space left on device", f"{self._out}/{stem}.rank0.jsonl")
+
+    monkeypatch.setattr(AnalysisJob, "_append", full)
+    assert analyze.main(job(tmp, model)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: analyze.py: No space left on device: ") and err[-1].endswith("per_image.rank0.jsonl")
+    assert not any("Traceback" in line for line in err)
+    [folder] = (tmp / "out" / "captions").glob("run-*")
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "stopped" and status["reason"].startswith("No space left on device: ")
+    monkeypatch.undo()  # space again: the same command finishes the run
+    assert analyze.main(job(tmp, model)) == 0
+    assert json.loads((folder / "status.json").read_text())["status"] == "complete"
