@@ -12,6 +12,13 @@ that every map gets a standard error and a PID map can choose its minimum source
 one half of the draws and evaluate it on the other (pid.py). A micro-batch holds whole (image, draw) units
 with all K conditions of that unit, so every condition of an image sees the same
 (alpha, eps): common random numbers. Nothing in the loop synchronises with the host.
+
+Every denoiser call has the same number of inputs (``microbatch``; a short last call is
+padded with copies of its last input, whose outputs are dropped). On one thread a CPU
+convolution can round an input's result differently depending on how many inputs share
+the call, so without this an image's numbers would depend on which images share its
+batch, and so on the number of processes of a job; with it they depend only on the image,
+its draws and the thread count.
 """
 from __future__ import annotations
 
@@ -105,8 +112,13 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
         alpha = draws.alpha[img, drw].to(device=device, non_blocking=True)
         x_alpha = noise_channel(x[img.to(device)].to(dtype), alpha, eps).to(x.dtype)
         cond = concat([take(col, img) for col in columns])
-        rep = x_alpha.repeat(k, *([1] * len(shape)))
-        e_hat = denoiser.eps_hat(rep, alpha.repeat(k), cond).to(dtype).reshape(k, len(u), *shape)
+        rep, alpha_rep = x_alpha.repeat(k, *([1] * len(shape))), alpha.repeat(k)
+        rows = rep.shape[0]
+        if rows < microbatch:  # every call has the same shape: see the module docstring
+            pad = torch.full((microbatch - rows,), rows - 1, dtype=torch.long, device=device)
+            rep, alpha_rep = torch.cat([rep, rep[pad]]), torch.cat([alpha_rep, alpha_rep[pad]])
+            cond = concat([cond, take(cond, pad.cpu())])
+        e_hat = denoiser.eps_hat(rep, alpha_rep, cond)[:rows].to(dtype).reshape(k, len(u), *shape)
         finite &= torch.isfinite(e_hat).all()
         ud = u.to(device)
         mse[ud] = ((eps.unsqueeze(0) - e_hat) ** 2).flatten(2).sum(-1).T

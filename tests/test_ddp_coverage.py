@@ -177,6 +177,7 @@ def test_caption_job_on_2_ranks_gives_the_1_process_summary(caption_runs):
     # order: the same bits on 1 and 2 processes, counts included. ('red' is in one of the
     # 7 captions: its stderr is that image's own Monte-Carlo error on both sides.)
     one, two = (summary(run) for run in caption_runs)
+    assert records(caption_runs[1]) == records(caption_runs[0])
     assert two == one
     assert one["mi"]["images"] == N_ITEMS and one["cmi/red"]["images"] == 1
 
@@ -236,14 +237,27 @@ def world_files(tmp_path_factory):
     export_world(tmp / "heldout", "heldout", n=8)
     export_world(tmp / "ranking_files", "heldout", n=16)  # enough attribute swaps for 7 rows
     export_world(tmp / "threshold", "threshold", n=4)
-    model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp / "model")
+    # the world's captions hold words outside WORDS, spelled in many pieces: a 77-token
+    # window (CLIP's) keeps every localized word inside it (a word beyond would be a failure)
+    model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS, max_tokens=77)), tmp / "model")
     return tmp, model
 
 
+def records(run: Path) -> list[dict]:
+    """Every rank's per-sample records, in id order."""
+    rows = [json.loads(line) for p in sorted(run.glob("per_image.rank*.jsonl")) for line in p.read_text().splitlines()]
+    return sorted(rows, key=lambda r: r["id"])
+
+
 def one_and_two(tmp: Path, name: str, *args: str) -> tuple[dict, dict]:
+    """The summaries of the job on 1 and on 2 processes, after checking that their
+    per-sample records are the same bits (each image is measured on its own draws, in
+    denoiser calls of one fixed size, so the images beside it change nothing)."""
     folder = tmp / name
     folder.mkdir()
-    return summary(analyze(folder, "one", 1, *args)), summary(analyze(folder, "two", 2, *args))
+    one, two = analyze(folder, "one", 1, *args), analyze(folder, "two", 2, *args)
+    assert records(two) == records(one)
+    return summary(one), summary(two)
 
 
 @pytest.mark.slow

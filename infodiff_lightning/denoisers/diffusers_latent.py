@@ -74,8 +74,10 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
 
     @torch.no_grad()
     def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
-        """The protocol's encode: the VAE latents of :meth:`encode_images`."""
-        return self.encode_images(images, ids=ids)
+        """The protocol's encode: the VAE latents of :meth:`encode_images`, one image per
+        VAE call, so that an image's latent never depends on the images beside it in a
+        batch (on one CPU thread a convolution's rounding can), nor on the process count."""
+        return self.encode_images(images, ids=ids, microbatch=1)
 
     def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
         """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device.

@@ -101,7 +101,8 @@ class PromptEncoder:
         return torch.cat(out, 0)
 
     def __call__(self, column: Sequence) -> Tensor:
-        """Embeddings (B, L, D) of a column; each unique condition is encoded once."""
+        """Embeddings (B, L, D) of a column; each unique condition is encoded once, on its
+        own (so that its embedding is the same whichever batch or process asks for it)."""
         if isinstance(column, (Tensor, str)):
             raise TypeError("a text column must be a list of prompts or Conditions, "
                             f"got {type(column).__name__}")
@@ -111,9 +112,8 @@ class PromptEncoder:
         uniq = list(dict.fromkeys(keys))
         store = self._store if self.cache else {}
         new = [k for k in uniq if k not in store]
-        if new:
-            for k, e in zip(new, self.encode(new)):
-                store[k] = e
+        for k in new:  # one prompt per call: an embedding never depends on the prompts beside it
+            store[k] = self.encode([k])[0]
         table = torch.stack([store[k] for k in uniq])
         if len(uniq) == len(keys):
             return table
