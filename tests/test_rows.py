@@ -123,3 +123,22 @@ def test_a_table_without_one_usable_row_is_a_mistake_of_the_whole_job(tree):
     (tree / "vg_relation.json").write_text(json.dumps([{"image_path": "a.png", "caption": "a"}] * 2))
     with pytest.raises(ValueError, match=r"vg_relation.json row 0: .* \(no row of vg_relation.json is usable\)"):
         RankingFiles(tree, files=["vg_relation.json"], image_size=8)
+
+
+def test_a_coco_image_outside_the_images_folder_fails_its_rows_alone(tree):
+    from infodiff_lightning.data.localization_files import LocalizationData
+
+    square = [[0, 0, 4, 0, 4, 4, 0, 4]]
+    instances = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8},
+                            {"id": 2, "file_name": "../secret.png", "height": 8, "width": 8}],
+                 "categories": [{"id": 18, "name": "dog"}],
+                 "annotations": [{"id": 1, "image_id": 1, "category_id": 18, "segmentation": square},
+                                 {"id": 2, "image_id": 2, "category_id": 18, "segmentation": square}]}
+    captions = {"annotations": [{"id": 1, "image_id": 1, "caption": "a dog"},
+                                {"id": 2, "image_id": 2, "caption": "a dog"}]}
+    (tree.parent / "instances.json").write_text(json.dumps(instances))
+    (tree.parent / "captions.json").write_text(json.dumps(captions))
+    data = LocalizationData(str(tree), instances=str(tree.parent / "instances.json"),
+                            captions=str(tree.parent / "captions.json"), image_size=8).test_set
+    assert data[0]["error"] == "" and data[0]["word"] == "dog"
+    assert "file_name is not a path inside root" in data[1]["error"] and "secret" not in data[1]["error"]

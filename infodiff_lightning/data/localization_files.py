@@ -133,6 +133,16 @@ def read_mask_table(root: str | Path, table: str | Path) -> list[MaskRow]:
     return out
 
 
+def _coco_row(root: Path, source: str, image: Path, caption: str, word: str, segs: list, h: int, w: int) -> MaskRow:
+    """A COCO row, or a failed one when its image's file_name leaves ``root``."""
+    try:
+        inside(root, image.relative_to(root).as_posix(), "file_name")
+    except (RowError, ValueError):
+        return MaskRow(root, "", "", error=f"{source}: an image's file_name is not a path inside {root.name} "
+                                           "(absolute paths and '..' are refused)")
+    return MaskRow(image, caption, word, tuple(segs), h, w)
+
+
 class LocalizationRows(Dataset):
     """Items {"id", "image", "caption", "word", "mask" (image_size, image_size) bool, "split", "error"}."""
 
@@ -205,7 +215,7 @@ class LocalizationData(L.LightningDataModule):
         if not Path(root).is_dir():
             raise FileNotFoundError(f"root {root}: no such folder")
         if instances is not None:
-            rows = [MaskRow(image, caption, word, tuple(segs), h, w) for image, caption, word, segs, h, w in
+            rows = [_coco_row(Path(root), Path(instances).name, *row) for row in
                     coco_localization_rows(root, instances, captions, captions_per_image, categories, category_words)]
         elif masks is not None:
             rows = read_mask_table(root, masks)
