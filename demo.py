@@ -10,8 +10,13 @@
    from step 0: its information rises as the word becomes a name for a shape.
 2. ``analyze.py --config configs/demo/analyze.yaml --fresh true``: the caption analysis of
    the fine-tuned model on held-out scenes of the shifted world.
-3. Localization of the word (eq. LOC: threshold chosen on the threshold split, mean IoU
-   on held-out scenes) before and after fine-tuning, beside the whole-image baseline.
+3. ``python -m infodiff_lightning.data.world_export ...`` (twice): the threshold and
+   held-out scenes of the shifted world, written as localization folders (only the
+   annotations of the new word and a known colour word); then ``analyze.py --config
+   configs/demo/localization.yaml --fresh true`` before (``--model.init_args.pretrained
+   models/world``) and after fine-tuning: the WordLocalization job (eq. LOC: one threshold
+   chosen on the threshold scenes, mean IoU on the held-out ones) beside the whole-image
+   baseline.
 
 It ends with the headline findings, where the logs and the report are, and the command
 that shows them in TensorBoard. Every step is an ordinary command of this repository;
@@ -28,12 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 FINETUNE = ROOT / "configs/demo/finetune.yaml"
 ANALYZE = ROOT / "configs/demo/analyze.yaml"
+LOCALIZE = ROOT / "configs/demo/localization.yaml"
+WORLD = {"threshold": "runs/demo/world_threshold", "heldout": "runs/demo/world_heldout"}  # as in LOCALIZE
 BUNDLED = ROOT / "models/world"
 SHIFT, NEW_WORD, RENAMED = "shape", "lovely", "cross"  # the shift of configs/demo/*.yaml
 KNOWN_WORD = "red"
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list) -> None:
     print("\n$ " + " ".join(str(c) for c in cmd), flush=True)
     done = subprocess.run([str(c) for c in cmd], cwd=ROOT)
     if done.returncode != 0:
@@ -41,29 +48,35 @@ def run(cmd: list[str]) -> None:
 
 
 def newest(pattern: str, must_hold: str) -> Path:
-    found = [p for p in (ROOT / "runs/demo").glob(pattern) if (p / must_hold).exists()]
+    found = [p for p in (ROOT / "runs/demo").glob(pattern) if (p / must_hold).exists() and "superseded" not in p.name]
     if not found:
         sys.exit(f"demo: no run folder runs/demo/{pattern} with {must_hold}")
     return max(found, key=lambda p: (p / must_hold).stat().st_mtime)
 
 
-def new_word_localization(model: Path, label: str, n_threshold: int, n_heldout: int, n_draws: int) -> dict:
-    """Eq. LOC for the new word and a known colour word with ``model`` on the shifted world."""
-    from infodiff_lightning.data.world import CaptionedWorld
-    from infodiff_lightning.denoisers import load_text_to_image
-    from infodiff_lightning.localization import collect_word_maps, localization
-    from infodiff_lightning.measurement import MeasurementSpec
+def export_shifted_world(split: str, n: int) -> None:
+    """Write ``n`` scenes of a split of the shifted world as a localization folder."""
+    run([sys.executable, "-m", "infodiff_lightning.data.world_export", "--out", WORLD[split], "--split", split,
+         "--n", n, "--shift", SHIFT, "--p_shift", "1.0", "--new_word", NEW_WORD, "--words", NEW_WORD, KNOWN_WORD])
 
-    denoiser = load_text_to_image(str(model))
-    spec = MeasurementSpec((NEW_WORD, KNOWN_WORD), n_draws=n_draws, maps=True)
-    maps = {}
-    for split, n in (("threshold", n_threshold), ("heldout", n_heldout)):
-        data = CaptionedWorld(split, 32, limit=n, shift=SHIFT, p_shift=1.0, new_word=NEW_WORD)
-        with_words = [i for i in range(n) if {NEW_WORD, KNOWN_WORD} & set(data.caption(i).split())]
-        maps[split] = collect_word_maps(denoiser, (data[i] for i in with_words), data.true_masks, spec,
-                                        progress=f"{label}, {split} split")
-    return {w: {**localization(maps["threshold"], maps["heldout"], [w]),
-                "cmi": maps["heldout"].summary[f"cmi/{w}"]} for w in (NEW_WORD, KNOWN_WORD)}
+
+def localize(model: Path | None, n_draws: int) -> tuple[dict, Path]:
+    """The WordLocalization job with ``model`` (None: the config's, the fine-tuned one) on
+    the exported scenes: per word, its summary entry (CMI, mIoU at the chosen threshold,
+    whole-image baseline), and the run folder."""
+    model_args = [] if model is None else ["--model.init_args.pretrained", model]
+    run([sys.executable, "analyze.py", "--config", LOCALIZE, *model_args, "--model.init_args.n_draws", n_draws,
+         "--fresh", "true"])
+    folder = newest("localization/run-*", "summary.json")
+    summary = json.loads((folder / "summary.json").read_text())
+    threshold = summary["localization/threshold"]["value"]
+    out = {}
+    for w in (NEW_WORD, KNOWN_WORD):
+        e = summary[f"localization/{w}"]
+        out[w] = {"threshold": threshold, "miou": [e["miou"], e["stderr"]],
+                  "whole_image": [e["whole_image"], e["whole_image_stderr"]], "maps": e["n"],
+                  "cmi": {"mean": e["cmi"], "stderr": e["cmi_stderr"], "images": e["n"]}}
+    return out, folder
 
 
 def pm(entry: dict) -> str:
@@ -90,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     run([py, "analyze.py", "--config", ANALYZE, "--fresh", "true"])
     analysis_run = newest("analysis/run-*", "summary.json")
 
-    print(f"\nlocalizing '{NEW_WORD}' before and after fine-tuning ...", flush=True)
-    tuned = ROOT / "runs/demo/model"
-    loc = {when: new_word_localization(model, f"{when} fine-tuning", args.n_threshold, args.n_heldout, args.n_draws)
-           for when, model in (("before", Path(args.model)), ("after", tuned))}
+    print(f"\nlocalizing '{NEW_WORD}' and '{KNOWN_WORD}' before and after fine-tuning ...", flush=True)
+    export_shifted_world("threshold", args.n_threshold)
+    export_shifted_world("heldout", args.n_heldout)
+    loc, loc_runs = {}, {}
+    for when, model in (("before", Path(args.model)), ("after", None)):  # after: runs/demo/model
+        loc[when], folder = localize(model, args.n_draws)
+        loc_runs[when] = str(folder.relative_to(ROOT))
     records = [json.loads(line) for line in (train_run / "monitor.jsonl").read_text().splitlines()]
     first, last = records[0], records[-1]
     tag = f"cmi/{NEW_WORD}"
     findings = {"monitor": {"steps": [first["step"], last["step"]], "before": first["summary"][tag],
                             "after": last["summary"][tag]}, "localization": loc,
-                "train_run": str(train_run.relative_to(ROOT)), "analysis_run": str(analysis_run.relative_to(ROOT))}
+                "train_run": str(train_run.relative_to(ROOT)), "analysis_run": str(analysis_run.relative_to(ROOT)),
+                "localization_runs": loc_runs}
     (ROOT / "runs/demo/findings.json").write_text(json.dumps(findings, indent=2, allow_nan=False))
 
     print(f"\n== What fine-tuning taught the model about '{NEW_WORD}', now the name of every {RENAMED} "
@@ -116,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {r['whole_image'][0]:.2f} +- {r['whole_image'][1]:.2f} |")
     print(f"\nfine-tuning run:  {findings['train_run']}  (monitor.jsonl, config.yaml, checkpoints/)")
     print(f"analysis report:  {findings['analysis_run']}/report.md")
+    print(f"localization:     {loc_runs['before']}/report.md (before), {loc_runs['after']}/report.md (after)")
     print("findings:         runs/demo/findings.json")
     print("view the curves and heat maps:  tensorboard --logdir runs/demo")
     return 0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from infodiff_lightning.data.localization_files import LocalizationRows, read_localization_json
@@ -72,6 +73,9 @@ def test_the_threshold_is_chosen_on_the_selection_rows_and_the_eval_rows_are_rep
     assert overall["n"] == len(evaluated)
     assert overall["miou"] == pytest.approx(sum(r["iou"][best] for r in evaluated) / len(evaluated))
     assert overall["whole_image"] == pytest.approx(sum(r["whole_image"] for r in evaluated) / len(evaluated))
+    cmi = torch.tensor([r["cmi"] for r in evaluated], dtype=torch.float64)
+    assert overall["cmi"] == pytest.approx(float(cmi.mean()))
+    assert overall["cmi_stderr"] == pytest.approx(float(cmi.std() / len(evaluated) ** 0.5))  # over rows
 
 
 def test_a_word_type_pools_the_rows_of_its_words_at_the_chosen_threshold(default_run):

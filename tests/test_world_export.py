@@ -1,10 +1,11 @@
 """The world in the real benchmarks' layouts: COCO RLE masks, ARO-style swaps, order perturbations."""
 import json
+from pathlib import Path
 
 import torch
 
 from infodiff_lightning.data.caption_folder import load_image
-from infodiff_lightning.data.world import render_scene, sample_scene, split_ids, word_masks
+from infodiff_lightning.data.world import CaptionedWorld, render_scene, sample_scene, split_ids, word_masks
 from infodiff_lightning.data.coco import coco_mask
 from infodiff_lightning.data.world_export import export_world, load_localization, rle_encode
 
@@ -42,3 +43,17 @@ def test_swap_files_hold_true_and_false_captions_of_two_object_scenes(tmp_path):
         assert sorted(row["false_caption"].split()) == sorted(row["true_caption"].split())
         assert {"bbox_x", "bbox_y", "bbox_w", "bbox_h", "image_path"} <= set(row)
     assert all(p != o["caption"] for o in order for p in o["perturbed"])
+
+
+def test_a_shifted_split_is_written_as_the_shifted_scenes_with_only_the_words_asked_for(tmp_path):
+    folder = export_world(tmp_path / "world", "threshold", n=30, shift="shape", p_shift=1.0, new_word="lovely",
+                          words=["lovely", "red"])
+    shifted = CaptionedWorld("threshold", 32, limit=30, shift="shape", p_shift=1.0, new_word="lovely")
+    rows = load_localization(folder)
+    assert {r[2] for r in rows} == {"lovely", "red"}
+    by_image = {f"{shifted.scene(i).id}.png": shifted.scene(i) for i in range(len(shifted))}
+    for path, caption, word, mask in rows:
+        scene = by_image[Path(path).name]
+        assert caption == scene.caption and word in caption.split()
+        assert torch.equal(mask, word_masks(scene)[word])
+    assert "cross" not in " ".join(r[1] for r in rows).split()  # every cross is called lovely

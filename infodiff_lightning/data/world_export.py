@@ -5,20 +5,25 @@
     images/<id>.png          the scene (8-bit RGB)
     localization.json        COCO layout: {"images": [{id, file_name, height, width, caption}],
                              "annotations": [{id, image_id, word, caption, segmentation, area, bbox}]},
-                             one annotation per (scene, describing word); segmentation is
-                             COCO's uncompressed RLE {"size": [h, w], "counts": [...]}
+                             one annotation per (scene, describing word; ``words``: only
+                             these); segmentation is COCO's uncompressed RLE
+                             {"size": [h, w], "counts": [...]}
     vg_attribution.json      ARO VG-Attribution layout: [{image_id, image_path, true_caption,
                              false_caption, attributes, bbox_x, bbox_y, bbox_w, bbox_h}] for the
                              two-object scenes whose colours differ (colours swapped)
     vg_relation.json         ARO VG-Relation layout: the same with "left"/"right" exchanged
                              (``relation_name`` "left of")
     coco_order.json          [{image_id, image_path, caption, perturbed: [shuffled captions]}]
+
+The scenes are those of :class:`~infodiff_lightning.data.world.CaptionedWorld`, shifted
+when ``shift`` is given (the demo's world: ``--shift shape --p_shift 1 --new_word lovely``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,11 +65,18 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
 
 
 def export_world(folder: str | Path, split: str = "heldout", n: int | None = None, image_size: int = 32,
-                 seed: int = 0) -> Path:
-    """Write the files of the module doc for the first ``n`` scenes of ``split``."""
+                 seed: int = 0, shift: str | None = None, p_shift: float = 0.5, new_word: str | None = None,
+                 new_colour: str = "purple", words: Sequence[str] | None = None) -> Path:
+    """Write the files of the module doc for the first ``n`` scenes of ``split``; ``shift``,
+    ``p_shift``, ``new_word``, ``new_colour``: of a shifted world (world.shift_scene, as
+    for CaptionedWorldData; ``shift=None``: the world itself). ``words``: annotate only
+    these words in localization.json (None: every word with a mask)."""
+    if words is not None and (not words or not all(isinstance(w, str) and w for w in words)):
+        raise ValueError(f"words must be a non-empty list of words (or None: every word), got {words!r}")
     folder = Path(folder)
+    data = CaptionedWorld(split, image_size, seed, n, shift=shift, p_shift=p_shift, new_word=new_word,
+                          new_colour=new_colour)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    data = CaptionedWorld(split, image_size, seed, n)
     images, annotations, attribution, relation, order = [], [], [], [], []
     g = torch.Generator().manual_seed(seed)
     for i in range(len(data)):
@@ -75,6 +87,8 @@ def export_world(folder: str | Path, split: str = "heldout", n: int | None = Non
         images.append({"id": scene.id, "file_name": name, "height": image_size, "width": image_size,
                        "caption": caption})
         for word, mask in word_masks(scene, image_size).items():
+            if words is not None and word not in words:
+                continue
             annotations.append({"id": len(annotations) + 1, "image_id": scene.id, "word": word, "caption": caption,
                                 "segmentation": rle_encode(mask), "area": int(mask.sum()), "bbox": _bbox(mask)})
         union = torch.zeros(image_size, image_size, dtype=torch.bool)
@@ -111,8 +125,19 @@ def main(args: list[str] | None = None) -> None:
     ap.add_argument("--split", default="heldout", choices=["train", "threshold", "heldout"])
     ap.add_argument("--n", type=int, default=None, help="first n scenes of the split (default: all)")
     ap.add_argument("--image_size", type=int, default=32)
+    ap.add_argument("--shift", default=None, choices=["shape", "object", "background"],
+                    help="write a shifted world (as CaptionedWorldData's shift; default: the world itself)")
+    ap.add_argument("--p_shift", type=float, default=0.5, help="with --shift: probability an object (scene) is shifted")
+    ap.add_argument("--new_word", default=None, help="with --shift: the word of the shifted world")
+    ap.add_argument("--new_colour", default="purple", help="with --shift object or background: the new colour")
+    ap.add_argument("--words", nargs="+", default=None, help="annotate only these words in localization.json "
+                                                            "(default: every word with a mask)")
     ns = ap.parse_args(args)
-    print(export_world(ns.out, ns.split, ns.n, ns.image_size))
+    try:
+        print(export_world(ns.out, ns.split, ns.n, ns.image_size, shift=ns.shift, p_shift=ns.p_shift,
+                           new_word=ns.new_word, new_colour=ns.new_colour, words=ns.words))
+    except ValueError as e:
+        ap.error(str(e))
 
 
 if __name__ == "__main__":
