@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import sys
 
-from infodiff_lightning.cli import AnalyzeCLI, config_error, finish_distributed, os_error_line, quiet_console
-from infodiff_lightning.run_lock import RunFolderBusy
+from infodiff_lightning.runs.cli import AnalyzeCLI, config_error, finish_distributed, os_error_line, quiet_console
+from infodiff_lightning.runs.run_lock import RunFolderBusy
 from infodiff_lightning.modules.analysis_job import EXIT_SAMPLE_FAILURES, AnalysisJob, SampleFailure
 
 

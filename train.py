@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from infodiff_lightning.cli import InfodiffCLI, config_error, finish_distributed, quiet_console
+from infodiff_lightning.runs.cli import InfodiffCLI, config_error, finish_distributed, quiet_console
 
 
 def main(args=None) -> int:

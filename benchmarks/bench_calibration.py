@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from infodiff_lightning.calibration import calibration_stats, calibration_study
+from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
 from infodiff_lightning.denoisers.noisy import NoisyDenoiser
 from infodiff_lightning.denoisers.pid_toys import (binary_candidates, copy_system, pid_columns, unique_system,

@@ -31,9 +31,9 @@ import torch
 from infodiff_lightning.data.world import (COLOURS, DISTRACTORS, SHAPES, CaptionedWorld, attribute_swap,
                                            colour_candidates, left_right_swap)
 from infodiff_lightning.denoisers import load_text_to_image
-from infodiff_lightning.localization import WordMaps, collect_word_maps, localization
+from infodiff_lightning.analyses.localization import WordMaps, collect_word_maps, localization
 from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions
-from infodiff_lightning.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
+from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
 
 PARTS = ("localization", "ranking", "pid")
 FUNCTION = ("a", "the", "on")

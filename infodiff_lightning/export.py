@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoints import load_checkpoint
+from .runs.checkpoints import load_checkpoint
 from .modules import DiffusionFineTuner
 
 

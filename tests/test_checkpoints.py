@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train
-from infodiff_lightning.checkpoints import UnsafeCheckpoint, load_checkpoint
+from infodiff_lightning.runs.checkpoints import UnsafeCheckpoint, load_checkpoint
 from infodiff_lightning.export import main as export
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

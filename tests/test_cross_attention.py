@@ -4,7 +4,7 @@ model as it found it."""
 import pytest
 import torch
 
-from infodiff_lightning.attention_maps import attention_times_information, word_attention
+from infodiff_lightning.analyses.attention_maps import attention_times_information, word_attention
 from infodiff_lightning.denoisers import PixelTextDenoiser
 from infodiff_lightning.denoisers.cross_attention import recorded_cross_attention
 from tiny_models import save_pixel_text

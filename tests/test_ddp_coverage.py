@@ -302,7 +302,7 @@ def test_map_export_on_2_ranks_writes_each_image_s_map_file_once_with_the_1_proc
     # files in all, none twice, each holding the maps of the 1-process run (draws are keyed
     # by image id; the ranks batch other images together, which moves only float rounding,
     # far below float16's 2^-11).
-    from infodiff_lightning.map_files import load_maps
+    from infodiff_lightning.runs.map_files import load_maps
 
     model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp_path / "model")
     args = ["--config", str(ROOT / "configs/analyze/maps.yaml"), "--model.init_args.pretrained", str(model),

@@ -274,7 +274,7 @@ def test_a_finished_run_leaves_no_process_group_for_the_interpreter_to_tear_down
     # die of SIGABRT after writing its results. Entry points end with finish_distributed.
     import torch.distributed as dist
 
-    from infodiff_lightning.cli import finish_distributed
+    from infodiff_lightning.runs.cli import finish_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     assert dist.is_initialized()

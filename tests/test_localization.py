@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from infodiff_lightning.denoisers import DenoiserBase
-from infodiff_lightning.localization import (choose_threshold, collect_word_maps, iou, localization, map_to_mask,
+from infodiff_lightning.analyses.localization import (choose_threshold, collect_word_maps, iou, localization, map_to_mask,
                                              mean_iou, whole_image_iou)
 from infodiff_lightning.measurement import MeasurementSpec
 

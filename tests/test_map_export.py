@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import analyze
-from infodiff_lightning.map_files import load_maps, save_maps
+from infodiff_lightning.runs.map_files import load_maps, save_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import math
 import pytest
 import torch
 
-from infodiff_lightning.calibration import calibration_stats, calibration_study
+from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
 from infodiff_lightning.denoisers.mixture import DiscreteMixture
 from infodiff_lightning.denoisers.noisy import NoisyDenoiser
 from infodiff_lightning.denoisers.pid_toys import (binary_candidates, context_xor_system, copy_system, observe,
@@ -31,7 +31,7 @@ from infodiff_lightning.estimators import informations, make_draws
 from infodiff_lightning.integrate import TruncatedLogistic
 from infodiff_lightning.metrics import PartialInformation
 from infodiff_lightning.evaluate import denoiser_errors
-from infodiff_lightning.viz import clip_for_display
+from infodiff_lightning.runs.viz import clip_for_display
 from infodiff_lightning.pid import (PID_TERMS, imin_redundancy, conditional_pid, pid, pid_from_terms,
                                     specific_information)
 

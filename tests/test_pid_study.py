@@ -10,7 +10,7 @@ import torch
 import analyze
 from infodiff_lightning.denoisers import DenoiserBase
 from infodiff_lightning.denoisers.pid_toys import copy_system, xor_system
-from infodiff_lightning.pid_study import measure_pair, measure_pairs, pair_captions, pid_table, study_pairs
+from infodiff_lightning.analyses.pid_study import measure_pair, measure_pairs, pair_captions, pid_table, study_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ({"blue": 0, "red": 1}, {"round": 0, "square": 1})

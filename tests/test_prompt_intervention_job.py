@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import analyze
-from infodiff_lightning.intervention import bootstrap_pearson
+from infodiff_lightning.analyses.intervention import bootstrap_pearson
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import torch
 
 from infodiff_lightning.denoisers import DenoiserBase
 from infodiff_lightning.denoisers.mixture import GaussianMixture
-from infodiff_lightning.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
+from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
 
 NAMES = ["zero", "one", "two", "three"]
 

@@ -13,7 +13,7 @@ import pytest
 
 import analyze
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
-from infodiff_lightning.run_inputs import changes, fingerprint, input_paths
+from infodiff_lightning.runs.run_inputs import changes, fingerprint, input_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["a", "on", "the", "red", "green", "blue", "square", "circle", "left", "right"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import analyze
-from infodiff_lightning.run_lock import RunFolderBusy, lock_run_folder
+from infodiff_lightning.runs.run_lock import RunFolderBusy, lock_run_folder
 from test_run_inputs import job, setup, summary  # noqa: F401 (the fixture is used by name)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_a_second_job_in_a_held_run_folder_stops_in_one_line_and_writes_nothing(
 
 
 def test_a_lock_held_by_a_killed_process_is_released(tmp_path):
-    code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from infodiff_lightning.run_lock import "
+    code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from infodiff_lightning.runs.run_lock import "
             "lock_run_folder; h = lock_run_folder(__import__('pathlib').Path(sys.argv[1])); "
             "print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run"), str(ROOT)], stdout=subprocess.PIPE,

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from infodiff_lightning.intervention import change_correlations
-from infodiff_lightning.localization import THRESHOLDS, best_threshold, choose_threshold, miou_at, select_threshold
+from infodiff_lightning.analyses.intervention import change_correlations
+from infodiff_lightning.analyses.localization import THRESHOLDS, best_threshold, choose_threshold, miou_at, select_threshold
 from infodiff_lightning.metrics import PartialInformation
 from infodiff_lightning.modules import CaptionRanking, PIDStudy
 from infodiff_lightning.modules.records import Field, Group, Schema
-from infodiff_lightning.pid_study import pid_summary
-from infodiff_lightning.statistics import accuracy_interval, accuracy_summary, correct, macro_accuracy
+from infodiff_lightning.analyses.pid_study import pid_summary
+from infodiff_lightning.analyses.statistics import accuracy_interval, accuracy_summary, correct, macro_accuracy
 from tiny_models import save_pixel_text
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from infodiff_lightning import Grid, TruncatedLogistic, pointwise_mi
-from infodiff_lightning.calibration import calibration_stats, calibration_study
+from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
 from infodiff_lightning.uncertainty import (calibrated_stderr, degrees_of_freedom, mean_stderr, mean_variance,
                                             wild_bootstrap)

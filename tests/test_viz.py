@@ -3,7 +3,7 @@ import matplotlib
 import pytest
 import torch
 
-from infodiff_lightning.viz import DISPLAY_SIZE, map_figure, mmse_figure
+from infodiff_lightning.runs.viz import DISPLAY_SIZE, map_figure, mmse_figure
 
 
 def test_map_figure_shows_image_map_with_colour_scale_and_overlay_at_display_size():
@@ -36,7 +36,7 @@ def test_mmse_figure_labels_its_axes_with_quantities_and_units():
 
 
 def test_a_localization_figure_has_image_mask_and_one_panel_per_map():
-    from infodiff_lightning.viz import localization_figure
+    from infodiff_lightning.runs.viz import localization_figure
 
     mask = torch.zeros(8, 8, dtype=torch.bool)
     mask[2:5, 2:5] = True
@@ -47,7 +47,7 @@ def test_a_localization_figure_has_image_mask_and_one_panel_per_map():
 
 
 def test_a_ranking_figure_has_one_bar_per_candidate_true_caption_on_top():
-    from infodiff_lightning.viz import ranking_figure
+    from infodiff_lightning.runs.viz import ranking_figure
 
     fig = ranking_figure(torch.zeros(3, 8, 8), ["a red ball", "a blue ball", "a ball red"], [1.0, 0.2, -0.1],
                          [0.1, 0.1, 0.1], "t")

@@ -11,7 +11,7 @@ import yaml
 
 from infodiff_lightning.data.localization_files import LocalizationRows, read_localization_json
 from infodiff_lightning.data.world_export import export_world
-from infodiff_lightning.localization import THRESHOLDS
+from infodiff_lightning.analyses.localization import THRESHOLDS
 from tiny_models import save_pixel_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,7 +42,7 @@ from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, sca
 from ..metrics import InformationMap
 from ..mmse import mmse_curve, mmse_eps_for_ids
 from ..protocols import MeasurableModule, ProbeData
-from ..viz import map_figure, mmse_figure
+from ..runs.viz import map_figure, mmse_figure
 
 __all__ = ["InformationMonitor"]
 

@@ -17,10 +17,10 @@ from typing import Sequence
 
 from ..contrasts import ContrastResult
 from ..io import log_scalars
-from ..map_files import image_maps, named_estimates, save_maps
+from ..runs.map_files import image_maps, named_estimates, save_maps
 from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
 from ..pid import PID_TERMS
-from ..viz import map_figure
+from ..runs.viz import map_figure
 from .records import Field, Schema
 from .text_to_image_job import TextToImageJob
 

@@ -22,9 +22,9 @@ from ..estimators import ESTIMATORS
 from ..io import log_scalars
 from ..metrics.samples import SampleHits
 from ..protocols import GroupedEvaluationData
-from ..ranking import PREDICTION_ESTIMATOR, score_candidates
-from ..statistics import accuracy_summary, correct
-from ..viz import ranking_figure
+from ..analyses.ranking import PREDICTION_ESTIMATOR, score_candidates
+from ..analyses.statistics import accuracy_summary, correct
+from ..runs.viz import ranking_figure
 from .records import Field, Schema
 from .text_to_image_job import TextToImageJob
 

@@ -20,8 +20,8 @@ from ..io import log_scalars
 from ..measurement import MeasurementSpec, scalars
 from ..metrics import PartialInformation
 from ..pid import PID_TERMS
-from ..pid_study import CONTEXTS, measure_pairs, pid_summary, pid_table, study_pairs
-from ..viz import pid_figure
+from ..analyses.pid_study import CONTEXTS, measure_pairs, pid_summary, pid_table, study_pairs
+from ..runs.viz import pid_figure
 from .records import Field, Group, Schema
 from .text_to_image_job import TextToImageJob
 

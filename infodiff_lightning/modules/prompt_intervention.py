@@ -27,14 +27,14 @@ from typing import Sequence
 
 import torch
 
-from ..attention_maps import word_attention
+from ..analyses.attention_maps import word_attention
 from ..contrasts import cmi_tag, contains_word, without_words
 from ..draws import id_generator
-from ..intervention import change_correlations, ddim_alphas, ddim_sample, image_change, pearson
+from ..analyses.intervention import change_correlations, ddim_alphas, ddim_sample, image_change, pearson
 from ..io import log_scalars
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleRows
-from ..viz import map_figure
+from ..runs.viz import map_figure
 from .records import Field, Group, Schema
 from .text_to_image_job import TextToImageJob
 

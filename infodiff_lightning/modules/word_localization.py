@@ -3,7 +3,7 @@ the word describes (eq. LOC, localization.py).
 
 For every (image, caption, word, mask) row the job measures io(x; w | caption without w)
 with its per-pixel map through the shared measurement path, and records the map's IoU
-with the mask at every threshold of :data:`~infodiff_lightning.localization.THRESHOLDS`
+with the mask at every threshold of :data:`~infodiff_lightning.analyses.localization.THRESHOLDS`
 and the whole-image baseline (the mask's area). The threshold is chosen on the selection
 rows (``data.selection_root``) as the one with the highest mean IoU there, or given
 (``threshold``); the summary reports mean IoU on the evaluated rows at that threshold,
@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import torch
 
-from ..attention_maps import attention_times_information, word_attention
+from ..analyses.attention_maps import attention_times_information, word_attention
 from ..contrasts import unmeasurable_word
 from ..io import log_scalars
-from ..localization import THRESHOLDS, iou, map_to_mask, miou_at, select_threshold
+from ..analyses.localization import THRESHOLDS, iou, map_to_mask, miou_at, select_threshold
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleVectors
 from ..protocols import LocalizationEvaluationData
-from ..viz import localization_figure
+from ..runs.viz import localization_figure
 from .records import Field, Schema
 from .text_to_image_job import TextToImageJob
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.cli import LightningCLI
 
 from .checkpoints import load_checkpoint
-from .io import write_json_atomic
+from ..io import write_json_atomic
 from .run_inputs import check_inputs
 from .run_lock import check_free, lock_run_folder
 

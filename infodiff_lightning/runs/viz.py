@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from .estimators import Estimate  # noqa: E402
+from ..estimators import Estimate  # noqa: E402
 
 __all__ = ["overlay", "mmse_figure", "clip_for_display", "map_figure", "pid_figure", "localization_figure",
            "ranking_figure", "DISPLAY_SIZE"]

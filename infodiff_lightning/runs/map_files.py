@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .contrasts import ContrastResult
-from .estimators import Estimate
-from .pid import PID_TERMS, PIDEstimate
+from ..contrasts import ContrastResult
+from ..estimators import Estimate
+from ..pid import PID_TERMS, PIDEstimate
 
 __all__ = ["named_estimates", "image_maps", "save_maps", "load_maps", "MAP_DTYPE"]
 

@@ -26,11 +26,11 @@ from typing import Collection, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .contrasts import contains_word, pid_tag
-from .denoisers.base import TextDenoiser
-from .measurement import MeasurementSpec, measure_captions
-from .metrics import PartialInformation
-from .pid import PID_TERMS, PIDEstimate
+from ..contrasts import contains_word, pid_tag
+from ..denoisers.base import TextDenoiser
+from ..measurement import MeasurementSpec, measure_captions
+from ..metrics import PartialInformation
+from ..pid import PID_TERMS, PIDEstimate
 
 __all__ = ["CONTEXTS", "study_pairs", "pair_captions", "holds_pair", "measure_pair", "PairPID", "measure_pairs",
            "pid_summary", "pid_table"]

@@ -18,13 +18,13 @@ import math
 import torch
 from torch import Tensor
 
-from .denoisers.base import Column, Denoiser
-from .draws import sample_draws
-from .estimators import informations
-from .integrate import AlphaSampler, TruncatedLogistic
-from .measure import measure
-from .pid import PID_CONTRASTS, candidate_information_terms, crossfit_min_terms, imin_redundancy, pid_from_terms
-from .uncertainty import mean_stderr
+from ..denoisers.base import Column, Denoiser
+from ..draws import sample_draws
+from ..estimators import informations
+from ..integrate import AlphaSampler, TruncatedLogistic
+from ..measure import measure
+from ..pid import PID_CONTRASTS, candidate_information_terms, crossfit_min_terms, imin_redundancy, pid_from_terms
+from ..uncertainty import mean_stderr
 
 __all__ = ["z_scores", "calibration_stats", "calibration_study", "STUDY_SAMPLER"]
 

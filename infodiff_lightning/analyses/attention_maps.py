@@ -17,12 +17,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .conditions import word_spans
-from .contrasts import contains_word
-from .denoisers.base import AttentionDenoiser
-from .draws import id_generator
+from ..conditions import word_spans
+from ..contrasts import contains_word
+from ..denoisers.base import AttentionDenoiser
+from ..draws import id_generator
 from .intervention import logsnr_grid
-from .logsnr import noise_channel
+from ..logsnr import noise_channel
 
 __all__ = ["attention_logsnrs", "word_attention", "attention_times_information"]
 

@@ -31,9 +31,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .denoisers.base import TextDenoiser
-from .estimate import ESTIMATORS
-from .measure import DrawSpec, measure
+from ..denoisers.base import TextDenoiser
+from ..estimate import ESTIMATORS
+from ..measure import DrawSpec, measure
 from .statistics import accuracy_interval, correct, macro_accuracy  # noqa: F401 (moved there)
 
 __all__ = ["CandidateScores", "score_candidates", "correct", "accuracy_interval", "PREDICTION_ESTIMATOR"]

@@ -27,8 +27,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .denoisers.base import Column, Denoiser
-from .logsnr import logsnr_from_alphas_cumprod
+from ..denoisers.base import Column, Denoiser
+from ..logsnr import logsnr_from_alphas_cumprod
 
 __all__ = ["logsnr_grid", "ddim_alphas", "ddim_sample", "image_change", "pearson", "bootstrap_pearson", "bootstrap_mean",
            "Correlation", "change_correlations"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .measurement import CaptionMetrics, measure_captions
+from ..measurement import CaptionMetrics, measure_captions
 
 __all__ = ["map_to_mask", "iou", "best_threshold", "select_threshold", "miou_at", "choose_threshold", "mean_iou", "whole_image_iou", "THRESHOLDS", "WordMaps",
            "collect_word_maps", "localization"]
