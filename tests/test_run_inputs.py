@@ -112,3 +112,17 @@ def test_a_copy_with_the_same_content_is_not_a_change(tmp_path):
     assert changes(before, fingerprint({"data.table": f})) == []
     f.write_text("file_name,text\na.png,a tan square\n")  # same size, other bytes
     assert changes(before, fingerprint({"data.table": f})) == ["data.table: 1 modified (captions.csv)"]
+
+
+def test_a_word_past_the_text_encoders_window_is_named_in_the_record_not_averaged_as_zero(setup):
+    # the tiny text encoder sees 16 positions: "red" as the 20th word is cut off
+    tmp, model = setup
+    long = " ".join(["a square on the left"] * 4) + " red"
+    (tmp / "images" / "b.txt").write_text(long)
+    assert analyze.main(job(tmp, model)) == 0
+    [folder] = (tmp / "out" / "captions").glob("run-*")
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (folder / "per_image.rank0.jsonl").read_text()
+            .splitlines()}
+    assert rows[1]["beyond_window"] == ["red"] and "cmi/red" not in rows[1]
+    assert "cmi/red" in rows[0] and "beyond_window" not in rows[0]
+    assert summary(tmp)["cmi/red"]["images"] == 2  # "a" and "c": the cut-off one is not a zero among them

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..contrasts import ContrastResult
+from ..contrasts import ContrastResult, contains_word, measurable
 from ..io import log_scalars
 from ..runs.map_files import image_maps, named_estimates, save_maps
 from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
@@ -56,8 +56,10 @@ class CaptionAnalysis(TextToImageJob):
         # per image: its caption, each tag its caption holds (PID terms as <tag>/<term>), the map file
         tags = [t for tag in spec.tags for t in ([f"{tag}/{term}" for term in PID_TERMS] if tag.startswith("pid/")
                                                   else [tag])]
+        # beyond_window: tracked words the caption holds past the text encoder's window (the
+        # model never sees them): left out of their averages, named here instead of a zero
         self.schema = Schema([Field("caption", "text"), *(Field(t, stderr=True, map=maps) for t in tags),
-                              Field("maps", "text")])
+                              Field("maps", "text"), Field("beyond_window", "text")])
 
     def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep]
@@ -65,6 +67,12 @@ class CaptionAnalysis(TextToImageJob):
         res = measure_captions(self.denoiser, images.to(self.device), ids, captions, self.spec)
         samples = [{"id": i, "caption": c, **{tag: (e.value[k], e.stderr[k]) for tag, e in named_estimates(res, k)}}
                    for k, (i, c) in enumerate(zip(ids, captions))]
+        tracked = dict.fromkeys(self.spec.words + tuple(w for p in self.spec.pairs for w in p))
+        for sample, caption in zip(samples, captions):
+            cut = [w for w in tracked if contains_word(caption, w, self.denoiser.tokenizer)
+                   and not measurable(caption, w, self.denoiser.tokenizer)]
+            if cut:
+                sample["beyond_window"] = cut
         if self.spec.maps:
             self._log_maps(images, ids, res)
         if self.export_maps:  # each rank writes the files of its own images, as it does their records
