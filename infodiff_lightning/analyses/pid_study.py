@@ -26,7 +26,7 @@ from typing import Collection, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..contrasts import contains_word, pid_tag
+from ..contrasts import measurable, pid_tag
 from ..denoisers.base import TextDenoiser
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics import PartialInformation
@@ -79,8 +79,9 @@ def pair_captions(captions: Sequence[str], pair: tuple[str, str], context: str) 
 
 
 def holds_pair(caption: str, pair: tuple[str, str], tokenizer) -> bool:
-    """Whether both words of ``pair`` occur in ``caption`` (the estimator's word matching)."""
-    return contains_word(caption, pair[0], tokenizer) and contains_word(caption, pair[1], tokenizer)
+    """Whether both words of ``pair`` occur in ``caption`` where the model sees them (the
+    estimator's word matching, inside the text encoder's window: contrasts.measurable)."""
+    return measurable(caption, pair[0], tokenizer) and measurable(caption, pair[1], tokenizer)
 
 
 def measure_pair(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], captions: Sequence[str],
