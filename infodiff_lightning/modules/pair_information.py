@@ -25,6 +25,7 @@ from ..measure import DrawSpec, measure
 from ..io import log_scalars
 from ..metrics import PointwiseInformation
 from .analysis_job import AnalysisJob
+from .records import Field, Schema
 
 __all__ = ["PairInformationJob"]
 
@@ -34,7 +35,8 @@ class PairInformationJob(AnalysisJob):
 
     Batches are dicts with "id", "x" (B, dim_x) as the data set holds it (the
     denoiser's ``encode`` maps it to the x the estimators integrate over), "y" (B, dim_y)
-    and "error". Subclasses give :meth:`denoiser`, :meth:`truth` and :meth:`title`.
+    and "error". Subclasses give the ``denoiser`` property, :meth:`truth` and :meth:`title`;
+    the record is declared (``schema``), as in every job.
 
     Args:
         estimators: any of "orthogonal", "standard" (both share one denoiser pass).
@@ -59,6 +61,8 @@ class PairInformationJob(AnalysisJob):
         self.estimators = list(estimators)
         self.sampler = sampler
         self.mi = torch.nn.ModuleDict({e: PointwiseInformation() for e in self.estimators})
+        # per sample: its denoiser evaluations and each estimator's value with its standard error
+        self.schema = Schema([Field("n_evals", "count"), *(Field(e, stderr=True) for e in self.estimators)])
 
     # ---- what a pair job supplies ---------------------------------------------
     @property
@@ -74,27 +78,21 @@ class PairInformationJob(AnalysisJob):
         raise NotImplementedError
 
     # ---- the shared measurement ------------------------------------------------
-    def measure(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
+    def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         den = self.denoiser
-        y = batch["y"][keep]
         n = len(ids)
         draws = DrawSpec(self.n_draws, self.seed, self.sampler.restricted(den.alpha_range))
-        m = measure(den, {"null": den.null_conditions(n), "y": y}, {"mi": ("null", "y")}, images=batch["x"][keep],
-                    ids=ids, draws=draws, microbatch=self.microbatch)
-        rows = [{"id": i, "n_evals": m.n_evals // n} for i in ids]
-        for est in self.estimators:
-            e = m.estimate("mi", est)
-            self.mi[est].update(e, ids=ids)
-            for k, row in enumerate(rows):
-                row[est], row[f"{est}_stderr"] = float(e.value[k]), float(e.stderr[k])
-        return rows
+        m = measure(den, {"null": den.null_conditions(n), "y": batch["y"][keep]}, {"mi": ("null", "y")},
+                    images=batch["x"][keep], ids=ids, draws=draws, microbatch=self.microbatch)
+        estimates = {est: m.estimate("mi", est) for est in self.estimators}
+        return [{"id": i, "n_evals": m.n_evals // n, **{est: (e.value[k], e.stderr[k]) for est, e in estimates.items()}}
+                for k, i in enumerate(ids)]
 
-    def replay(self, records: list[dict]) -> None:
+    def update_metrics(self, records: list[dict]) -> None:
         n_evals = sum(int(r["n_evals"]) for r in records)
         for est in self.estimators:
             values = torch.tensor([r[est] for r in records], dtype=torch.float64)
-            stderrs = torch.tensor([float("nan") if r[f"{est}_stderr"] is None else r[f"{est}_stderr"]
-                                    for r in records], dtype=torch.float64)
+            stderrs = torch.tensor([r[f"{est}_stderr"] for r in records], dtype=torch.float64)
             self.mi[est].update(Estimate(values, stderrs, n_evals), ids=[r["id"] for r in records])
 
     def results(self) -> dict:

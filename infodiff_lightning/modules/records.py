@@ -13,7 +13,7 @@ sub-record per word, per pair, ...). From it :class:`~.analysis_job.AnalysisJob`
   an uninterrupted one does.
 
 Kinds: "text" (a string, a list of strings, any JSON value kept as it is), "value" (a
-float), "values" (a list of floats), "flag" (a bool). ``stderr``: the field has a
+float), "values" (a list of floats), "flag" (a bool), "count" (an int). ``stderr``: the field has a
 standard error; ``map``: the job also computes a per-pixel map of it (drawn as a
 figure, or exported); ``optional``: the value may be missing for a sample (written as
 null). A field a sample does not provide at all is left out of its record (a word its
@@ -28,7 +28,7 @@ from ..measurement import saved_number
 
 __all__ = ["Field", "Group", "Schema", "KINDS"]
 
-KINDS = ("text", "value", "values", "flag")
+KINDS = ("text", "value", "values", "flag", "count")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class Field:
             return value.tolist() if hasattr(value, "tolist") else [float(v) for v in value]
         if self.kind == "flag":
             return bool(value)
+        if self.kind == "count":
+            return int(value)
         return value
 
 
