@@ -6,9 +6,10 @@ options, cli.py). The same options can name different data after an edit (a capt
 rewritten, an image replaced, a model re-exported to the same folder): continuing the
 old run would mix records of the old inputs into the new summary. So every string option
 under ``model`` and ``data`` that names an existing file or folder is *fingerprinted*
-(each file's size and modification time, and for files up to 1 MiB also a SHA-256 of
-the content, which catches an edit that keeps both), saved as ``inputs.json`` beside the
-records, and compared when the run is continued.
+(each file's size and modification time, and for files up to 64 KiB, such as caption
+tables and configs, also a SHA-256 of the content, which catches an edit that keeps both;
+images and weights are only stat'ed, so a large data folder costs no reading at start-up),
+saved as ``inputs.json`` beside the records, and compared when the run is continued.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ __all__ = ["INPUTS_FILE", "input_paths", "fingerprint", "changes", "check_inputs
 #: The file in a run folder that holds the fingerprint of the run's inputs.
 INPUTS_FILE = "inputs.json"
 #: Files up to this size are hashed as well as stat'ed.
-HASH_LIMIT = 1 << 20
+HASH_LIMIT = 1 << 16
 
 
 def _strings(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
