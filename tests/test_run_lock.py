@@ -68,3 +68,14 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_folder_says_stopped(set
     monkeypatch.undo()  # space again: the same command finishes the run
     assert analyze.main(job(tmp, model)) == 0
     assert json.loads((folder / "status.json").read_text())["status"] == "complete"
+
+
+def test_fresh_does_not_move_a_folder_another_job_is_running_in(setup, capsys):
+    tmp, model = setup
+    assert analyze.main(job(tmp, model)) == 0
+    [folder] = (tmp / "out" / "captions").glob("run-*")
+    held = lock_run_folder(folder)
+    assert analyze.main(job(tmp, model, "--fresh", "true")) == 2
+    assert "another job" in capsys.readouterr().err
+    assert [p.name for p in (tmp / "out" / "captions").iterdir()] == [folder.name]  # not moved aside
+    held.close()

@@ -237,13 +237,13 @@ class AnalyzeCLI(InfodiffCLI):
         folder = Path(args.save_dir) / (args.name or "") / str(args.version)
         self.run_folder = folder
         self.outputs = tuple(Path(p) for p in (args.save_dir, cfg.trainer.default_root_dir) if p)
-        if cfg.fresh and folder.exists():
+        if not folder.exists() or not _launching_process():
+            return  # a new run; or another rank of this job, launched by the process holding the lock
+        check_free(folder)  # no other job in it, before it is continued or moved aside
+        if cfg.fresh:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))
-        if folder.exists() and _launching_process():
-            # a continued run: no other job in it, and the inputs it started with (the other
-            # ranks are launched by this job, which holds the lock)
-            check_free(folder)
+        else:  # a continued run: the inputs it started with
             check_inputs(folder, cfg.as_dict(), exclude=self.outputs, write=False)
 
     def claim_run_folder(self) -> None:
