@@ -20,7 +20,8 @@ import torch
 
 from infodiff_lightning.data.digits import DIGIT_WORDS, CaptionedDigits, digit_caption
 from infodiff_lightning.denoisers import load_text_to_image
-from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
+from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, score_candidates
+from infodiff_lightning.analyses.statistics import accuracy_interval, correct
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ from infodiff_lightning.data.world import (COLOURS, DISTRACTORS, SHAPES, Caption
 from infodiff_lightning.denoisers import load_text_to_image
 from infodiff_lightning.analyses.localization import WordMaps, collect_word_maps, localization
 from infodiff_lightning.measurement import CaptionMetrics, MeasurementSpec, measure_captions
-from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, score_candidates
+from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, score_candidates
+from infodiff_lightning.analyses.statistics import accuracy_interval, correct
 
 PARTS = ("localization", "ranking", "pid")
 FUNCTION = ("a", "the", "on")

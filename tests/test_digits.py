@@ -62,7 +62,8 @@ def test_the_bundled_digits_model_names_held_out_digits_by_their_most_informativ
     # model that did not learn the digits (or a loading path that lost its weights).
     from infodiff_lightning.data.digits import digit_caption
     from infodiff_lightning.denoisers import load_text_to_image
-    from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, correct, score_candidates
+    from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, score_candidates
+    from infodiff_lightning.analyses.statistics import correct
 
     denoiser = load_text_to_image(str(ROOT / "models/digits"))
     data = CaptionedDigits("heldout", limit=40)

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import analyze
 from infodiff_lightning.analyses.intervention import bootstrap_pearson

@@ -13,7 +13,8 @@ import torch
 
 from infodiff_lightning.denoisers import DenoiserBase
 from infodiff_lightning.denoisers.mixture import GaussianMixture
-from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, accuracy_interval, correct, macro_accuracy, score_candidates
+from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, score_candidates
+from infodiff_lightning.analyses.statistics import accuracy_interval, correct, macro_accuracy
 
 NAMES = ["zero", "one", "two", "three"]
 

@@ -205,7 +205,8 @@ def test_the_bundled_world_model_names_the_colour_of_held_out_objects():
     # colours, or a loading path that lost its weights (guessing reaches 28 with probability 3e-9).
     from infodiff_lightning.data.world import CaptionedWorld, colour_candidates
     from infodiff_lightning.denoisers import load_text_to_image
-    from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, correct, score_candidates
+    from infodiff_lightning.analyses.ranking import PREDICTION_ESTIMATOR, score_candidates
+    from infodiff_lightning.analyses.statistics import correct
 
     denoiser = load_text_to_image(str(ROOT / "models/world"))
     held = CaptionedWorld("heldout", 32)

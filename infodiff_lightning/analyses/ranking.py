@@ -34,9 +34,8 @@ from torch import Tensor
 from ..denoisers.base import TextDenoiser
 from ..estimate import ESTIMATORS
 from ..measure import DrawSpec, measure
-from .statistics import accuracy_interval, correct, macro_accuracy  # noqa: F401 (moved there)
 
-__all__ = ["CandidateScores", "score_candidates", "correct", "accuracy_interval", "PREDICTION_ESTIMATOR"]
+__all__ = ["CandidateScores", "score_candidates", "PREDICTION_ESTIMATOR"]
 
 #: The estimator whose scores choose the caption (see the module doc).
 PREDICTION_ESTIMATOR = "standard"

@@ -23,7 +23,6 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 
 __all__ = ["coco_mask", "union_mask", "coco_localization_rows", "caption_words"]

@@ -21,7 +21,6 @@ when ``shift`` is given (the demo's world: ``--shift shape --p_shift 1 --new_wor
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Sequence
 
