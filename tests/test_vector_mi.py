@@ -91,7 +91,7 @@ def test_the_saved_denoiser_predicts_what_the_module_predicts(tmp_path):
 
 
 def test_an_untrained_network_is_the_exact_denoiser_of_the_fitted_gaussian():
-    # The last layer starts at zero, so the output is the baseline: eq. GAUSS for the mean
+    # The last layer starts at zero, so the output is the baseline: the optimal denoiser of a Gaussian (GaussianBaseline) for the mean
     # and (shrunk) covariance of the pairs. With 20000 jointly Gaussian pairs these are
     # close to the truth, so the output is close to the exact denoiser, conditional and null.
     system = CorrelatedGaussian(dim=3, correlation=0.8, spread=2.0, seed=1)

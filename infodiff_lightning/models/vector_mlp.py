@@ -23,7 +23,14 @@ __all__ = ["ConditionalMLP", "GaussianBaseline"]
 
 
 class GaussianBaseline(nn.Module):
-    """Eq. GAUSS for (x, y) ~ N(mean, cov) (default: x standard normal, independent of y)."""
+    """The optimal denoiser of a Gaussian, for (x, y) ~ N(mean, cov) (default: x standard
+    normal, independent of y): with a = sqrt(sigma(alpha)), b = sqrt(sigma(-alpha)) and x
+    given y (or not) distributed N(m, S),
+
+        eps_hat(x_alpha) = b (a^2 S + b^2 I)^-1 (x_alpha - a m)
+
+    (S and m by Gaussian conditioning, gaussian_conditional.py; S is diagonalised once, so
+    the inverse is a scaling of its eigenvectors)."""
 
     def __init__(self, dim_x: int, dim_y: int, mean: Tensor | None = None, cov: Tensor | None = None):
         super().__init__()
