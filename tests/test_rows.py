@@ -142,3 +142,20 @@ def test_a_coco_image_outside_the_images_folder_fails_its_rows_alone(tree):
                             captions=str(tree.parent / "captions.json"), image_size=8).test_set
     assert data[0]["error"] == "" and data[0]["word"] == "dog"
     assert "file_name is not a path inside root" in data[1]["error"] and "secret" not in data[1]["error"]
+
+
+def test_aro_vg_as_released_reads_its_images_from_the_images_folder(tmp_path):
+    # ARO's zip: visual_genome_relation.json beside images/, image_path naming the file alone
+    root = tmp_path / "aro"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)).save(root / "images" / "2315375.jpg")
+    rows = [{"image_id": "2315375", "relation_name": "on", "image_path": "2315375.jpg",
+             "true_caption": "the cup is on the table", "false_caption": "the table is on the cup",
+             "bbox_x": 0, "bbox_y": 0, "bbox_w": 8, "bbox_h": 8},
+            {"image_id": "1", "relation_name": "on", "image_path": "../secret.jpg",
+             "true_caption": "the cup is on the table", "false_caption": "the table is on the cup"}]
+    (root / "visual_genome_relation.json").write_text(json.dumps(rows))
+    data = RankingFiles(root, files=["visual_genome_relation.json"], image_size=8)
+    assert data[0]["error"] == "" and float(data[0]["image"].mean()) > 0.5  # the bright image was read
+    assert data[0]["groups"] == ["visual_genome_relation", "visual_genome_relation/on"]
+    assert "image_path " + REFUSED in data[1]["error"]

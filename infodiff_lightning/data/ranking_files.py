@@ -4,6 +4,10 @@
     vg_attribution.json, vg_relation.json   [{image_path, true_caption, false_caption, ...}]
     coco_order.json, flickr_order.json      [{image_path, caption, perturbed: [captions]}]
 
+ARO's release names the VG files visual_genome_relation.json and visual_genome_attribution.json
+and keeps their images in ``images/`` beside them: an ``image_path`` that is not a file under
+``root`` is looked up under ``root/images/``, so pointing ``root`` at the unpacked download is
+enough (pass the released names in ``files``).
 Each row becomes one item: the image (``image_path`` relative to ``root``), its candidate
 captions with the true one first, and its groups: the file's stem, and where the row names
 one, its relation (VG-Relation ``relation_name``, e.g. ``vg_relation/left of``) or attribute
@@ -31,6 +35,8 @@ from .loaders import evaluation_loader
 
 __all__ = ["RankingFiles", "CaptionRankingData", "collate_ranking", "RANKING_FILES", "RankingRow"]
 
+#: The folder beside the JSON files where ARO's release keeps the VG images.
+ARO_IMAGES = "images"
 #: The files read by default, in this order.
 RANKING_FILES = ("vg_attribution.json", "vg_relation.json", "coco_order.json")
 
@@ -124,10 +130,21 @@ class RankingFiles(Dataset):
             if not isinstance(row, dict):
                 raise RowError("not a JSON object")
             cands = _candidates(row, where)
-            inside(self.root, row.get("image_path"), "image_path")
-            return RankingRow(group, row["image_path"].strip(), cands, _subgroup(row, where), _box(row, where))
+            image = self._image_file(row.get("image_path"))
+            return RankingRow(group, image.relative_to(self.root).as_posix(), cands, _subgroup(row, where),
+                              _box(row, where))
         except RowError as e:
             return RankingRow(group, "", [], error=f"{where}: {e}")
+
+    def _image_file(self, image_path) -> Path:
+        """The row's image under ``root``, or under ``root/images/`` where ARO's release keeps
+        it; both inside the folder (data/rows.py). A file found in neither is returned as
+        under ``root``, and reading it fails that row."""
+        direct = inside(self.root, image_path, "image_path")
+        if direct.is_file() or not (self.root / ARO_IMAGES).is_dir():
+            return direct
+        released = inside(self.root / ARO_IMAGES, image_path, "image_path")
+        return released if released.is_file() else direct
 
     @property
     def groups(self) -> list[str]:
