@@ -83,7 +83,11 @@ def unmeasurable_word(caption: str, word: str, tokenizer) -> str:
 def without_words(caption: str, words: Sequence[str], method: str, tokenizer):
     """The caption with each measurable word removed by ``method`` ("delete",
     "placeholder", "mask"); a single Condition masking all their tokens for "mask"."""
-    present = [w for w in words if measurable(caption, w, tokenizer)]
+    return _removed(caption, [w for w in words if measurable(caption, w, tokenizer)], method, tokenizer)
+
+
+def _removed(caption: str, present: Sequence[str], method: str, tokenizer):
+    """:func:`without_words` for words already known to be measurable in ``caption``."""
     if not present:
         return caption
     if method == "mask":
@@ -134,11 +138,16 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
     tok = denoiser.tokenizer
     captions = list(captions)
     pairs = [tuple(p) for p in pairs]
+    # whether the model sees each tracked word in each caption: tokenized once, used for the
+    # columns and for the masks of where each quantity is defined
+    sees = {w: [measurable(c, w, tok) for c in captions] for w in dict.fromkeys(list(words) + [w for p in pairs
+                                                                                          for w in p])}
     cols = {"null": denoiser.null_conditions(len(captions)), "full": captions}
-    for w in dict.fromkeys(list(words) + [w for p in pairs for w in p]):
-        cols[f"-{w}"] = [without_words(c, [w], method, tok) for c in captions]
+    for w, seen in sees.items():
+        cols[f"-{w}"] = [_removed(c, [w] if s else [], method, tok) for c, s in zip(captions, seen)]
     for w1, w2 in pairs:
-        cols[f"-{w1}-{w2}"] = [without_words(c, [w1, w2], method, tok) for c in captions]
+        cols[f"-{w1}-{w2}"] = [_removed(c, [w for w in (w1, w2) if sees[w][i]], method, tok)
+                               for i, c in enumerate(captions)]
     # Each contrast by key: (reference column, condition column).
     contrasts = {"mi": ("null", "full")}
     contrasts.update({("cmi", w): (f"-{w}", "full") for w in words})
@@ -151,12 +160,11 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
     out = ContrastResult(mi=m.estimate("mi"), n_evals=m.n_evals)
     for w in words:
         out.cmi[w] = m.estimate(("cmi", w))
-        out.present[w] = torch.tensor([measurable(c, w, tok) for c in captions])
+        out.present[w] = torch.tensor(sees[w])
     for w1, w2 in pairs:
         parts = [("i1", w1, w2), ("i2", w1, w2), ("i12", w1, w2)]
         terms = [m.terms(k) for k in parts]
         pid_maps = None if m.errors.draw_maps is None else tuple(m.draw_map(k) for k in parts)
         out.pid[(w1, w2)] = pid_from_terms(*terms, maps=pid_maps, design=m.design, n_evals=m.n_evals)
-        out.present[(w1, w2)] = torch.tensor([measurable(c, w1, tok) and measurable(c, w2, tok)
-                                              for c in captions])
+        out.present[(w1, w2)] = torch.tensor([a and b for a, b in zip(sees[w1], sees[w2])])
     return out

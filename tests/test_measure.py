@@ -38,14 +38,15 @@ def test_a_duplicated_column_is_evaluated_once_and_changes_no_bit(system):
     x, y = system.sample(6, torch.Generator().manual_seed(0))
     den = Counting(system)
     columns = {"null": system.null_conditions(6), "y": y}
-    plain = measure(den, columns, {"mi": ("null", "y")}, x=x, draws=DrawSpec(8, seed=1))
+    # micro-batches of 16 inputs: 8 (image, draw) units x 2 columns per call, 6 calls for the
+    # 48 units; a third, duplicated column would take 5 units x 3 per call (padded to 16), 10 calls
+    plain = measure(den, columns, {"mi": ("null", "y")}, x=x, draws=DrawSpec(8, seed=1), microbatch=16)
     calls_plain = den.inputs
     den.inputs = 0
     dup = measure(den, {**columns, "y again": y.clone()}, {"mi": ("null", "y"), "mi again": ("null", "y again")},
-                  x=x, draws=DrawSpec(8, seed=1))
-    # 6 images x 8 draws x 2 distinct columns, whether or not a copy of y is named too (the
-    # denoiser sees them in one call padded to its micro-batch of 4096)
-    assert calls_plain == den.inputs == 4096
+                  x=x, draws=DrawSpec(8, seed=1), microbatch=16)
+    # 6 images x 8 draws x 2 distinct columns, whether or not a copy of y is named too
+    assert calls_plain == den.inputs == 6 * 8 * 2
     assert dup.n_evals == plain.n_evals == 6 * 8 * 2
     assert torch.equal(dup.estimate("mi again").value, plain.estimate("mi").value)
     assert torch.equal(dup.terms("mi", "standard"), plain.terms("mi", "standard"))

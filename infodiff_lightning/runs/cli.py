@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from .checkpoints import load_checkpoint
 from ..io import write_json_atomic
-from .run_inputs import check_inputs
+from .run_inputs import check_inputs, fingerprint, input_paths
 from .run_lock import check_free, lock_run_folder
 
 __all__ = ["os_error_line", "quiet_console", "StepProgressBar", "run_identity", "root_cause", "config_error", "DEBUG_ENV",
@@ -225,6 +225,7 @@ class AnalyzeCLI(InfodiffCLI):
     run_folder: Path | None = None
     outputs: tuple[Path, ...] = ()
     _lock = None
+    _inputs: dict | None = None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
@@ -244,7 +245,14 @@ class AnalyzeCLI(InfodiffCLI):
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             folder.rename(folder.with_name(f"{folder.name}.superseded-{stamp}"))
         else:  # a continued run: the inputs it started with
-            check_inputs(folder, cfg.as_dict(), exclude=self.outputs, write=False)
+            check_inputs(folder, self.input_fingerprint(), write=False)
+
+    def input_fingerprint(self) -> dict:
+        """The fingerprint of the files the model and data options name, taken once per
+        process (the data folders are walked once, not at each check)."""
+        if self._inputs is None:
+            self._inputs = fingerprint(input_paths(self.config.as_dict(), exclude=self.outputs))
+        return self._inputs
 
     def claim_run_folder(self) -> None:
         """Lock the run folder for this job and save the fingerprint of its inputs there
@@ -253,7 +261,7 @@ class AnalyzeCLI(InfodiffCLI):
         if self.run_folder is None or not _launching_process():
             return
         self._lock = lock_run_folder(self.run_folder)  # held until released or the process ends
-        check_inputs(self.run_folder, self.config.as_dict(), exclude=self.outputs, write=True)
+        check_inputs(self.run_folder, self.input_fingerprint(), write=True)
 
     def mark_stopped(self, error: BaseException) -> None:
         """Record in the run folder's status.json that the run stopped, and why (best

@@ -107,11 +107,10 @@ def changes(old: dict, new: dict, limit: int = 3) -> list[str]:
     return out
 
 
-def check_inputs(folder: Path, config: dict, exclude: tuple[Path, ...] = (), write: bool = True) -> None:
-    """Compare the inputs of ``config`` with the fingerprint saved in an existing run
-    ``folder``; raise a one-line ValueError naming what changed. A folder without a
-    fingerprint (new, or from an older version) gets one when ``write``."""
-    current = fingerprint(input_paths(config, exclude=exclude))
+def check_inputs(folder: Path, current: dict, write: bool = True) -> None:
+    """Compare the fingerprint ``current`` of a run's inputs (:func:`fingerprint`) with the
+    one saved in its ``folder``; raise a one-line ValueError naming what changed. A folder
+    without a fingerprint (new, or from an older version) gets one when ``write``."""
     saved_file = folder / INPUTS_FILE
     if saved_file.is_file():
         try:
