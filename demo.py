@@ -1,6 +1,6 @@
 """The main job on the embedded default, end to end (``make demo``).
 
-    python demo.py                 # 5 to 8 minutes on 2 CPU cores
+    python demo.py                 # about 4 minutes on 2 CPU cores (up to 2x on a slow day)
     python demo.py --steps 100     # shorter fine-tuning
 
 1. ``train.py fit --config configs/demo/finetune.yaml``: the bundled model (models/world,
