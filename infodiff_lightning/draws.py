@@ -64,18 +64,23 @@ def sample_draws(n_images: int, n_draws: int, shape: tuple[int, ...], sampler: A
     return Draws(alpha, weight, eps, sampler.design)
 
 
-def id_generator(seed: int, sample_id: int) -> torch.Generator:
-    """A generator determined by (seed, sample id) alone, never by rank or batch."""
+def id_generator(seed: int, sample_id: int, round: int = 0) -> torch.Generator:
+    """A generator determined by (seed, sample id, round) alone, never by rank or batch.
+
+    ``round`` numbers the successive draw rounds of adaptive precision (adaptive.py);
+    round 0 is the generator every fixed-count measurement uses."""
     mixed = (int(seed) * 0x9E3779B97F4A7C15 + int(sample_id) * 0xBF58476D1CE4E5B9) % (2**63 - 1)
+    if round:
+        mixed = (mixed + int(round) * 0x94D049BB133111EB) % (2**63 - 1)
     return torch.Generator().manual_seed(mixed)
 
 
 def draws_for_ids(ids, n_draws: int, shape: tuple[int, ...], sampler: AlphaSampler, seed: int = 0,
-                  dtype: torch.dtype = torch.float32) -> Draws:
-    """Draws for each sample id, each from its own id-keyed generator."""
+                  dtype: torch.dtype = torch.float32, round: int = 0) -> Draws:
+    """Draws for each sample id, each from its own generator keyed by (seed, id, round)."""
     ids = [int(i) for i in (ids.tolist() if isinstance(ids, Tensor) else ids)]
     if not ids:
         raise ValueError("draws_for_ids: no sample ids given")
-    parts = [sample_draws(1, n_draws, shape, sampler, id_generator(seed, i), dtype) for i in ids]
+    parts = [sample_draws(1, n_draws, shape, sampler, id_generator(seed, i, round), dtype) for i in ids]
     return Draws(torch.cat([p.alpha for p in parts]), torch.cat([p.weight for p in parts]),
                  torch.cat([p.eps for p in parts]), sampler.design)

@@ -73,23 +73,33 @@ def make_draws(denoiser: Denoiser, x: Tensor, n_draws: int, sampler: AlphaSample
 @dataclass(frozen=True)
 class DrawSpec:
     """How to make the draws of a batch: ``n_draws`` per image from ``sampler`` (None: the
-    denoiser's :func:`default_sampler`), keyed by (``seed``, sample id) when the batch has
-    ids, else from one generator seeded with ``seed``."""
+    denoiser's :func:`default_sampler`), keyed by (``seed``, sample id, ``round``) when the
+    batch has ids, else from one generator seeded with ``seed`` (round 0 only). Rounds
+    number the successive draws of adaptive precision (adaptive.py)."""
 
     n_draws: int
     seed: int = 0
     sampler: AlphaSampler | None = None
+    round: int = 0
 
     def __post_init__(self) -> None:
         if int(self.n_draws) < 1:
             raise ValueError(f"n_draws must be >= 1, got {self.n_draws}")
+        if int(self.round) < 0:
+            raise ValueError(f"round must be >= 0, got {self.round}")
+
+    def next_round(self) -> "DrawSpec":
+        """The same spec one round later: new draws for every sample id."""
+        return DrawSpec(self.n_draws, self.seed, self.sampler, self.round + 1)
 
     def make(self, denoiser: Denoiser, x: Tensor, ids: Sequence[int] | None = None) -> Draws:
         sampler = default_sampler(denoiser) if self.sampler is None else self.sampler
         shape = tuple(x.shape[1:])
         if ids is None:
+            if self.round:
+                raise ValueError("draw rounds are keyed by sample id: give the batch's ids")
             return make_draws(denoiser, x, self.n_draws, sampler, self.seed)
-        return draws_for_ids(list(ids), self.n_draws, shape, sampler, self.seed, _draw_dtype(x))
+        return draws_for_ids(list(ids), self.n_draws, shape, sampler, self.seed, _draw_dtype(x), self.round)
 
 
 def same_column(a: Column, b: Column) -> bool:

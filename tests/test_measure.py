@@ -98,3 +98,24 @@ def test_pointwise_mi_is_the_null_to_condition_contrast(system):
     direct = measure(system, {"null": system.null_conditions(5), "y": y}, {"mi": ("null", "y")}, x=x, draws=draws)
     assert torch.equal(public.value, direct.estimate("mi").value)
     assert torch.equal(public.stderr, direct.estimate("mi").stderr)
+
+
+def test_draw_round_zero_is_the_fixed_count_draws_and_later_rounds_are_new_draws_keyed_by_id(system):
+    # Adaptive precision adds draws in rounds; round 0 must be exactly the draws every
+    # fixed-count measurement uses (so an adaptive run's first round reproduces it), and
+    # round r of an image must not depend on which images share its batch.
+    den = Counting(system)
+    x, _ = system.sample(3, torch.Generator().manual_seed(0))
+    fixed = DrawSpec(4, seed=7).make(den, x, ids=[5, 6, 7])
+    zero = DrawSpec(4, seed=7, round=0).make(den, x, ids=[5, 6, 7])
+    one = DrawSpec(4, seed=7).next_round().make(den, x, ids=[5, 6, 7])
+    alone = DrawSpec(4, seed=7, round=1).make(den, x[1:2], ids=[6])
+    assert torch.equal(fixed.alpha, zero.alpha) and torch.equal(fixed.eps, zero.eps)
+    assert not torch.equal(fixed.alpha, one.alpha)
+    assert torch.equal(one.alpha[1:2], alone.alpha) and torch.equal(one.eps[1:2], alone.eps)
+
+
+def test_draw_rounds_need_sample_ids(system):
+    x, _ = system.sample(1, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="keyed by sample id"):
+        DrawSpec(4, round=1).make(Counting(system), x)
