@@ -21,9 +21,12 @@ WORDS = ["a", "on", "the", "red", "green", "blue", "yellow", "square", "circle",
 
 
 def small_config(tmp: Path, name: str, **monitor) -> Path:
-    """Override of configs/train/tiny_shapes.yaml: tiny data, a cheap monitor every step."""
+    """Override of configs/train/tiny_shapes.yaml: tiny data, a cheap monitor every step.
+
+    The fixed cadence (max_time_share null): these tests read a point at every step, and a
+    measurement costs more than a tiny training step, so a share limit would skip some."""
     mon = {"words": ["red", "bottom"], "pairs": [["green", "square"]], "probe_size": 4, "every_n_steps": 1, "n_draws": 4, "mmse_points": 3,
-           "mmse_eps": 1, "microbatch": 64, **monitor}
+           "mmse_eps": 1, "microbatch": 64, "max_time_share": None, **monitor}
     cfg = {
         "trainer": {"max_steps": 2, "val_check_interval": None, "limit_val_batches": 0, "log_every_n_steps": 1,
                     "enable_progress_bar": False, "default_root_dir": str(tmp), "accelerator": "cpu",
@@ -98,8 +101,11 @@ def test_fixed_draws_give_identical_points_when_the_model_does_not_change(two_st
 
 
 def test_two_process_ddp_logs_the_single_process_values(two_step_run, tmp_path):
+    # With a share limit, so step 1's skip decision is rank 0's broadcast (a rank that
+    # decided alone could skip a collective the other makes and hang); step 2, the last,
+    # is measured either way and compared.
     ddp = fit(tmp_path, "ddp", "--model.init_args.learning_rate", "0.0", "--trainer.devices", "2",
-              "--trainer.strategy", "ddp") / "version_0"
+              "--trainer.strategy", "ddp", max_time_share=0.05) / "version_0"
     for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "info/cmi/bottom/value",
                 "info/pid/green+square/redundancy/value", "info/pid/green+square/synergy/value"):
         one, two = scalars(two_step_run, tag), scalars(ddp, tag)
@@ -251,6 +257,7 @@ def test_ema_weights_differ_from_trained_weights_and_are_restored(tmp_path):
 @pytest.mark.parametrize("monitor, message", [
     (dict(words=["purple"]), "the word 'purple' occurs in none"),
     (dict(words=["red"], every_n_steps=0), "every_n_steps must be >= 1"),
+    (dict(words=["red"], max_time_share=0.0), "max_time_share must be in \\(0, 1\\]"),
 ])
 def test_bad_monitor_configuration_fails_before_training(monitor, message, tmp_path):
     module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))
@@ -343,3 +350,174 @@ def test_a_second_training_stage_is_drawn_after_the_first_on_one_step_axis():
     resumed = {"train/loss": [(5, 0.1)]}  # --ckpt_path keeps counting steps
     assert chain_stages([first, restarted, resumed])["train/loss"] == [(1, 0.5), (2, 0.4), (3, 0.3), (4, 0.2),
                                                                        (5, 0.1)]
+
+
+# ---- cadence by wall-time share, on a fake clock --------------------------------------------
+# A stand-in measurement and training steps that take fixed times on a fake clock: the
+# decisions are the monitor's own code, deterministic, and read from exact numbers.
+
+class _FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _StepRecorder:
+    """A logger stand-in that keeps each step's logged scalars."""
+
+    def __init__(self):
+        self.by_step = {}
+
+    def log_metrics(self, scalars, step):
+        self.by_step[step] = dict(scalars)
+
+
+class _BroadcastFrom:
+    """A strategy stand-in: broadcast returns ``rank0_answers`` in turn when given (another
+    rank's view of rank zero's decision), else the caller's own value (one process); it
+    counts the calls, the collectives every rank must make."""
+
+    def __init__(self, rank0_answers=None):
+        self.answers, self.calls = rank0_answers, 0
+
+    def broadcast(self, obj, src=0):
+        self.calls += 1
+        return obj if self.answers is None else self.answers.pop(0)
+
+
+class _Trainer:
+    """The trainer attributes the monitor's cadence reads."""
+
+    global_rank, world_size, is_global_zero = 0, 1, True
+
+    def __init__(self, max_steps, strategy=None):
+        self.global_step, self.max_steps = 0, max_steps
+        self.strategy = strategy or _BroadcastFrom()
+        self.loggers = [_StepRecorder()]
+
+
+class _TimedMonitor(InformationMonitor):
+    """The monitor with a fake clock and a measurement that takes ``measure_seconds`` on it."""
+
+    def __init__(self, measure_seconds: float, **options):
+        super().__init__(words=["red"], **options)
+        self.clock, self.measure_seconds = _FakeClock(), measure_seconds
+
+    def _check_probe_is_measurable(self, pl_module):
+        pass  # no model here; its time would be 0 on the fake clock anyway
+
+    def _measure_probe(self, trainer, pl_module):
+        self.clock.now += self.measure_seconds
+        return {}, None, {}, None, False
+
+
+def timed_fit(monitor, steps, step_seconds=1.0, trainer=None, stop_by_max_steps=True):
+    """Run the monitor's hooks over ``steps`` training steps of ``step_seconds`` each
+    (Lightning's order: fit start, then after each optimizer step, then train end);
+    returns the trainer. ``stop_by_max_steps=False``: the run ends at ``steps`` by another
+    limit (max_epochs, early stopping), so max_steps does not say which step is last."""
+    trainer = trainer or _Trainer(max_steps=steps if stop_by_max_steps else -1)
+    monitor.on_fit_start(trainer, None)
+    for step in range(1, steps + 1):
+        monitor.clock.now += step_seconds
+        trainer.global_step = step
+        monitor.on_train_batch_end(trainer, None, None, None, step - 1)
+    monitor.on_train_end(trainer, None)
+    return trainer
+
+
+def test_a_scheduled_measurement_is_skipped_when_it_would_lift_the_share_above_the_limit():
+    # 1 s per measurement, 1 s per step, due every 10 steps, limit 5%. After step 0
+    # (1 s of 1 s) a measurement at step s is taken when (M + 1) / (wall + 1) <= 0.05:
+    # step 10: 2/12, 20: 2/22, 30: 2/32 all above; step 40: 2/42 = 0.048 taken; then
+    # 50: 3/53 above, 60: 3/63 taken; 70: 4/74 above, 80: 4/84 taken; 90: 5/95 above;
+    # 100 is the final one, 5 s of 105 s.
+    monitor = _TimedMonitor(1.0, every_n_steps=10, at_fit_start=True, max_time_share=0.05)
+    trainer = timed_fit(monitor, 100)
+    assert monitor.history == [0, 40, 60, 80, 100]
+    assert monitor.skipped == [10, 20, 30, 50, 70, 90]
+    assert trainer.loggers[0].by_step[100]["info/monitor/time_share"] == pytest.approx(5 / 105)
+
+
+def test_first_and_final_measurements_are_taken_even_when_they_exceed_the_share():
+    # A 10 s measurement against 1 s steps: every measurement in between would take the
+    # monitor far above 5% (20/30 at step 10), yet the run's change from step 0 to its end
+    # is measured, and the logged share says what it cost: 20 s of 120 s.
+    monitor = _TimedMonitor(10.0, every_n_steps=10, at_fit_start=True, max_time_share=0.05)
+    trainer = timed_fit(monitor, 100)
+    assert monitor.history == [0, 100]
+    assert trainer.loggers[0].by_step[100]["info/monitor/time_share"] == pytest.approx(20 / 120)
+
+
+def test_without_at_fit_start_the_first_scheduled_measurement_is_the_one_always_taken():
+    # No step 0: the first due measurement (step 10) has no cost to predict from and is the
+    # run's "before"; at 10 s each, step 20 onwards would exceed 5% until the final one.
+    monitor = _TimedMonitor(10.0, every_n_steps=10, max_time_share=0.05)
+    timed_fit(monitor, 100)
+    assert monitor.history == [10, 100]
+
+
+@pytest.mark.parametrize("stop_by_max_steps", [True, False], ids=["max_steps", "other_limit"])
+def test_a_final_measurement_is_taken_at_a_last_step_off_the_cadence(stop_by_max_steps):
+    # 95 steps, due every 10: step 95 is not on the cadence. By max_steps it is measured at
+    # the step (before the last checkpoint is written); a run stopped otherwise is measured
+    # at train end. Either way once.
+    monitor = _TimedMonitor(10.0, every_n_steps=10, at_fit_start=True, max_time_share=0.05)
+    timed_fit(monitor, 95, stop_by_max_steps=stop_by_max_steps)
+    assert monitor.history == [0, 95]
+
+
+def test_max_time_share_null_keeps_the_fixed_cadence():
+    # The 10 s measurement that the 5% limit skips at every step in between is taken at
+    # every 10th step, and 95 steps end at 90 with no added final measurement: today's cadence.
+    monitor = _TimedMonitor(10.0, every_n_steps=10, at_fit_start=True, max_time_share=None)
+    timed_fit(monitor, 95)
+    assert monitor.history == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert monitor.skipped == []
+
+
+def test_under_ddp_every_rank_takes_rank_zeros_skip_decision():
+    # Rank 1's own clock says its measurements are cheap (0.001 s: it would measure at every
+    # due step), but rank 0, whose answer is broadcast, skips steps 10 and 30 and takes 20.
+    # Rank 1 must follow, and ask at every due step that is not first or final (3 of them),
+    # so both ranks make the same collectives.
+    strategy = _BroadcastFrom(rank0_answers=[False, True, False])
+    trainer = _Trainer(max_steps=40, strategy=strategy)
+    trainer.global_rank, trainer.is_global_zero = 1, False
+    monitor = _TimedMonitor(0.001, every_n_steps=10, at_fit_start=True, max_time_share=0.05)
+    timed_fit(monitor, 40, trainer=trainer)
+    assert monitor.history == [0, 20, 40]
+    assert strategy.calls == 3
+
+
+def test_a_resumed_run_keeps_counting_the_share_over_the_whole_run():
+    # 50 steps (10 s measured at steps 0 and 50 against 50 s of training: 20 of 70 s), then
+    # a resume that trains 50 more and measures at 100: the share is 30 s of 130 s, not the
+    # 10 s of 60 s of the second session alone, nor 30 s of 60 s.
+    first = _TimedMonitor(10.0, every_n_steps=50, at_fit_start=True, max_time_share=0.05)
+    timed_fit(first, 50)
+    second = _TimedMonitor(10.0, every_n_steps=50, at_fit_start=True, max_time_share=0.05)
+    second.load_state_dict(first.state_dict())
+    trainer = _Trainer(max_steps=100)
+    trainer.global_step = 50
+    second.on_fit_start(trainer, None)  # step 50 is in the history: not measured again
+    for step in range(51, 101):
+        second.clock.now += 1.0
+        trainer.global_step = step
+        second.on_train_batch_end(trainer, None, None, None, step - 1)
+    assert second.history == [0, 50, 100]
+    assert trainer.loggers[0].by_step[100]["info/monitor/time_share"] == pytest.approx(30 / 130)
+
+
+def test_a_real_fit_off_the_cadence_ends_with_a_final_measurement(tmp_path):
+    # 2 steps, due every 100: at the default share the run is still measured at step 0 and
+    # at its last step, so its change is known whatever the cadence (the cheapest monitor:
+    # the measurements' values do not matter here, only when they are taken).
+    module = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS))
+    monitor = InformationMonitor(words=["a"], probe_size=1, every_n_steps=100, at_fit_start=True, n_draws=2,
+                                 mmse_points=0, maps=False, microbatch=64)
+    quick_fit(module, tmp_path, steps=2, callbacks=[monitor])
+    assert monitor.max_time_share == 0.05  # the default
+    assert monitor.history == [0, 2]

@@ -18,6 +18,15 @@ Each measurement is also appended to ``monitor.jsonl`` in the run folder (step, 
 the summary {tag: {mean, stderr, images}}): the curves as data. ``at_fit_start`` adds a
 measurement at step 0, the "before" of a fine-tuning run.
 
+Cost: ``max_time_share`` (default 0.05) bounds the monitor's share of the run's wall time.
+The monitor times its own work (measurements and the start-up check of the probe) and the
+wall time since fit start; a scheduled measurement is skipped when taking it, at the cost
+of the previous measurement, would lift the cumulative share above ``max_time_share``.
+The run's first measurement and a final one at the last step are always taken, so the
+change over the run is always measured; on a short run these two alone can exceed the
+share, and ``info/monitor/time_share`` then says so. ``max_time_share=None`` is the fixed
+cadence: every scheduled measurement, no added final one.
+
 The measurement is the one every job shares (infodiff_lightning.measurement): a
 :class:`MeasurementSpec`, :func:`measure_captions` and :class:`CaptionMetrics`. The
 module must be a :class:`MeasurableModule` and the datamodule a :class:`ProbeData`.
@@ -29,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lightning as L
 import torch
@@ -63,6 +72,14 @@ class InformationMonitor(Callback):
         every_n_steps: cadence in optimizer steps (None: off); must be >= 1.
         at_validation_end: also measure after each validation loop.
         at_fit_start: also measure before the first step (step 0: the "before" of a fine-tuning run).
+        max_time_share: most share of wall time the monitor may take (default 0.05, in (0, 1]):
+            a measurement due by ``every_n_steps`` or ``at_validation_end`` is skipped when,
+            at the previous measurement's cost, it would lift the monitor's cumulative share
+            of wall time since fit start above this. The first measurement and a final one
+            at the end of training are always taken (on a very short run these two alone can
+            exceed the share; ``info/monitor/time_share`` reports it as it is). Under DDP
+            rank zero's timings decide for every rank. None: the fixed cadence (every
+            scheduled measurement, no added final one).
         n_draws: (alpha, eps) draws per probe image, fixed for the whole run.
         condition: how a word is removed: "delete", "placeholder" or "mask".
         maps: log CMI heat-map overlays; mmse_points: alpha grid size for the MMSE figure (0: off).
@@ -72,7 +89,7 @@ class InformationMonitor(Callback):
 
     def __init__(self, words: Sequence[str] = (), pairs: Sequence[Sequence[str]] = (), probe_size: int = 8,
                  every_n_steps: int | None = 50, at_validation_end: bool = False, at_fit_start: bool = False,
-                 n_draws: int = 32,
+                 max_time_share: float | None = 0.05, n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
                  use_ema: bool = True, seed: int = 0, microbatch: int | None = None):
         if every_n_steps is not None and every_n_steps < 1:
@@ -81,16 +98,24 @@ class InformationMonitor(Callback):
             raise ValueError("InformationMonitor: no cadence: set every_n_steps and/or at_validation_end")
         if probe_size < 1:
             raise ValueError(f"InformationMonitor: probe_size must be >= 1, got {probe_size}")
+        if max_time_share is not None and not 0 < max_time_share <= 1:
+            raise ValueError(f"InformationMonitor: max_time_share must be in (0, 1] (or null for the fixed cadence), "
+                             f"got {max_time_share}")
         try:
             self.spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
                                         microbatch)
         except ValueError as e:
             raise ValueError(f"InformationMonitor: {e}") from None
         self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
-        self.at_fit_start = at_fit_start
+        self.at_fit_start, self.max_time_share = at_fit_start, max_time_share
         self.mmse_points, self.mmse_eps, self.use_ema = mmse_points, mmse_eps, use_ema
-        self.history: list[int] = []  # steps measured (saved with the checkpoint)
-        self.monitor_seconds = 0.0
+        # Saved with the checkpoint, so a resumed run neither repeats a point nor restarts
+        # its time accounting (the share is over the whole run, across resumes).
+        self.history: list[int] = []  # steps measured
+        self.skipped: list[int] = []  # steps due but skipped to keep within max_time_share
+        self.monitor_seconds = 0.0  # the monitor's own time: measurements and the start-up check
+        self.last_seconds: float | None = None  # the last measurement's time: the next one's predicted cost
+        self._wall_before = 0.0  # wall seconds of earlier sessions of this run (from the checkpoint)
         self._fit_start = None
         self._probe: list[dict] | None = None
         self._records: Path | None = None  # set in setup (the run folder is known then)
@@ -114,10 +139,31 @@ class InformationMonitor(Callback):
         self._probe = probe
         self._records = run_dir(trainer) / MONITOR_RECORDS  # a broadcast under DDP: every rank asks
 
+    #: The monitor's clock (seconds); a test replaces it on an instance with a fake one.
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
+
+    def wall_seconds(self) -> float:
+        """Wall time of this run so far: since fit start, plus earlier sessions when resumed."""
+        if self._fit_start is None:
+            return self._wall_before
+        return self._wall_before + self.clock() - self._fit_start
+
+    def time_share(self) -> float:
+        """The monitor's cumulative share of the run's wall time so far (0 before any time passed)."""
+        wall = self.wall_seconds()
+        return self.monitor_seconds / wall if wall > 0 else 0.0
+
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._fit_start = time.perf_counter()
-        # A two-draw measurement of one probe image on the device: a probe the model cannot
-        # take (wrong size, channels, range) fails here, not after the first training steps.
+        self._fit_start = self.clock()
+        self._check_probe_is_measurable(pl_module)
+        self.monitor_seconds += self.clock() - self._fit_start
+        if self.at_fit_start and trainer.global_step not in self.history:
+            self.measure(trainer, pl_module)
+
+    def _check_probe_is_measurable(self, pl_module) -> None:
+        """A two-draw measurement of the first probe image with the model; raises ValueError if it fails."""
+        # On the device, before training: a probe the model cannot take (wrong size,
+        # channels, range) fails here, not after the first training steps.
         first = self._probe[0]
         dry = dataclasses.replace(self.spec, n_draws=2, maps=False)
         was_training = pl_module.training
@@ -130,24 +176,73 @@ class InformationMonitor(Callback):
                              f"cannot be measured with this model: {type(e).__name__}: {e}") from e
         finally:
             pl_module.train(was_training)
-        if self.at_fit_start and trainer.global_step not in self.history:
-            self.measure(trainer, pl_module)
 
     # ---- cadence ----------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # counts optimizer steps, so gradient accumulation is handled
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step not in self.history:
+        if step == 0 or step in self.history or step in self.skipped:
+            return  # the later micro-batches of an accumulated step were decided at its first
+        if self._is_final_step(trainer):
+            # Here rather than in on_train_end, so the last checkpoint (saved after this hook)
+            # holds the final measurement in its history.
+            self.measure(trainer, pl_module)
+        elif self.every_n_steps and step % self.every_n_steps == 0 and self._within_share(trainer):
             self.measure(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.at_validation_end and not trainer.sanity_checking and trainer.state.fn == "fit":
-            self.measure(trainer, pl_module, record=trainer.global_step not in self.history)
+            if self._within_share(trainer):
+                self.measure(trainer, pl_module, record=trainer.global_step not in self.history)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # A run that ended before max_steps (max_epochs, early stopping, max_time) still gets
+        # its final measurement; every rank reaches this hook with the same history.
+        if self.max_time_share is not None and trainer.global_step not in self.history:
+            self.measure(trainer, pl_module)
+
+    def _is_final_step(self, trainer) -> bool:
+        """Whether this step is the run's last by max_steps, and a final measurement is due
+        (only with ``max_time_share``: the fixed cadence adds none)."""
+        return self.max_time_share is not None and 0 < trainer.max_steps <= trainer.global_step
+
+    def _within_share(self, trainer) -> bool:
+        """Whether a measurement due now is taken: always without ``max_time_share`` and for
+        the run's first measurement; else when, at the last measurement's cost, the monitor's
+        cumulative share of wall time after it stays within ``max_time_share``.
+
+        Every rank calls this at the same steps (the cadence is deterministic) and takes rank
+        zero's answer: one broadcast, so the ranks never disagree on a collective."""
+        if self.max_time_share is None:
+            return True
+        if self.last_seconds is None:
+            take = True  # the first measurement: nothing to predict its cost from, and the run's "before"
+        else:
+            cost = self.last_seconds
+            take = self.monitor_seconds + cost <= self.max_time_share * (self.wall_seconds() + cost)
+        take = bool(trainer.strategy.broadcast(take, src=0))
+        if not take:
+            self.skipped.append(trainer.global_step)
+        return take
 
     # ---- measurement -------------------------------------------------------------
     @torch.no_grad()
     def measure(self, trainer, pl_module, record: bool = True) -> dict:
-        """Measure the probe now; returns the summary {tag: {"mean", "stderr", "images"}}."""
-        t0 = time.perf_counter()
+        """Measure the probe now; returns the summary {tag: {"mean", "stderr", "images"}}.
+
+        Its time is added to the monitor's (and is the predicted cost of the next one)
+        before logging, so the logged share includes it."""
+        t0 = self.clock()
+        summary, mmse, local_maps, alphas, on_ema = self._measure_probe(trainer, pl_module)
+        self.last_seconds = self.clock() - t0
+        self.monitor_seconds += self.last_seconds
+        self._log(trainer, summary, mmse, local_maps, alphas, on_ema)
+        if record:
+            self.history.append(trainer.global_step)
+        return summary
+
+    def _measure_probe(self, trainer, pl_module) -> tuple:
+        """This rank's share of the probe, measured and reduced over ranks (in eval mode):
+        (summary, MMSE curves or None, this rank's maps {word: (image, map, title)}, MMSE alphas, on_ema)."""
         rank, world = trainer.global_rank, trainer.world_size
         local = self._probe[rank::world]
         was_training = pl_module.training
@@ -165,13 +260,9 @@ class InformationMonitor(Callback):
                     local_maps = self._measure_local(denoiser, local, metrics, curve, alphas)
                 summary = metrics.compute()  # collectives: every rank, same order
                 mmse = curve.compute() if curve is not None else None
-            self.monitor_seconds += time.perf_counter() - t0  # before logging, so the share includes this one
-            self._log(trainer, summary, mmse, local_maps, alphas, bool(on_ema))
         finally:
             pl_module.train(was_training)
-        if record:
-            self.history.append(trainer.global_step)
-        return summary
+        return summary, mmse, local_maps, alphas, bool(on_ema)
 
     def _measure_local(self, denoiser, items, metrics, curve, alphas) -> dict:
         ids, captions = [it["id"] for it in items], [it["caption"] for it in items]
@@ -206,8 +297,7 @@ class InformationMonitor(Callback):
             return
         step = trainer.global_step
         values = scalars(summary)  # stderrs as computed: one image has its own Monte-Carlo error
-        elapsed = time.perf_counter() - (self._fit_start or time.perf_counter())
-        values["info/monitor/time_share"] = self.monitor_seconds / elapsed if elapsed > 0 else 0.0
+        values["info/monitor/time_share"] = self.time_share()
         values["info/monitor/ema"] = 1.0 if on_ema else 0.0
         log_scalars(trainer, values, step)
         if self._records is not None:
@@ -226,8 +316,17 @@ class InformationMonitor(Callback):
 
     # ---- checkpointing -------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"history": list(self.history), "monitor_seconds": self.monitor_seconds}
+        return {"history": list(self.history), "skipped": list(self.skipped), "monitor_seconds": self.monitor_seconds,
+                "wall_seconds": self.wall_seconds(), "last_seconds": self.last_seconds}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
-        self.monitor_seconds = float(state_dict.get("monitor_seconds", 0.0))
+        self.skipped = list(state_dict.get("skipped", []))
+        self.last_seconds = state_dict.get("last_seconds")
+        if "wall_seconds" in state_dict:
+            self.monitor_seconds = float(state_dict["monitor_seconds"])
+            self._wall_before = float(state_dict["wall_seconds"])
+        else:
+            # A checkpoint from before the wall time was saved: its monitor seconds have no
+            # wall time to be a share of, so the accounting starts afresh with this session.
+            self.monitor_seconds, self._wall_before = 0.0, 0.0
