@@ -217,12 +217,17 @@ def imin_redundancy(candidate_terms1: Tensor, prior1: Tensor, candidate_terms2: 
     k1 = candidate_terms1.shape[-1]
     both = torch.cat([candidate_terms1, candidate_terms2], -1)
 
-    def specifics(t: Tensor) -> Tensor:
-        return torch.stack([specific_information(t[..., :k1], prior1)[0],
-                            specific_information(t[..., k1:], prior2)[0]], -1)
+    def specifics(t: Tensor, p1: Tensor, p2: Tensor) -> Tensor:
+        return torch.stack([specific_information(t[..., :k1], p1)[0],
+                            specific_information(t[..., k1:], p2)[0]], -1)
 
-    plug = specifics(both)  # (N, 2)
-    boot = wild_bootstrap(both, design, specifics, n_boot, generator)  # (B, N, 2)
+    n = both.shape[0]
+    # The plug-in checks the priors; per image they are then (N, K), so that the
+    # bootstrap can hand each chunk of images the rows of its own priors.
+    plug = specifics(both, prior1, prior2)  # (N, 2)
+    priors = [torch.as_tensor(p, dtype=both.dtype, device=both.device) for p in (prior1, prior2)]
+    priors = [p.expand(n, -1) if p.ndim == 1 else p for p in priors]
+    boot = wild_bootstrap(both, design, specifics, n_boot, generator, per_image=priors)  # (B, N, 2)
     bias = boot.mean(0) - plug
     corrected = plug - bias
     boot_r = (boot - bias).amin(-1)  # replicates of the corrected minimum

@@ -54,13 +54,13 @@ equals the formulas above exactly in expectation.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = ["DRAW_SCHEMES", "check_design", "mean_variance", "calibrated_stderr", "mean_stderr", "degrees_of_freedom",
-           "fold_index", "wild_bootstrap", "bootstrap_t_stderr", "skew_factor", "estimate_stderr", "N_BOOTSTRAP"]
+           "fold_index", "wild_bootstrap", "bootstrap_chunk", "bootstrap_t_stderr", "skew_factor", "estimate_stderr", "N_BOOTSTRAP"]
 
 DRAW_SCHEMES = ("iid", "paired", "grid")
 
@@ -175,27 +175,52 @@ def _multipliers(shape: tuple[int, ...], generator: torch.Generator, dtype) -> T
     return 2 * signs - 1
 
 
-def wild_bootstrap(terms: Tensor, design: str, statistic: Callable[[Tensor], Tensor], n_boot: int = N_BOOTSTRAP,
-                   generator: torch.Generator | int | None = 0) -> Tensor:
+#: Elements (replicates x images x draws x quantities) of the resampled terms that
+#: :func:`wild_bootstrap` builds at once: 128 MiB in float64. The statistic's own
+#: temporaries are a few times this (about 5x for the MMI PID statistic), so the peak of
+#: a bootstrap is bounded by the chunk, not by the batch.
+BOOTSTRAP_CHUNK_ELEMENTS = 2**24
+
+
+def bootstrap_chunk(n_boot: int, n_draws: int, n_quantities: int) -> int:
+    """Images per chunk of :func:`wild_bootstrap`: as many as keep the resampled terms
+    (n_boot x images x n_draws x n_quantities) within ``BOOTSTRAP_CHUNK_ELEMENTS``, and
+    at least one."""
+    return max(1, BOOTSTRAP_CHUNK_ELEMENTS // max(1, n_boot * n_draws * n_quantities))
+
+
+def wild_bootstrap(terms: Tensor, design: str, statistic: Callable[..., Tensor], n_boot: int = N_BOOTSTRAP,
+                   generator: torch.Generator | int | None = 0, per_image: Sequence[Tensor] = (),
+                   chunk: int | None = None) -> Tensor:
     """Replicates of ``statistic`` under a wild bootstrap of the draws.
 
     ``terms``: (N, S, K) per-draw terms of K quantities sharing their draws.
-    ``statistic``: maps terms of shape (..., N, S, K) to (..., N, M) (it must broadcast
-    over leading axes). Returns (n_boot, N, M).
+    ``statistic``: maps terms of shape (..., n, S, K), followed by the rows of each
+    ``per_image`` tensor (leading axis N) for the same n images, to (..., n, M) (it must
+    broadcast over leading axes). Returns (n_boot, N, M).
 
     iid: t*_s = c + sqrt(S/(S-1)) xi_s (t_s - c), c the mean over draws;
     paired: t*_2h+r = m_h + sqrt(2) xi_2h+r (t_2h+r - m_h), m_h the stratum mean;
     xi = +-1 independent per draw, shared by the K quantities of the draw. For a linear
     statistic the bootstrap variance equals :func:`mean_variance` in expectation.
+
+    The images are resampled ``chunk`` at a time (default :func:`bootstrap_chunk`), so
+    that at most chunk x n_boot x S x K resampled terms exist at once. The signs are the
+    same for every image, so an image's replicates depend on its own terms only: the
+    result does not depend on the chunk size, nor on the batch or device the image is in.
     """
     if terms.ndim != 3:
         raise ValueError(f"wild_bootstrap: terms must be (N, S, K), got {tuple(terms.shape)}")
-    n, s, _ = terms.shape
+    n, s, k = terms.shape
     check_design(design, s)
     if design == "grid":
         raise ValueError("wild_bootstrap: grid draws are deterministic in alpha; there is nothing to resample")
     if s < 2:
         raise ValueError("wild_bootstrap: need at least 2 draws per image")
+    for extra in per_image:
+        if extra.shape[0] != n:
+            raise ValueError(f"wild_bootstrap: per_image tensors must have one row per image ({n}), "
+                             f"got shape {tuple(extra.shape)}")
     if isinstance(generator, int) or generator is None:
         generator = torch.Generator().manual_seed(0 if generator is None else generator)
     if design == "iid":
@@ -204,7 +229,14 @@ def wild_bootstrap(terms: Tensor, design: str, statistic: Callable[[Tensor], Ten
     else:
         centre = 0.5 * (terms[:, 0::2] + terms[:, 1::2]).repeat_interleave(2, dim=1)
         scale = math.sqrt(2.0)
-    # The same signs for every image, so that an image's replicates depend on its own
-    # terms only (not on the batch or device it is in).
-    xi = _multipliers((n_boot, 1, s, 1), generator, terms.dtype)
-    return statistic(centre + scale * xi * (terms - centre))
+    deviation = terms - centre
+    # Drawn once for all chunks: the same signs for every image.
+    signs = scale * _multipliers((n_boot, 1, s, 1), generator, terms.dtype).to(terms.device)
+    chunk = bootstrap_chunk(n_boot, s, k) if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"wild_bootstrap: chunk must be >= 1 image, got {chunk}")
+    out = []
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        out.append(statistic(centre[rows] + signs * deviation[rows], *(extra[rows] for extra in per_image)))
+    return torch.cat(out, 1)

@@ -32,6 +32,7 @@ from infodiff_lightning.integrate import TruncatedLogistic
 from infodiff_lightning.metrics import PartialInformation
 from infodiff_lightning.evaluate import denoiser_errors
 from infodiff_lightning.runs.viz import clip_for_display
+from infodiff_lightning import uncertainty
 from infodiff_lightning.pid import (PID_TERMS, imin_redundancy, conditional_pid, pid, pid_from_terms,
                                     specific_information)
 
@@ -301,6 +302,28 @@ def test_pid_is_one_pass_of_four_conditions_that_agrees_with_the_mi_estimator(ge
     for mine, theirs in zip((est.i1, est.i2, est.i12), ref):
         assert torch.allclose(mine.value, theirs.value, atol=1e-12)
         assert torch.allclose(mine.stderr, theirs.stderr, atol=1e-12)
+
+
+
+@pytest.mark.parametrize("redundancy", ["mmi", "imin"])
+def test_pid_errors_do_not_depend_on_how_many_images_are_bootstrapped_at_once(redundancy, gen, monkeypatch):
+    # The bootstrap resamples a few images at a time (bounded memory); the bootstrap signs
+    # are shared by all images, so a chunk of one image gives the whole-batch result bit
+    # for bit. I_min gets a different prior per image, which each chunk must take along.
+    system = copy_system()
+    x, y = system.sample(12, gen)
+    prior = torch.rand(12, 2, generator=gen, dtype=torch.float64) + 0.1
+    prior = prior / prior.sum(1, keepdim=True)
+    kw = dict(imin_kwargs(y), prior1=prior, prior2=prior.flip(1)) if redundancy == "imin" else {"redundancy": "mmi"}
+    draws = make_draws(system, x, 8, None, gen)
+    estimates = {}
+    for name, budget in (("whole batch", 2**40), ("one image", 1)):
+        monkeypatch.setattr(uncertainty, "BOOTSTRAP_CHUNK_ELEMENTS", budget)
+        est = pid(system, x, *pid_columns(y), draws=draws, **kw)
+        estimates[name] = torch.stack([est.redundancy.value, est.redundancy.stderr, est.unique1.stderr,
+                                       est.synergy.stderr], 1)
+    assert torch.isfinite(estimates["whole batch"][:, 1]).all()
+    assert torch.equal(estimates["one image"].nan_to_num(-1.0), estimates["whole batch"].nan_to_num(-1.0))
 
 
 def test_condition_columns_observe_the_right_label_coordinates():

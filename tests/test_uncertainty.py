@@ -10,6 +10,8 @@ import torch
 from infodiff_lightning import Grid, TruncatedLogistic, pointwise_mi
 from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
+from infodiff_lightning import uncertainty
+from infodiff_lightning.pid import mmi_pid_statistic
 from infodiff_lightning.uncertainty import (calibrated_stderr, degrees_of_freedom, mean_stderr, mean_variance,
                                             wild_bootstrap)
 
@@ -69,6 +71,59 @@ def test_wild_bootstrap_variance_of_a_mean_equals_the_formula_in_expectation():
         boot = wild_bootstrap(terms, design, lambda t: t.mean(-2), n_boot=4000, generator=3)
         ratio = boot.var(0)[:, 0] / mean_variance(terms[..., 0], design)
         assert float(ratio.mean()) == pytest.approx(1.0, abs=0.02)
+
+
+
+def skewed_terms(n_images: int, n_draws: int, seed: int = 4) -> torch.Tensor:
+    """(N, S, 3) positive, skewed per-draw terms, as of [i1, i2, i12]."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_images, n_draws, 3, generator=g, dtype=torch.float64).exp()
+
+
+@pytest.mark.parametrize("design", ["iid", "paired"])
+def test_wild_bootstrap_in_chunks_of_images_equals_the_whole_batch_bit_for_bit(design):
+    # The signs are drawn once and shared by every image, so resampling the images a few
+    # at a time changes nothing, for a nonlinear statistic (the cross-fitted MMI PID) too.
+    terms = skewed_terms(11, 8)
+    whole = wild_bootstrap(terms, design, mmi_pid_statistic, n_boot=50, chunk=11)
+    for chunk in (1, 3, 4):
+        assert torch.equal(wild_bootstrap(terms, design, mmi_pid_statistic, n_boot=50, chunk=chunk), whole)
+
+
+def test_wild_bootstrap_replicates_of_an_image_do_not_depend_on_its_batch():
+    terms = skewed_terms(9, 8)
+    whole = wild_bootstrap(terms, "iid", mmi_pid_statistic, n_boot=50)
+    alone = wild_bootstrap(terms[4:5], "iid", mmi_pid_statistic, n_boot=50)
+    assert torch.equal(alone, whole[:, 4:5])
+
+
+def test_wild_bootstrap_gives_each_chunk_the_rows_of_its_per_image_tensors():
+    # A per-image argument (e.g. a prior per image) is sliced with the images: image k's
+    # replicates see row k, whatever the chunk.
+    terms = skewed_terms(7, 6)
+    offset = torch.arange(7, dtype=torch.float64)[:, None] * 100
+
+    def shifted_mean(t, off):
+        return t.mean(-2) + off
+
+    boot = wild_bootstrap(terms, "iid", shifted_mean, n_boot=20, per_image=[offset], chunk=2)
+    assert torch.equal(boot, wild_bootstrap(terms, "iid", lambda t: t.mean(-2), n_boot=20) + offset)
+
+
+def test_wild_bootstrap_resamples_at_most_the_chunk_element_budget_at_once(monkeypatch):
+    # Peak memory is bounded by chunk x n_boot x S x K resampled terms, not by the batch:
+    # with a budget of 3 images' worth, the statistic never sees more than 3 images.
+    n_boot, s, k = 40, 8, 3
+    monkeypatch.setattr(uncertainty, "BOOTSTRAP_CHUNK_ELEMENTS", 3 * n_boot * s * k + 1)
+    seen = []
+
+    def recording_mean(t):
+        seen.append(t.shape[1])
+        return t.mean(-2)
+
+    boot = wild_bootstrap(skewed_terms(10, s), "iid", recording_mean, n_boot=n_boot)
+    assert boot.shape == (n_boot, 10, k)
+    assert seen == [3, 3, 3, 1]
 
 
 def calibration_cell(system, n_draws, stratified, seed):
