@@ -141,3 +141,22 @@ def test_a_resumed_localization_reports_what_an_uninterrupted_one_does(exported)
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["samples"]["resumed"] == 16 and resumed["samples"]["measured"] == whole["samples"]["total"] - 16
     assert {k: v for k, v in resumed.items() if k != "samples"} == {k: v for k, v in whole.items() if k != "samples"}
+
+
+def test_collected_word_maps_own_their_pixels_and_keep_no_batch_alive():
+    # collect_word_maps holds one map and mask per (item, word) for the whole collection: each
+    # must own exactly its (h, w) elements. A view of row k would keep its batch's maps alive
+    # with it, so the memory held would grow with the batch size, not the rows kept.
+    from infodiff_lightning.analyses.localization import collect_word_maps
+    from infodiff_lightning.measurement import MeasurementSpec
+    from test_localization import RegionWords, region_masks
+
+    items = [{"id": i, "image": torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(i)), "caption": c}
+             for i, c in enumerate(["a top thing", "a left thing", "a top left thing", "a thing"])]
+    spec = MeasurementSpec(("top", "left"), n_draws=2, maps=True)
+    collected = collect_word_maps(RegionWords(), items, region_masks, spec, batch_size=4)
+    kept = [t for w in ("top", "left") for t in collected.maps[w] + collected.masks[w]]
+    assert len(kept) == 8
+    for t in kept:
+        assert t.shape == (8, 8)
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()

@@ -144,8 +144,10 @@ def collect_word_maps(denoiser, items: Iterable[dict], true_masks: Callable[[dic
             truth = true_masks(item)
             for w in spec.words:
                 if bool(res.present[w][k]) and w in truth:
-                    out.maps[w].append(res.cmi[w].map[k].detach().cpu())
-                    out.masks[w].append(truth[w])
+                    # Copies, not views: a view of row k keeps the whole batch's map (and
+                    # per-draw state) alive for as long as the collection lives.
+                    out.maps[w].append(res.cmi[w].map[k].detach().cpu().clone())
+                    out.masks[w].append(truth[w].detach().cpu().clone())
         bar.update(len(chunk))
     bar.close()
     out.summary = metrics.compute()
