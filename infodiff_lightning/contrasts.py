@@ -32,10 +32,11 @@ from .conditions import Condition, remove_word, shorten, token_window, word_in_w
 from .denoisers.base import TextDenoiser
 from .draws import Draws
 from .estimate import Estimate
-from .measure import DrawSpec, measure
+from .adaptive import Precision, measure_adaptively
+from .measure import DrawSpec, Measurement, measure
 from .pid import PIDEstimate, pid_from_terms
 
-__all__ = ["Measured", "ContrastResult", "caption_contrasts", "contains_word", "measurable", "unmeasurable_word",
+__all__ = ["Measured", "ContrastResult", "caption_columns", "caption_contrasts", "contains_word", "measurable", "unmeasurable_word",
            "without_words", "mi_tag", "cmi_tag",
            "pid_tag"]
 
@@ -117,6 +118,7 @@ class ContrastResult:
     pid: dict[tuple[str, str], PIDEstimate] = field(default_factory=dict)
     present: dict = field(default_factory=dict)  # word or (w1, w2) -> (N,) bool
     n_evals: int = 0
+    draws: Tensor | None = None  # (N,) draws each image took
 
     def measured(self) -> Iterator[Measured]:
         """Every quantity under its tag, in a fixed order (MI, words, pairs)."""
@@ -127,22 +129,17 @@ class ContrastResult:
             yield Measured(pid_tag(w1, w2), est, self.present[(w1, w2)])
 
 
-def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
-                      pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws | DrawSpec,
-                      ids: Sequence[int] | None = None, maps: bool = False,
-                      microbatch: int | None = None) -> ContrastResult:
-    """MI, per-word CMI and per-pair conditional PID (orthogonal estimator, "mmi"
-    redundancy) of captioned images, all from one pass over the shared ``draws`` (a
-    :class:`~infodiff_lightning.measure.DrawSpec` keys them by ``ids``). Words are matched
-    with the denoiser's tokenizer."""
+def caption_columns(denoiser: TextDenoiser, captions: Sequence[str], words: Sequence[str] = (),
+                    pairs: Sequence[Sequence[str]] = (), method: str = "delete"):
+    """The condition columns and named contrasts of MI, per-word CMI and per-pair PID of
+    captioned images, and where each word is seen: (columns, contrasts, sees) with
+    contrasts "mi", ("cmi", w), ("i1"|"i2"|"i12", w1, w2) -> (reference, condition)."""
     tok = denoiser.tokenizer
-    captions = list(captions)
-    pairs = [tuple(p) for p in pairs]
     # whether the model sees each tracked word in each caption: tokenized once, used for the
     # columns and for the masks of where each quantity is defined
     sees = {w: [measurable(c, w, tok) for c in captions] for w in dict.fromkeys(list(words) + [w for p in pairs
                                                                                           for w in p])}
-    cols = {"null": denoiser.null_conditions(len(captions)), "full": captions}
+    cols = {"null": denoiser.null_conditions(len(captions)), "full": list(captions)}
     for w, seen in sees.items():
         cols[f"-{w}"] = [_removed(c, [w] if s else [], method, tok) for c, s in zip(captions, seen)]
     for w1, w2 in pairs:
@@ -155,16 +152,50 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
         ref = f"-{w1}-{w2}"
         contrasts.update({("i1", w1, w2): (ref, f"-{w2}"), ("i2", w1, w2): (ref, f"-{w1}"),
                           ("i12", w1, w2): (ref, "full")})
-    m = measure(denoiser, cols, contrasts, x=x, ids=ids, draws=draws, maps="orthogonal" if maps else None,
-                microbatch=microbatch)
+    return cols, contrasts, sees
+
+
+def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
+                      pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws | DrawSpec,
+                      ids: Sequence[int] | None = None, maps: bool = False,
+                      microbatch: int | None = None, precision: Precision | None = None) -> ContrastResult:
+    """MI, per-word CMI and per-pair conditional PID (orthogonal estimator, "mmi"
+    redundancy) of captioned images, all from one pass over the shared ``draws`` (a
+    :class:`~infodiff_lightning.measure.DrawSpec` keys them by ``ids``). Words are matched
+    with the denoiser's tokenizer. With ``precision`` (adaptive.py), each image draws
+    rounds of ``draws.n_draws`` until every quantity meets it (``draws`` a DrawSpec, ``ids`` given)."""
+    captions = list(captions)
+    pairs = [tuple(p) for p in pairs]
+    cols, contrasts, sees = caption_columns(denoiser, captions, words, pairs, method)
+    map_kind = "orthogonal" if maps else None
+    if precision is None:
+        m = measure(denoiser, cols, contrasts, x=x, ids=ids, draws=draws, maps=map_kind, microbatch=microbatch)
+        out = _contrast_result(m, words, pairs)
+        out.draws = torch.full((len(captions),), m.errors.mse.shape[1], dtype=torch.long)
+    else:
+        if not isinstance(draws, DrawSpec) or ids is None:
+            raise ValueError("caption_contrasts: adaptive precision draws rounds keyed by sample id: give a DrawSpec "
+                             "and the images' ids")
+        am = measure_adaptively(denoiser, cols, contrasts, precision=precision, ids=ids, seed=draws.seed,
+                                sampler=draws.sampler, x=x, maps=map_kind, microbatch=microbatch)
+        out = am.per_group(lambda m: _contrast_result(m, words, pairs))
+        out.n_evals, out.draws = am.n_evals, am.draws
+    for w in words:
+        out.present[w] = torch.tensor(sees[w])
+    for w1, w2 in pairs:
+        out.present[(w1, w2)] = torch.tensor([a and b for a, b in zip(sees[w1], sees[w2])])
+    return out
+
+
+def _contrast_result(m: Measurement, words: Sequence[str], pairs: Sequence[tuple[str, str]]) -> ContrastResult:
+    """MI, CMI and PID estimates of one measurement of :func:`caption_columns`' contrasts
+    (every image with the same draw count)."""
     out = ContrastResult(mi=m.estimate("mi"), n_evals=m.n_evals)
     for w in words:
         out.cmi[w] = m.estimate(("cmi", w))
-        out.present[w] = torch.tensor(sees[w])
     for w1, w2 in pairs:
         parts = [("i1", w1, w2), ("i2", w1, w2), ("i12", w1, w2)]
         terms = [m.terms(k) for k in parts]
         pid_maps = None if m.errors.draw_maps is None else tuple(m.draw_map(k) for k in parts)
         out.pid[(w1, w2)] = pid_from_terms(*terms, maps=pid_maps, design=m.design, n_evals=m.n_evals)
-        out.present[(w1, w2)] = torch.tensor([a and b for a, b in zip(sees[w1], sees[w2])])
     return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["AlphaSampler", "TruncatedLogistic", "Uniform", "Grid", "intersect_range"]
+__all__ = ["AlphaSampler", "TruncatedLogistic", "Uniform", "Grid", "Piecewise", "intersect_range"]
 
 
 def _check_range(lo: float, hi: float, what: str) -> None:
@@ -179,3 +179,69 @@ class Grid(AlphaSampler):
             return self
         lo, hi = intersect_range((self.lo, self.hi), alpha_range)
         return Grid(lo, hi)
+
+
+@dataclass
+class Piecewise(AlphaSampler):
+    """A piecewise-constant density on log-SNR: bin j = [edges[j], edges[j+1]) holds
+    probability ``mass[j]``, spread uniformly, so q(a) = mass_j / width_j and the weight is
+    width_j / mass_j. Fitted to a model's integrand (proposal.py), it puts the draws where
+    the information is; stratified in its own quantiles by default, so consecutive draw
+    pairs share a stratum of equal probability (the "paired" design).
+
+    Every bin needs positive mass: a bin the proposal never visits would drop its share of
+    the integral without any sign in the standard error."""
+
+    edges: tuple[float, ...] = (-10.0, 10.0)
+    mass: tuple[float, ...] = (1.0,)
+    stratified: bool = True
+
+    def __post_init__(self) -> None:
+        edges = tuple(float(e) for e in self.edges)
+        mass = tuple(float(m) for m in self.mass)
+        if len(edges) != len(mass) + 1 or not mass:
+            raise ValueError(f"Piecewise: need len(edges) == len(mass) + 1 >= 2, got {len(edges)} edges and "
+                             f"{len(mass)} masses")
+        if any(not math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"Piecewise: edges must be finite and increasing, got {edges}")
+        if any(not (m > 0 and math.isfinite(m)) for m in mass):
+            raise ValueError(f"Piecewise: every bin needs a positive, finite mass, got {mass}")
+        total = sum(mass)
+        self.edges, self.mass = edges, tuple(m / total for m in mass)
+        self.lo, self.hi = edges[0], edges[-1]
+
+    def _tables(self) -> tuple[Tensor, Tensor, Tensor]:
+        edges = torch.tensor(self.edges, dtype=torch.float64)
+        mass = torch.tensor(self.mass, dtype=torch.float64)
+        cum = torch.cat([torch.zeros(1, dtype=torch.float64), mass.cumsum(0)])
+        cum[-1] = 1.0  # the last bin ends at u = 1 exactly, whatever the rounding of the sum
+        return edges, mass, cum
+
+    def log_density(self, alpha: Tensor) -> Tensor:
+        edges, mass, _ = self._tables()
+        j = (torch.bucketize(alpha.to(torch.float64), edges[1:-1], right=True)).clamp(0, len(self.mass) - 1)
+        return (mass[j] / (edges[j + 1] - edges[j])).log()
+
+    def sample(self, shape, generator=None):
+        edges, mass, cum = self._tables()
+        u = _unit_draws(tuple(shape), self.stratified, generator)
+        j = torch.bucketize(u, cum[1:-1], right=True).clamp(0, len(self.mass) - 1)
+        frac = ((u - cum[j]) / mass[j]).clamp(0.0, 1.0)
+        alpha = edges[j] + frac * (edges[j + 1] - edges[j])
+        return alpha, (edges[j + 1] - edges[j]) / mass[j]
+
+    def restricted(self, alpha_range):
+        """The proposal truncated to ``alpha_range``: bins cut at the new ends keep the
+        share of their mass that lies inside (the density is unchanged where it remains)."""
+        if alpha_range is None:
+            return self
+        lo, hi = intersect_range((self.lo, self.hi), alpha_range)
+        edges, mass = [], []
+        for a, b, m in zip(self.edges, self.edges[1:], self.mass):
+            a2, b2 = max(a, lo), min(b, hi)
+            if b2 > a2:
+                if not edges:
+                    edges.append(a2)
+                edges.append(b2)
+                mass.append(m * (b2 - a2) / (b - a))
+        return Piecewise(tuple(edges), tuple(mass), self.stratified)

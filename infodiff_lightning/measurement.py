@@ -27,6 +27,7 @@ from .conditions import REMOVAL_METHODS
 from .contrasts import ContrastResult, caption_contrasts, cmi_tag, contains_word, mi_tag, pid_tag
 from .denoisers.base import TextDenoiser
 from .estimate import Estimate
+from .adaptive import Precision
 from .measure import DrawSpec
 from .metrics import PartialInformation, PointwiseInformation
 from .pid import PID_TERMS
@@ -42,10 +43,16 @@ class MeasurementSpec:
         words: words whose CMI io(x; w | caption without w) is measured.
         pairs: word pairs whose conditional PID (given the rest of the caption) is measured.
         condition: how a word is removed: "delete", "placeholder" or "mask".
-        n_draws: (alpha, eps) draws per image (>= 2, for a standard error).
+        n_draws: (alpha, eps) draws per image (>= 2, for a standard error); with a
+            target, the draws of each round (the first included).
         seed: with the image id, keys each image's draws (the same on any rank or batch).
         maps: also compute per-pixel maps.
         microbatch: denoiser inputs per call (None: the denoiser's default).
+        target_stderr, target_relative: adaptive precision (adaptive.py): each image draws
+            rounds of ``n_draws`` until every quantity's standard error is at most
+            ``target_stderr`` nats or ``target_relative`` times its |value|, or
+            ``max_draws`` is reached. None (both): a fixed ``n_draws`` per image.
+        max_draws: the most draws an image takes under a target.
     """
 
     words: tuple[str, ...] = ()
@@ -55,6 +62,9 @@ class MeasurementSpec:
     seed: int = 0
     maps: bool = True
     microbatch: int | None = None
+    target_stderr: float | None = None
+    target_relative: float | None = None
+    max_draws: int = 256
 
     def __post_init__(self):
         words = tuple(str(w) for w in self.words)
@@ -72,6 +82,17 @@ class MeasurementSpec:
             raise ValueError(f"n_draws must be >= 2 for a standard error, got {self.n_draws}")
         if self.microbatch is not None and self.microbatch < 1:
             raise ValueError(f"microbatch must be >= 1 (or null for the model's default), got {self.microbatch}")
+        self.precision  # validates the target options now, with their names
+
+    @property
+    def precision(self) -> Precision | None:
+        """The adaptive precision asked for, or None for a fixed ``n_draws``."""
+        if self.target_stderr is None and self.target_relative is None:
+            return None
+        try:
+            return Precision(self.target_stderr, self.target_relative, self.n_draws, self.n_draws, self.max_draws)
+        except ValueError as e:
+            raise ValueError(f"target_stderr / target_relative / max_draws: {e}") from None
 
     @property
     def tags(self) -> list[str]:
@@ -97,7 +118,8 @@ def measure_captions(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int],
     ids = [int(i) for i in ids]
     x = denoiser.encode(images, ids=ids)
     return caption_contrasts(denoiser, x, captions, spec.words, spec.pairs, method=spec.condition, ids=ids,
-                             draws=DrawSpec(spec.n_draws, spec.seed), maps=spec.maps, microbatch=spec.microbatch)
+                             draws=DrawSpec(spec.n_draws, spec.seed), maps=spec.maps, microbatch=spec.microbatch,
+                             precision=spec.precision)
 
 
 class CaptionMetrics(torch.nn.Module):
@@ -190,9 +212,9 @@ def saved_number(value) -> float:
 
 
 def per_image_rows(result: ContrastResult, ids: Sequence[int], captions: Sequence[str]) -> list[dict]:
-    """One record per image: id, caption, and "<tag>" / "<tag>_stderr" for each quantity
-    defined for it (PID terms as "<tag>/<term>")."""
-    rows = [{"id": int(i), "caption": c} for i, c in zip(ids, captions)]
+    """One record per image: id, caption, the draws it took, and "<tag>" / "<tag>_stderr"
+    for each quantity defined for it (PID terms as "<tag>/<term>")."""
+    rows = [{"id": int(i), "caption": c, "draws": int(d)} for i, c, d in zip(ids, captions, result.draws)]
     for m in result.measured():
         if isinstance(m.estimate, Estimate):
             columns = {m.tag: (m.estimate.value, m.estimate.stderr)}

@@ -102,3 +102,26 @@ def test_a_failing_batch_is_recorded_and_the_job_goes_on(run, tmp_path, monkeypa
     assert summary["mi"]["images"] == 4
     assert summary["status"] == "complete_with_failures" and summary["samples"]["failed"] == 4
     assert module.failed_samples == 4  # analyze.py turns this into exit status 3
+
+
+@pytest.fixture(scope="module")
+def adaptive(run):
+    _, tmp, model = run
+    # rounds of 4 draws until each quantity's error is within 30% of its value, at most 16
+    opts = ("--model.init_args.target_relative", "0.3", "--model.init_args.max_draws", "16")
+    return analyze(tmp, model, "adaptive", *opts), tmp, model, opts
+
+
+def test_with_a_target_each_record_says_how_many_draws_its_image_took(adaptive):
+    rows = [json.loads(line) for line in (adaptive[0] / "per_image.rank0.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["draws"] in (4, 8, 12, 16) for r in rows)
+    for r in rows:  # stopped because every quantity met the target, or at the maximum
+        errs = [(r[k], r[f"{k}_stderr"]) for k in r if f"{k}_stderr" in r and r[f"{k}_stderr"] is not None]
+        assert r["draws"] == 16 or all(se <= 0.3 * abs(v) + 1e-12 for v, se in errs)
+
+
+def test_an_adaptive_job_on_two_processes_gives_the_single_process_values(adaptive):
+    one, tmp, model, opts = adaptive
+    two = analyze(tmp, model, "adaptive-two", *opts, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    # each image's rounds are keyed by (seed, id, round): where it stops cannot depend on the rank
+    assert json.loads((two / "summary.json").read_text()) == json.loads((one / "summary.json").read_text())

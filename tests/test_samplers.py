@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from infodiff_lightning.integrate import Grid, TruncatedLogistic, Uniform
+from infodiff_lightning.integrate import Grid, Piecewise, TruncatedLogistic, Uniform
 
 
 def softplus(v):
@@ -25,7 +25,10 @@ def estimate(sampler, n, gen, b=0.7):
 @pytest.mark.parametrize("sampler", [
     TruncatedLogistic(1.0, 2.0, 3.0), TruncatedLogistic(1.0, 2.0, 3.0, stratified=True),
     Uniform(-6.0, 9.0), Uniform(-6.0, 9.0, stratified=True), TruncatedLogistic(0.0, 1.5, 4.0, lo=-2.0, hi=3.0),
-], ids=["logistic", "logistic-strat", "uniform", "uniform-strat", "logistic-cut"])
+    Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3)), Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3), False),
+    Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3)).restricted((-3.0, 5.5)),
+], ids=["logistic", "logistic-strat", "uniform", "uniform-strat", "logistic-cut", "piecewise-strat", "piecewise",
+        "piecewise-cut"])
 def test_weighted_draws_integrate_sigmoid_exactly(sampler, gen):
     value, se = estimate(sampler, 20000, gen)
     truth = exact_integral_of_sigmoid(sampler.lo, sampler.hi, 0.7)
@@ -85,3 +88,37 @@ def test_empty_alpha_range_is_refused(make):
 def test_zero_draws_is_refused():
     with pytest.raises(ValueError, match="positive number of draws"):
         Uniform().sample((0,))
+
+
+def test_piecewise_weights_are_bin_width_over_bin_mass():
+    # bin [-1, 2) holds 60% of the draws over a width of 3: density 0.2, weight 5
+    s = Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3))
+    alpha, w = s.sample((4000,), torch.Generator().manual_seed(0))
+    inside = (alpha >= -1.0) & (alpha < 2.0)
+    assert torch.allclose(w[inside], torch.full_like(w[inside], 5.0))
+    assert abs(float(inside.double().mean()) - 0.6) < 0.03  # 4 binomial sd at n = 4000
+
+
+def test_stratified_piecewise_puts_each_draw_pair_in_its_own_equal_probability_stratum():
+    # 8 draws = 4 strata of probability 1/4: with masses (0.25, 0.5, 0.25) draws 0-1 fall
+    # in the first bin, 2-5 in the second, 6-7 in the third, whatever the generator
+    s = Piecewise((0.0, 1.0, 2.0, 3.0), (0.25, 0.5, 0.25))
+    alpha, _ = s.sample((3, 8), torch.Generator().manual_seed(1))
+    bins = alpha.floor().long()
+    assert bins.tolist() == [[0, 0, 1, 1, 1, 1, 2, 2]] * 3
+
+
+def test_restricted_piecewise_keeps_the_density_where_it_remains():
+    s = Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3))
+    r = s.restricted((-3.0, 5.5))
+    a = torch.tensor([-2.0, 0.0, 4.0], dtype=torch.float64)
+    # only the normalisation changes: the kept mass is 0.1*2/5 + 0.6 + 0.3*3.5/7 = 0.79
+    assert torch.allclose(r.log_density(a), s.log_density(a) - math.log(0.79))
+    assert r.range == (-3.0, 5.5)
+
+
+@pytest.mark.parametrize("edges,mass,match", [((0.0, 1.0), (0.0,), "positive"), ((1.0, 0.0), (1.0,), "increasing"),
+                                              ((0.0, 1.0, 2.0), (1.0,), "len")])
+def test_malformed_piecewise_is_refused(edges, mass, match):
+    with pytest.raises(ValueError, match=match):
+        Piecewise(edges, mass)

@@ -13,6 +13,8 @@ from typing import Any, Protocol, Sequence, Union, runtime_checkable
 import torch
 from torch import Tensor
 
+from ..integrate import Piecewise
+
 Column = Union[Tensor, Sequence[Any]]
 
 __all__ = ["Column", "Denoiser", "TextDenoiser", "AttentionDenoiser", "DenoiserBase", "column_len", "take", "concat"]
@@ -25,12 +27,16 @@ class Denoiser(Protocol):
     ``null_conditions(n)`` is a column of n unconditional entries (empty prompt, null
     class, nothing observed). ``alpha_range`` is the log-SNR range the model was
     trained on (None when any alpha is valid, as for analytic denoisers).
+    ``alpha_proposal`` is the log-SNR proposal fitted to the model's integrand
+    (proposal.py; read from the model folder's ``logsnr_proposal.json``), or None: the
+    estimators then draw from the reference range stratified (measure.default_sampler).
     ``default_microbatch`` is how many inputs one eps_hat call takes by default.
     ``encode(images, ids)`` gives the clean x the estimators integrate over (VAE latents
     for latent models; the images themselves otherwise).
     """
 
     alpha_range: tuple[float, float] | None
+    alpha_proposal: Piecewise | None
     default_microbatch: int
 
     def eps_hat(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor: ...
@@ -61,10 +67,12 @@ class AttentionDenoiser(TextDenoiser, Protocol):
 
 
 class DenoiserBase:
-    """The protocol's defaults: any alpha is valid, 4096 inputs per call (cheap analytic
-    denoisers), and x is the input as given. Model families override what differs."""
+    """The protocol's defaults: any alpha is valid, no fitted proposal, 4096 inputs per
+    call (cheap analytic denoisers), and x is the input as given. Model families override
+    what differs."""
 
     alpha_range: tuple[float, float] | None = None
+    alpha_proposal: Piecewise | None = None
     default_microbatch: int = 4096
 
     def encode(self, images: Tensor, ids: Sequence[Any] | None = None) -> Tensor:

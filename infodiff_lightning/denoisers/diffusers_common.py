@@ -28,7 +28,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..integrate import Piecewise
 from ..logsnr import interpolate_timesteps, logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
+from ..proposal import PROPOSAL_FILE, load_proposal
 from .base import Column, DenoiserBase, column_len
 from .cross_attention import recorded_cross_attention, summed_attention
 from .prediction import check_prediction_type, eps_from_prediction
@@ -94,6 +96,7 @@ class DiffusersDenoiser(DenoiserBase):
         self.scheduler = None if isinstance(scheduler, Tensor) else scheduler
         self.alphas_cumprod = _alphas_cumprod(scheduler)
         self.alpha_range: tuple[float, float] | None = trained_logsnr_range(self.alphas_cumprod)
+        self.alpha_proposal: Piecewise | None = None  # set by from_pretrained from the model folder
         ptype = prediction_type if prediction_type is not None else _scheduler_prediction_type(scheduler)
         self.prediction_type = check_prediction_type(ptype)
         self.autocast_dtype = _resolve_autocast(autocast_dtype)
@@ -350,6 +353,15 @@ def open_pretrained(path_or_hub_id, required: Sequence[str], family: str, revisi
     scheduler = load_scheduler(path, local, revision=revision)
     check_prediction_type(prediction_type if prediction_type is not None else _scheduler_prediction_type(scheduler))
     return path, local, scheduler
+
+
+def model_proposal(path, local: bool) -> Piecewise | None:
+    """The log-SNR proposal saved in a local model folder (proposal.PROPOSAL_FILE), or
+    None (no file, or a hub id: nothing is fetched for it)."""
+    if not local:
+        return None
+    file = Path(path) / PROPOSAL_FILE
+    return load_proposal(file) if file.is_file() else None
 
 
 def move(modules: Sequence[torch.nn.Module | None], device) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Hashable, Sequence
 import torch
 from torch import Tensor
 
-from .diffusers_common import TextUNetDenoiser, load_component, move, open_pretrained
+from .diffusers_common import TextUNetDenoiser, load_component, model_proposal, move, open_pretrained
 
 __all__ = ["LatentDiffusionDenoiser"]
 
@@ -67,6 +67,7 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
         for m in (unet, vae, text_encoder):
             m.eval()
         den = cls(unet, vae, text_encoder, tokenizer, scheduler, device=device, **kwargs)
+        den.alpha_proposal = model_proposal(path, local)
         return den if lora is None else den.load_lora(lora)
 
     def _modules(self):

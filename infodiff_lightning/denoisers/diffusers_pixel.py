@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .diffusers_common import DiffusersDenoiser, TextUNetDenoiser, load_component, open_pretrained
+from .diffusers_common import DiffusersDenoiser, TextUNetDenoiser, load_component, model_proposal, open_pretrained
 
 __all__ = ["PixelTextDenoiser", "ClassConditionalDenoiser"]
 
@@ -63,6 +63,7 @@ class PixelTextDenoiser(TextUNetDenoiser):
         unet.eval()
         text_encoder.eval()
         den = cls(unet, text_encoder, tokenizer, scheduler, device=device, **kwargs)
+        den.alpha_proposal = model_proposal(path, local)
         return den if lora is None else den.load_lora(lora)
 
 
@@ -94,6 +95,7 @@ class ClassConditionalDenoiser(DiffusersDenoiser):
                               torch_dtype=torch_dtype)
         unet.eval()
         den = cls(unet, scheduler, device=device, **kwargs)
+        den.alpha_proposal = model_proposal(path, local)
         return den if lora is None else den.load_lora(lora)
 
     def null_conditions(self, n: int) -> Tensor:

@@ -32,6 +32,7 @@ class NoisyDenoiser(DenoiserBase):
             raise ValueError(f"NoisyDenoiser: scale must be >= 0, got {scale}")
         self.base, self.scale = base, float(scale)
         self.alpha_range, self.default_microbatch = base.alpha_range, base.default_microbatch
+        self.alpha_proposal = base.alpha_proposal
         self.generator = torch.Generator().manual_seed(seed)
 
     def null_conditions(self, n: int) -> Column:

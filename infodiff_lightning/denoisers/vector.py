@@ -55,6 +55,7 @@ class NormalizedDenoiser(DenoiserBase):
     def __init__(self, base: Denoiser, normalization: Normalization):
         self.base, self.normalization = base, normalization
         self.alpha_range, self.default_microbatch = base.alpha_range, base.default_microbatch
+        self.alpha_proposal = base.alpha_proposal
 
     def encode(self, images: Tensor, ids=None) -> Tensor:
         return self.normalization.x(images.to(torch.float64))

@@ -35,7 +35,12 @@ class CaptionAnalysis(TextToImageJob):
         lora: optional LoRA adapter folder saved by the fine-tuning module (unet_lora/).
         words: words whose CMI is measured; pairs: word pairs whose conditional PID is measured.
         condition: how words are removed: "delete", "placeholder" or "mask".
-        n_draws: (alpha, eps) draws per image (keyed by image id and seed).
+        n_draws: (alpha, eps) draws per image (keyed by image id and seed); with a target,
+            the draws of each round.
+        target_stderr, target_relative, max_draws: adaptive precision: each image draws
+            rounds of ``n_draws`` until every quantity's standard error is at most
+            ``target_stderr`` nats or ``target_relative`` x |value| (or ``max_draws``);
+            the record says how many draws each image took ("draws").
         maps: compute per-pixel maps (needed for overlays); log_images: overlays for this many images.
         export_maps: write every image's maps to maps/<id>.npz in the run folder (needs maps).
         microbatch: denoiser inputs per call (None: the model's default); torch_dtype: e.g. "float16" on a GPU.
@@ -45,9 +50,10 @@ class CaptionAnalysis(TextToImageJob):
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  pairs: Sequence[Sequence[str]] = (), condition: str = "delete", n_draws: int = 32, seed: int = 0,
                  maps: bool = True, log_images: int = 4, export_maps: bool = False, microbatch: int | None = None,
-                 torch_dtype: str | None = None, fail_fast: bool = False):
+                 torch_dtype: str | None = None, fail_fast: bool = False, target_stderr: float | None = None,
+                 target_relative: float | None = None, max_draws: int = 256):
         spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
-                               microbatch)
+                               microbatch, target_stderr, target_relative, max_draws)
         if export_maps and not maps:
             raise ValueError("export_maps needs maps: true (the maps it writes)")
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
@@ -58,14 +64,16 @@ class CaptionAnalysis(TextToImageJob):
                                                   else [tag])]
         # beyond_window: tracked words the caption holds past the text encoder's window (the
         # model never sees them): left out of their averages, named here instead of a zero
-        self.schema = Schema([Field("caption", "text"), *(Field(t, stderr=True, map=maps) for t in tags),
+        self.schema = Schema([Field("caption", "text"), Field("draws", "count"),
+                              *(Field(t, stderr=True, map=maps) for t in tags),
                               Field("maps", "text"), Field("beyond_window", "text")])
 
     def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep]
         captions = [batch["caption"][k] for k in keep]
         res = measure_captions(self.denoiser, images.to(self.device), ids, captions, self.spec)
-        samples = [{"id": i, "caption": c, **{tag: (e.value[k], e.stderr[k]) for tag, e in named_estimates(res, k)}}
+        samples = [{"id": i, "caption": c, "draws": int(res.draws[k]),
+                    **{tag: (e.value[k], e.stderr[k]) for tag, e in named_estimates(res, k)}}
                    for k, (i, c) in enumerate(zip(ids, captions))]
         tracked = dict.fromkeys(self.spec.words + tuple(w for p in self.spec.pairs for w in p))
         for sample, caption in zip(samples, captions):
