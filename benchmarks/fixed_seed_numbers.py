@@ -122,7 +122,8 @@ def monitor_override(tmp: Path) -> Path:
 
     cfg = yaml.safe_load((ROOT / "configs/train/tiny_shapes.yaml").read_text())
     callbacks = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("InformationMonitor")]
-    callbacks[0]["init_args"].update(every_n_steps=1, n_draws=4, probe_size=8, mmse_points=3, mmse_eps=1)
+    callbacks[0]["init_args"].update(every_n_steps=1, n_draws=4, probe_size=8, mmse_points=3, mmse_eps=1,
+                                       max_time_share=None)  # every step, whatever the timing
     path = tmp / "monitor.yaml"
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
     return path
