@@ -186,15 +186,15 @@ class Piecewise(AlphaSampler):
     """A piecewise-constant density on log-SNR: bin j = [edges[j], edges[j+1]) holds
     probability ``mass[j]``, spread uniformly, so q(a) = mass_j / width_j and the weight is
     width_j / mass_j. Fitted to a model's integrand (proposal.py), it puts the draws where
-    the information is; stratified in its own quantiles by default, so consecutive draw
-    pairs share a stratum of equal probability (the "paired" design).
+    the information is. ``stratified``: consecutive draw pairs share a stratum of equal
+    probability in its quantiles (the "paired" design).
 
     Every bin needs positive mass: a bin the proposal never visits would drop its share of
     the integral without any sign in the standard error."""
 
     edges: tuple[float, ...] = (-10.0, 10.0)
     mass: tuple[float, ...] = (1.0,)
-    stratified: bool = True
+    stratified: bool = False
 
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.edges)

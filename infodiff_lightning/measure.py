@@ -50,15 +50,14 @@ def reference_range(denoiser: Denoiser) -> tuple[float, float]:
 
 def default_sampler(denoiser: Denoiser) -> AlphaSampler:
     """The draws every estimate takes unless told otherwise, over :func:`reference_range`:
+    iid draws from the denoiser's fitted proposal (proposal.py, eq. OPT) when it has one,
+    otherwise from the reference truncated logistic (``REFERENCE_SAMPLER``).
 
-    * the denoiser's fitted proposal (proposal.py) when it has one, stratified in its
-      quantiles (eq. OPT; 1.6-1.8x less variance than stratification alone on the world
-      model, BENCHMARKS.md "Draw schemes");
-    * otherwise the reference truncated logistic, stratified (two draws per stratum,
-      the "paired" design: 1.7-2x less variance than iid draws at equal count).
-
-    Both need an even number of draws per image. ``REFERENCE_SAMPLER`` itself (iid) is
-    the reference implementation's scheme."""
+    Why iid and not stratified: stratified draws have less variance at equal count, but
+    their standard error (eq. PAIR with the skew heuristic, uncertainty.py) undercovers on
+    heavy-tailed terms (87-93% on the Gaussian mixture), while iid draws carry the
+    calibrated bootstrap-t error (BENCHMARKS.md "Calibration"). Stratified proposals
+    (``stratified=True``) remain an option of every sampler."""
     rng = reference_range(denoiser)
     proposal = denoiser.alpha_proposal
     if proposal is not None:
@@ -67,8 +66,7 @@ def default_sampler(denoiser: Denoiser) -> AlphaSampler:
             raise ValueError(f"the model's log-SNR proposal spans [{proposal.lo:.3f}, {proposal.hi:.3f}] but the "
                              f"estimates integrate over [{rng[0]:.3f}, {rng[1]:.3f}]; refit it over that range")
         return proposal.restricted(rng)
-    ref = REFERENCE_SAMPLER
-    return TruncatedLogistic(ref.loc, ref.scale, ref.clip, True).restricted(denoiser.alpha_range)
+    return REFERENCE_SAMPLER.restricted(denoiser.alpha_range)
 
 
 def check_alpha_range(denoiser: Denoiser, draws: Draws) -> None:

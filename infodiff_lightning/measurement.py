@@ -51,7 +51,9 @@ class MeasurementSpec:
         target_stderr, target_relative: adaptive precision (adaptive.py): each image draws
             rounds of ``n_draws`` until every quantity's standard error is at most
             ``target_stderr`` nats or ``target_relative`` times its |value|, or
-            ``max_draws`` is reached. None (both): a fixed ``n_draws`` per image.
+            ``max_draws`` is reached. None (both): a fixed ``n_draws`` per image. The
+            quantities watched are MI, each CMI and the three informations of each PID
+            (its terms' errors follow from theirs).
         max_draws: the most draws an image takes under a target.
     """
 

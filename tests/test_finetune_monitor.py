@@ -11,6 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from infodiff_lightning.adaptive import Precision
 from infodiff_lightning.callbacks import InformationMonitor
 from infodiff_lightning.data import CaptionedShapesData
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
@@ -521,3 +522,16 @@ def test_a_real_fit_off_the_cadence_ends_with_a_final_measurement(tmp_path):
     quick_fit(module, tmp_path, steps=2, callbacks=[monitor])
     assert monitor.max_time_share == 0.05  # the default
     assert monitor.history == [0, 2]
+
+
+def test_a_target_makes_the_monitor_draw_in_rounds_up_to_its_maximum():
+    # rounds of n_draws (8) per probe image until each quantity is within 20% of its value,
+    # at most 64 draws: the monitor's measurement is the jobs' (MeasurementSpec.precision)
+    monitor = InformationMonitor(words=["blue"], n_draws=8, target_relative=0.2, max_draws=64)
+    assert monitor.spec.precision == Precision(None, 0.2, 8, 8, 64)
+    assert InformationMonitor(words=["blue"]).spec.precision is None  # no target: a fixed count
+
+
+def test_a_target_that_cannot_be_met_is_refused_naming_the_option():
+    with pytest.raises(ValueError, match="InformationMonitor: target_stderr / target_relative / max_draws"):
+        InformationMonitor(words=["blue"], n_draws=32, target_stderr=0.1, max_draws=16)

@@ -56,7 +56,7 @@ def test_a_fitted_proposal_estimates_the_same_integral_with_less_noise():
     # Gaussian system, spread 10: the integrand is broad and uneven over log-SNR. Fitted on
     # 8 pilot images, the proposal must estimate the closed-form integral over the reference
     # range (unbiased: within 3 standard errors over 300 images) with a smaller per-image
-    # Monte-Carlo variance than stratified reference draws at the same 16 draws.
+    # Monte-Carlo variance than the reference draws at the same 16 draws.
     system = CorrelatedGaussian(dim=4, correlation=0.9, spread=10.0)
     lo, hi = reference_range(system)
     x, y = system.sample(308, torch.Generator().manual_seed(0))
@@ -71,8 +71,8 @@ def test_a_fitted_proposal_estimates_the_same_integral_with_less_noise():
     est = fitted.estimate("mi", "standard")
     mean, se = float(est.value.mean()), float(est.value.std() / math.sqrt(300))
     assert abs(mean - truth) < 3 * se
-    var_fitted = float(mean_variance(fitted.terms("mi", "standard"), "paired").mean())
-    var_plain = float(mean_variance(plain.terms("mi", "standard"), "paired").mean())
+    var_fitted = float(mean_variance(fitted.terms("mi", "standard"), fitted.design).mean())
+    var_plain = float(mean_variance(plain.terms("mi", "standard"), plain.design).mean())
     assert var_fitted < 0.8 * var_plain
 
 
@@ -103,11 +103,12 @@ def test_the_default_draws_use_the_models_proposal_over_the_reference_range():
     den.alpha_proposal = Piecewise((-6.0, 0.0, 8.0), (0.5, 0.5))
     s = default_sampler(den)
     assert isinstance(s, Piecewise) and s.range == (-5.0, 7.0)  # the reference range, cut from the proposal
+    assert not s.stratified  # iid: the calibrated bootstrap-t error (default_sampler's docstring)
 
 
-def test_without_a_proposal_the_default_draws_are_stratified_reference_draws():
+def test_without_a_proposal_the_default_draws_are_the_reference_draws():
     s = default_sampler(WithProposal(dim=2))
-    assert isinstance(s, TruncatedLogistic) and s.stratified and s.range == (-5.0, 7.0)
+    assert isinstance(s, TruncatedLogistic) and not s.stratified and s.range == (-5.0, 7.0)
 
 
 def test_a_proposal_narrower_than_the_reference_range_is_refused():

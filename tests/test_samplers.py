@@ -25,7 +25,7 @@ def estimate(sampler, n, gen, b=0.7):
 @pytest.mark.parametrize("sampler", [
     TruncatedLogistic(1.0, 2.0, 3.0), TruncatedLogistic(1.0, 2.0, 3.0, stratified=True),
     Uniform(-6.0, 9.0), Uniform(-6.0, 9.0, stratified=True), TruncatedLogistic(0.0, 1.5, 4.0, lo=-2.0, hi=3.0),
-    Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3)), Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3), False),
+    Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3), True), Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3)),
     Piecewise((-6.0, -1.0, 2.0, 9.0), (0.1, 0.6, 0.3)).restricted((-3.0, 5.5)),
 ], ids=["logistic", "logistic-strat", "uniform", "uniform-strat", "logistic-cut", "piecewise-strat", "piecewise",
         "piecewise-cut"])
@@ -102,7 +102,7 @@ def test_piecewise_weights_are_bin_width_over_bin_mass():
 def test_stratified_piecewise_puts_each_draw_pair_in_its_own_equal_probability_stratum():
     # 8 draws = 4 strata of probability 1/4: with masses (0.25, 0.5, 0.25) draws 0-1 fall
     # in the first bin, 2-5 in the second, 6-7 in the third, whatever the generator
-    s = Piecewise((0.0, 1.0, 2.0, 3.0), (0.25, 0.5, 0.25))
+    s = Piecewise((0.0, 1.0, 2.0, 3.0), (0.25, 0.5, 0.25), stratified=True)
     alpha, _ = s.sample((3, 8), torch.Generator().manual_seed(1))
     bins = alpha.floor().long()
     assert bins.tolist() == [[0, 0, 1, 1, 1, 1, 2, 2]] * 3

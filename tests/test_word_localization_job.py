@@ -160,3 +160,11 @@ def test_collected_word_maps_own_their_pixels_and_keep_no_batch_alive():
     for t in kept:
         assert t.shape == (8, 8)
         assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def test_with_a_target_each_row_records_the_draws_it_took(exported):
+    # rounds of 4 draws until the row's CMI error is within half its value, at most 12
+    _, _, records = localized(exported, "adaptive", "--model.init_args.n_draws", "4",
+                              "--model.init_args.target_relative", "0.5", "--model.init_args.max_draws", "12")
+    assert records and all(r["draws"] in (4, 8, 12) for r in records)
+    assert all(r["draws"] == 12 or r["cmi_stderr"] <= 0.5 * abs(r["cmi"]) for r in records)

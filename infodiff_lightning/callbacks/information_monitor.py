@@ -80,7 +80,12 @@ class InformationMonitor(Callback):
             exceed the share; ``info/monitor/time_share`` reports it as it is). Under DDP
             rank zero's timings decide for every rank. None: the fixed cadence (every
             scheduled measurement, no added final one).
-        n_draws: (alpha, eps) draws per probe image, fixed for the whole run.
+        n_draws: (alpha, eps) draws per probe image, fixed for the whole run (with a target:
+            the draws of each round).
+        target_stderr, target_relative, max_draws: adaptive precision: each probe image
+            draws rounds of ``n_draws`` until its MI and CMIs have a standard error of at
+            most ``target_stderr`` nats or ``target_relative`` x |value| (at most
+            ``max_draws``); None (both): a fixed ``n_draws``.
         condition: how a word is removed: "delete", "placeholder" or "mask".
         maps: log CMI heat-map overlays; mmse_points: alpha grid size for the MMSE figure (0: off).
         use_ema: measure the EMA weights when the module keeps them.
@@ -91,7 +96,8 @@ class InformationMonitor(Callback):
                  every_n_steps: int | None = 50, at_validation_end: bool = False, at_fit_start: bool = False,
                  max_time_share: float | None = 0.05, n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
-                 use_ema: bool = True, seed: int = 0, microbatch: int | None = None):
+                 use_ema: bool = True, seed: int = 0, microbatch: int | None = None,
+                 target_stderr: float | None = None, target_relative: float | None = None, max_draws: int = 256):
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"InformationMonitor: every_n_steps must be >= 1 (or null to disable), got {every_n_steps}")
         if every_n_steps is None and not at_validation_end:
@@ -103,7 +109,7 @@ class InformationMonitor(Callback):
                              f"got {max_time_share}")
         try:
             self.spec = MeasurementSpec(tuple(words), tuple(tuple(p) for p in pairs), condition, n_draws, seed, maps,
-                                        microbatch)
+                                        microbatch, target_stderr, target_relative, max_draws)
         except ValueError as e:
             raise ValueError(f"InformationMonitor: {e}") from None
         self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
@@ -165,7 +171,7 @@ class InformationMonitor(Callback):
         # On the device, before training: a probe the model cannot take (wrong size,
         # channels, range) fails here, not after the first training steps.
         first = self._probe[0]
-        dry = dataclasses.replace(self.spec, n_draws=2, maps=False)
+        dry = dataclasses.replace(self.spec, n_draws=2, maps=False, target_stderr=None, target_relative=None)
         was_training = pl_module.training
         pl_module.eval()
         try:

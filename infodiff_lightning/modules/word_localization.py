@@ -59,7 +59,9 @@ class WordLocalization(TextToImageJob):
     Args:
         pretrained: diffusers folder or hub id; lora: optional LoRA adapter folder.
         condition: how the word is removed ("delete", "placeholder", "mask").
-        n_draws, seed: draws per image, keyed by (seed, row id).
+        n_draws, seed: draws per image, keyed by (seed, row id); with a target, per round.
+        target_stderr, target_relative, max_draws: adaptive precision of each row's CMI (as
+            for CaptionAnalysis); the record says how many draws the row took.
         threshold: one of THRESHOLDS to use as given (None: chosen on the selection rows).
         word_types: {type name: [words]}: each type's rows pooled (a word may be in several types).
         attention_steps: noise levels of the cross-attention baseline (0: no baseline).
@@ -72,7 +74,8 @@ class WordLocalization(TextToImageJob):
     def __init__(self, pretrained: str, lora: str | None = None, condition: str = "delete", n_draws: int = 16,
                  seed: int = 0, threshold: float | None = None, word_types: dict[str, list[str]] | None = None,
                  attention_steps: int = 0, log_images: int = 4, microbatch: int | None = None,
-                 torch_dtype: str | None = None, fail_fast: bool = False):
+                 torch_dtype: str | None = None, fail_fast: bool = False, target_stderr: float | None = None,
+                 target_relative: float | None = None, max_draws: int = 256):
         for name, words in (word_types or {}).items():
             if not name or "/" in name or not words or not all(isinstance(w, str) and w for w in words):
                 raise ValueError(f"word_types: {name!r} must name a non-empty list of words (and hold no '/'), "
@@ -80,8 +83,9 @@ class WordLocalization(TextToImageJob):
         if threshold is not None and threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(map(str, THRESHOLDS))} (or null: chosen on "
                              f"data.selection_root), got {threshold}")
-        spec_args = {"condition": condition, "n_draws": n_draws, "seed": seed, "maps": True, "microbatch": microbatch}
-        MeasurementSpec(("word",), **spec_args)  # validates condition, n_draws, microbatch now
+        spec_args = {"condition": condition, "n_draws": n_draws, "seed": seed, "maps": True, "microbatch": microbatch,
+                     "target_stderr": target_stderr, "target_relative": target_relative, "max_draws": max_draws}
+        MeasurementSpec(("word",), **spec_args)  # validates condition, draws and targets, microbatch now
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
         self.word_types = {f"{TYPE}/{name}": frozenset(words) for name, words in (word_types or {}).items()}
         self.spec_args, self.threshold = spec_args, threshold
@@ -89,7 +93,8 @@ class WordLocalization(TextToImageJob):
         self.methods = METHODS if attention_steps else METHODS[:1]
         self.metrics = torch.nn.ModuleDict()  # "<split>/<word>/<iou_<method>|whole|cmi>", made in setup
         # per row: its word and split, the word's CMI, each method's IoU at every threshold, the mask's area
-        self.schema = Schema([Field("word", "text"), Field("split", "text"), Field("cmi", stderr=True, map=True),
+        self.schema = Schema([Field("word", "text"), Field("split", "text"), Field("draws", "count"),
+                              Field("cmi", stderr=True, map=True),
                               *(Field(_iou_key(m), "values", map=True) for m in self.methods),
                               Field("whole_image")])
 
@@ -136,7 +141,7 @@ class WordLocalization(TextToImageJob):
                     fig = localization_figure(batch["image"][k].cpu(), batch["mask"][k].cpu(),
                                               {m: v[j].cpu() for m, v in maps.items()}, f"'{word}', row {kids[j]}")
                     self.save_figure(fig, f"{kids[j]}_{word}", f"localization/{n}/{word}")
-                samples.append({"id": kids[j], "word": word, "split": batch["split"][k],
+                samples.append({"id": kids[j], "word": word, "split": batch["split"][k], "draws": int(res.draws[j]),
                                 "cmi": (est.value[j], est.stderr[j]),
                                 **{_iou_key(m): v[j] for m, v in ious.items()}, "whole_image": whole[j]})
         if missing:
