@@ -13,6 +13,11 @@ one half of the draws and evaluate it on the other (pid.py). A micro-batch holds
 with all K conditions of that unit, so every condition of an image sees the same
 (alpha, eps): common random numbers. Nothing in the loop synchronises with the host.
 
+An image whose entries of two columns are the same condition (a caption that does not
+hold the word a "without the word" column removes, say) has that condition evaluated
+once per draw and its prediction shared: the result is the same as evaluating it twice,
+and ``n_evals`` counts the inputs actually evaluated.
+
 Every denoiser call has the same number of inputs (``microbatch``; a short last call is
 padded with copies of its last input, whose outputs are dropped). On one thread a CPU
 convolution can round an input's result differently depending on how many inputs share
@@ -56,6 +61,50 @@ def _map_reduce(d: Tensor, channel_dim: int | None) -> Tensor:
     return d.sum(channel_dim) if channel_dim is not None else d
 
 
+def _same_entries(a: Column, b: Column) -> Tensor:
+    """(N,) bool: whether entry i of column ``a`` is the same condition as entry i of ``b``
+    (tensor rows equal element for element, so NaN rows never match; list entries of the
+    same type and equal)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a.shape != b.shape:
+            return torch.zeros(a.shape[0], dtype=torch.bool)
+        return (a == b).reshape(a.shape[0], -1).all(1).cpu()
+    return torch.tensor([type(u) is type(v) and u == v for u, v in zip(a, b)], dtype=torch.bool)
+
+
+def entry_sources(columns: Sequence[Column], n: int) -> Tensor:
+    """(N, K) long: for each image n and column k, the first column whose entry for image n
+    is the same condition (k itself when none before it is). Only those entries are
+    evaluated; the others share their prediction."""
+    k = len(columns)
+    src = torch.arange(k).repeat(n, 1)
+    for b in range(1, k):
+        for a in range(b):
+            free = src[:, b] == b
+            if not bool(free.any()):
+                break
+            hit = free & (src[:, a] == a) & _same_entries(columns[a], columns[b])
+            src[hit, b] = a
+    return src
+
+
+def _calls(rows_per_unit: Tensor, microbatch: int) -> list[tuple[int, int]]:
+    """Greedy packing of consecutive (image, draw) units into calls of at most
+    ``microbatch`` inputs (one unit alone when it has more): [(start, stop), ...]."""
+    if bool((rows_per_unit == rows_per_unit[0]).all()):  # every unit the same size: fixed strides
+        per = max(1, microbatch // int(rows_per_unit[0]))
+        total = int(rows_per_unit.numel())
+        return [(a, min(a + per, total)) for a in range(0, total, per)]
+    out, start, rows = [], 0, 0
+    for u, r in enumerate(rows_per_unit.tolist()):
+        if rows and rows + r > microbatch:
+            out.append((start, u))
+            start, rows = u, 0
+        rows += r
+    out.append((start, int(rows_per_unit.numel())))
+    return out
+
+
 def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], draws: Draws,
                     pairs: Sequence[tuple[int, int]] = (), maps: str | None = None,
                     channel_dim: int | str | None = "auto", microbatch: int | None = None) -> Errors:
@@ -93,33 +142,51 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
 
     s = draws.n_draws
     shape = tuple(x.shape[1:])
+    src = entry_sources(columns, n)  # (N, K)
+    own = src == torch.arange(k)  # entries evaluated
+
     # Errors are accumulated in at least float32 whatever the model's dtype (fp16
     # sums of squares over a latent lose digits and can overflow).
     device = x.device
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    units = max(1, microbatch // k)
     total = n * s
+    rows_per_unit = own.sum(1).repeat_interleave(s)  # unit u = (image u // s, draw u % s)
     mse = torch.empty(total, k, dtype=dtype, device=device)
     gap = torch.empty(total, len(pairs), dtype=dtype, device=device)
     map_shape = _map_reduce(torch.empty(shape, device="meta"), channel_dim).shape
     map_acc = torch.zeros(total, len(pairs), *map_shape, dtype=dtype, device=device) if maps and pairs else None
     finite = torch.ones((), dtype=torch.bool, device=device)
+    n_evals = 0
     # Flat draw index u -> (image u // s, draw u % s); CPU indices, so no device sync.
-    for start in range(0, total, units):
-        u = torch.arange(start, min(start + units, total))
+    for start, stop in _calls(rows_per_unit, microbatch):
+        u = torch.arange(start, stop)
         img, drw = u // s, u % s
         eps = draws.eps[img, drw].to(device=device, dtype=dtype, non_blocking=True)
         alpha = draws.alpha[img, drw].to(device=device, non_blocking=True)
         x_alpha = noise_channel(x[img.to(device)].to(dtype), alpha, eps).to(x.dtype)
-        cond = concat([take(col, img) for col in columns])
-        rep, alpha_rep = x_alpha.repeat(k, *([1] * len(shape))), alpha.repeat(k)
+        # rows: for each column j, the units of this call whose entry of column j is evaluated
+        need = own[img]  # (len(u), K)
+        which = [need[:, j].nonzero().flatten() for j in range(k)]
+        cond = concat([take(col, img[w]) for col, w in zip(columns, which)])
+        pos = torch.cat(which).to(device)
+        rep, alpha_rep = x_alpha[pos], alpha[pos]
         rows = rep.shape[0]
+        n_evals += rows
         if rows < microbatch:  # every call has the same shape: see the module docstring
             pad = torch.full((microbatch - rows,), rows - 1, dtype=torch.long, device=device)
             rep, alpha_rep = torch.cat([rep, rep[pad]]), torch.cat([alpha_rep, alpha_rep[pad]])
             cond = concat([cond, take(cond, pad.cpu())])
-        e_hat = denoiser.eps_hat(rep, alpha_rep, cond)[:rows].to(dtype).reshape(k, len(u), *shape)
-        finite &= torch.isfinite(e_hat).all()
+        out = denoiser.eps_hat(rep, alpha_rep, cond)[:rows].to(dtype)
+        finite &= torch.isfinite(out).all()
+        e_hat = torch.empty((k, len(u), *shape), dtype=dtype, device=device)
+        at = 0
+        for j, w in enumerate(which):
+            e_hat[j, w.to(device)] = out[at:at + len(w)]
+            at += len(w)
+        for j in range(k):  # entries that share another column's condition take its prediction
+            shared = (~need[:, j]).nonzero().flatten()
+            if len(shared):
+                e_hat[j, shared.to(device)] = e_hat[src[img[shared], j].to(device), shared.to(device)]
         ud = u.to(device)
         mse[ud] = ((eps.unsqueeze(0) - e_hat) ** 2).flatten(2).sum(-1).T
         if pairs:
@@ -142,6 +209,6 @@ def denoiser_errors(denoiser: Denoiser, x: Tensor, columns: Sequence[Column], dr
         draw_maps=None if map_acc is None else map_acc.reshape(n, s, len(pairs), *map_shape).cpu(),
         weight=draws.weight.to(dtype).cpu(),
         alpha=draws.alpha.cpu(),
-        n_evals=n * s * k,
+        n_evals=n_evals,
         design=draws.design,
     )

@@ -14,6 +14,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from infodiff_lightning.adaptive import Precision
 from infodiff_lightning.callbacks import InformationMonitor
 from infodiff_lightning.data import CaptionedShapesData
+from infodiff_lightning.denoisers import load_text_to_image
+from infodiff_lightning.integrate import Piecewise
+from infodiff_lightning.measure import reference_range
+from infodiff_lightning.proposal import PROPOSAL_FILE, save_proposal
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
 from infodiff_lightning.modules import DiffusionFineTuner
 
@@ -535,3 +539,14 @@ def test_a_target_makes_the_monitor_draw_in_rounds_up_to_its_maximum():
 def test_a_target_that_cannot_be_met_is_refused_naming_the_option():
     with pytest.raises(ValueError, match="InformationMonitor: target_stderr / target_relative / max_draws"):
         InformationMonitor(words=["blue"], n_draws=32, target_stderr=0.1, max_draws=16)
+
+
+def test_a_fine_tuned_export_keeps_the_pretrained_models_log_snr_proposal(tmp_path):
+    # the jobs that analyse the fine-tuned model then draw where the base model's
+    # information is, as the monitor did while it trained
+    base = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS)), tmp_path / "base")
+    lo, hi = reference_range(load_text_to_image(base))
+    save_proposal(Piecewise((lo, 0.0, hi), (0.3, 0.7)), base / PROPOSAL_FILE)
+    module = DiffusionFineTuner(pretrained=str(base))
+    out = module.save_pretrained(tmp_path / "tuned")
+    assert load_text_to_image(out).alpha_proposal.mass == pytest.approx((0.3, 0.7))

@@ -32,6 +32,7 @@ from ..conditions import drop_words
 from ..denoisers import LatentDiffusionDenoiser, PixelTextDenoiser, load_text_to_image
 from ..denoisers.diffusers_common import TextUNetDenoiser
 from ..denoisers.prediction import prediction_target
+from ..proposal import PROPOSAL_FILE, save_proposal
 from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
 from ..training import adamw_with_schedule, min_snr_weight
@@ -215,6 +216,11 @@ class DiffusionFineTuner(L.LightningModule):
             else:
                 save_components({"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
                                  "scheduler": self.scheduler, "vae": self.vae}, folder)
+                # the pretrained model's log-SNR proposal travels with its fine-tuned weights
+                # (a LoRA folder is loaded over its base folder, which keeps its own)
+                if self.adapter.alpha_proposal is not None:
+                    save_proposal(self.adapter.alpha_proposal, folder / PROPOSAL_FILE,
+                                  {"source": f"the proposal of {self.hparams.pretrained}"})
         return folder
 
     def on_fit_end(self) -> None:
