@@ -129,6 +129,9 @@ def bootstrap_t_stderr(terms: Tensor, n_boot: int = N_BOOTSTRAP, seed: int = 0, 
     if s < 4:  # nu <= 2: no finite error (as CAL)
         return torch.full(terms.shape[:1], math.nan, dtype=terms.dtype, device=terms.device)
     idx = torch.randint(0, s, (n_boot, s), generator=torch.Generator().manual_seed(seed)).to(terms.device)
+    # at most ``chunk`` images, and fewer when their resamples would pass the element budget
+    # (300 images x 4096 draws: 64 images x 400 x 4096 would be 839 MB per tensor)
+    chunk = min(chunk, max(1, BOOTSTRAP_CHUNK_ELEMENTS // (n_boot * s)))
     out = []
     for block in terms.split(chunk):  # (n, S) -> (n, B, S): bounded memory
         se = block.std(1) / math.sqrt(s)

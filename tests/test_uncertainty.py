@@ -154,3 +154,24 @@ def test_mi_standard_errors_are_calibrated_on_a_heavy_tailed_mixture_at_32_plain
     stats = calibration_cell(GaussianMixture(4, 8), 32, False, seed=6)
     assert 0.87 <= stats["sd"] <= 1.18, stats
     assert 0.92 <= stats["coverage"] <= 0.98, stats
+
+
+def test_bootstrap_t_error_of_many_draws_works_in_smaller_chunks_with_the_same_result(monkeypatch):
+    # at 4096 draws, 64 images' resamples would be 64 x 400 x 4096 values (839 MB): the
+    # chunk shrinks to the element budget, and each image's error is its own, so the
+    # numbers are those of one image at a time
+    unc = uncertainty
+
+    terms = torch.randn(5, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64).exp()
+    monkeypatch.setattr(unc, "BOOTSTRAP_CHUNK_ELEMENTS", 2 * 400 * 512)  # two images per chunk
+    quantile, seen = torch.quantile, []
+
+    def spy(t, *a, **k):  # the (images, resamples) statistics of each chunk
+        seen.append(t.shape[0])
+        return quantile(t, *a, **k)
+
+    monkeypatch.setattr(torch, "quantile", spy)
+    small = unc.bootstrap_t_stderr(terms)
+    assert seen == [2, 2, 1]
+    one_by_one = torch.cat([unc.bootstrap_t_stderr(terms[i:i + 1]) for i in range(5)])
+    assert torch.allclose(small, one_by_one, rtol=1e-12, atol=0)
