@@ -12,7 +12,9 @@ integral):
   folder carries ``logsnr_proposal.json``;
 - fitted stratified: the fitted proposal, two draws per stratum.
 
-"MSE ratio" is MSE(reference) / MSE(scheme) at equal S: how many times fewer draws (and
+SD(z) and "cover" check each scheme's standard errors against the long run (z = error /
+sqrt(stderr^2 + long-run stderr^2), pooled over images and repeats; calibrated: SD(z)
+near 1, 95% coverage). "MSE ratio" is MSE(reference) / MSE(scheme) at equal S: how many times fewer draws (and
 so denoiser calls) the scheme needs for the reference's error, with a 95% interval from
 a bootstrap over images. The fitted proposal is fitted on pilot images that are not
 evaluated (the world's threshold split; fresh samples for the analytic systems).
@@ -86,14 +88,15 @@ def analytic(n_images: int, pilot: int):
         yield name, system, x, cols, list(range(10_000, 10_000 + n_images)), contrasts, kind, proposal
 
 
-def values(system, x, cols, ids, contrasts, kind, spec) -> tuple[dict[str, torch.Tensor], int]:
-    """Per-image values of each quantity under one DrawSpec, and the NFE per image."""
+def values(system, x, cols, ids, contrasts, kind, spec) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
+    """Per-image (value, stderr) of each quantity under one DrawSpec, and the NFE per image."""
     m = measure(system, cols, contrasts, x=x, ids=ids, draws=spec)
     nfe = m.n_evals // int(x.shape[0])
     if kind == "info":
-        return {k: m.estimate(k).value for k in contrasts}, nfe
+        return {k: (m.estimate(k).value, m.estimate(k).stderr) for k in contrasts}, nfe
     est = pid_from_terms(*[m.terms(k) for k in PID_CONTRASTS], design=m.design)
-    return {t: getattr(est, t).value for t in ("redundancy", "unique1", "unique2", "synergy")}, nfe
+    return {t: (getattr(est, t).value, getattr(est, t).stderr)
+            for t in ("redundancy", "unique1", "unique2", "synergy")}, nfe
 
 
 def schemes(system, proposal: Piecewise) -> dict:
@@ -125,6 +128,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--long_run", type=int, default=1024)
+    ap.add_argument("--schemes", nargs="+", default=None,
+                    help="only these schemes (by label prefix: reference, stratified, fitted, 'fitted stratified')")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -134,32 +139,43 @@ def main() -> None:
     if "analytic" in args.systems:
         cells.extend(analytic(args.analytic_images, args.pilot))
     rows = []
-    print("| system | quantity | S | scheme | NFE / image | RMSE | MSE ratio to reference (95% CI) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| system | quantity | S | scheme | NFE / image | RMSE | MSE ratio to reference (95% CI) | SD(z) | cover |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, system, x, cols, ids, contrasts, kind, proposal in cells:
         t0 = time.perf_counter()
         best = Piecewise(proposal.edges, proposal.mass, True)
         truth, _ = values(system, x, cols, ids, contrasts, kind, DrawSpec(args.long_run, 99_999, best))
+        truth_se = {q: v[1] for q, v in truth.items()}
+        truth = {q: v[0] for q, v in truth.items()}
         for s in args.draws:
             errs: dict[str, dict[str, torch.Tensor]] = {}
+            zs: dict[str, dict[str, torch.Tensor]] = {}
             nfe = 0
-            for label, sampler in schemes(system, proposal).items():
+            chosen = {label: smp for label, smp in schemes(system, proposal).items()
+                      if label.startswith("reference") or args.schemes is None
+                      or any(label.split(" (")[0] == want for want in args.schemes)}
+            for label, sampler in chosen.items():
                 reps = []
                 for r in range(args.repeats):
                     v, nfe = values(system, x, cols, ids, contrasts, kind, DrawSpec(s, 1000 * r + s, sampler))
-                    reps.append({q: v[q] - truth[q] for q in truth})
-                errs[label] = {q: torch.stack([rep[q] for rep in reps], 1) for q in truth}  # (N, R)
+                    reps.append({q: (v[q][0] - truth[q], v[q][1]) for q in truth})
+                errs[label] = {q: torch.stack([rep[q][0] for rep in reps], 1) for q in truth}  # (N, R)
+                # z against the long run, its own error included (as bench_calibration.py)
+                zs[label] = {q: torch.stack([rep[q][0] / torch.sqrt(rep[q][1] ** 2 + truth_se[q] ** 2)
+                                             for rep in reps], 1) for q in truth}
             for q in truth:
                 ref = errs["reference (iid logistic)"][q]
                 for label, by_quantity in errs.items():
                     e = by_quantity[q]
                     ratio, lo, hi = bootstrap_ratio(ref, e)
                     rmse = float((e**2).mean().sqrt())
+                    z = zs[label][q][torch.isfinite(zs[label][q])]
+                    sd_z, cover = float(z.std()), float((z.abs() <= 1.96).double().mean())
                     rows.append({"system": name, "quantity": q, "draws": s, "scheme": label, "nfe_per_image": nfe,
                                  "rmse": rmse, "mse_ratio": ratio, "ci": [lo, hi],
-                                 "truth_mean": float(truth[q].mean())})
-                    print(f"| {name} | {q} | {s} | {label} | {nfe} | {rmse:.3f} | {ratio:.2f} ({lo:.2f}-{hi:.2f}) |",
-                          flush=True)
+                                 "truth_mean": float(truth[q].mean()), "sd_z": sd_z, "coverage": cover})
+                    print(f"| {name} | {q} | {s} | {label} | {nfe} | {rmse:.3f} | {ratio:.2f} ({lo:.2f}-{hi:.2f}) | "
+                          f"{sd_z:.2f} | {100 * cover:.1f}% |", flush=True)
         print(f"<!-- {name}: {time.perf_counter() - t0:.0f} s -->", flush=True)
     if args.out:
         with open(args.out, "w") as f:
