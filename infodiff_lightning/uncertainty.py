@@ -131,7 +131,7 @@ def bootstrap_t_stderr(terms: Tensor, n_boot: int = N_BOOTSTRAP, seed: int = 0, 
     idx = torch.randint(0, s, (n_boot, s), generator=torch.Generator().manual_seed(seed)).to(terms.device)
     # at most ``chunk`` images, and fewer when their resamples would pass the element budget
     # (300 images x 4096 draws: 64 images x 400 x 4096 would be 839 MB per tensor)
-    chunk = min(chunk, max(1, BOOTSTRAP_CHUNK_ELEMENTS // (n_boot * s)))
+    chunk = min(chunk, max(1, BOOTSTRAP_T_CHUNK_ELEMENTS // (n_boot * s)))
     out = []
     for block in terms.split(chunk):  # (n, S) -> (n, B, S): bounded memory
         se = block.std(1) / math.sqrt(s)
@@ -183,6 +183,10 @@ def _multipliers(shape: tuple[int, ...], generator: torch.Generator, dtype) -> T
 #: temporaries are a few times this (about 5x for the MMI PID statistic), so the peak of
 #: a bootstrap is bounded by the chunk, not by the batch.
 BOOTSTRAP_CHUNK_ELEMENTS = 2**24
+#: The same budget for the resamples of :func:`bootstrap_t_stderr` (its own name: a
+#: reduction over a block of images can round an image's last bit differently with the
+#: block's size, so tests that vary the wild bootstrap's chunks hold this one fixed).
+BOOTSTRAP_T_CHUNK_ELEMENTS = 2**24
 
 
 def bootstrap_chunk(n_boot: int, n_draws: int, n_quantities: int) -> int:

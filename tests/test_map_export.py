@@ -73,7 +73,7 @@ def test_every_image_has_a_map_file_with_a_map_per_measured_quantity(exported):
     assert len(records) == 8
     for r in records:
         maps = load_maps(exported / r["maps"])
-        measured = {k for k in r if k not in ("id", "caption", "maps") and not k.endswith("_stderr")}
+        measured = {k for k in r if k not in ("id", "caption", "maps", "draws") and not k.endswith("_stderr")}
         assert set(maps) == measured  # "mi", and the words / pair the caption holds
         assert all(m.shape == (32, 32) for m in maps.values())  # the world model's 32x32 pixels
 

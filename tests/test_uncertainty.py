@@ -163,7 +163,7 @@ def test_bootstrap_t_error_of_many_draws_works_in_smaller_chunks_with_the_same_r
     unc = uncertainty
 
     terms = torch.randn(5, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64).exp()
-    monkeypatch.setattr(unc, "BOOTSTRAP_CHUNK_ELEMENTS", 2 * 400 * 512)  # two images per chunk
+    monkeypatch.setattr(unc, "BOOTSTRAP_T_CHUNK_ELEMENTS", 2 * 400 * 512)  # two images per chunk
     quantile, seen = torch.quantile, []
 
     def spy(t, *a, **k):  # the (images, resamples) statistics of each chunk

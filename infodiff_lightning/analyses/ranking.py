@@ -54,16 +54,23 @@ class CandidateScores:
     n_evals: int
 
 
+def _check_candidates(what: str, images: Tensor, ids: Sequence[int], candidates: Sequence[Sequence[str]]
+                      ) -> tuple[int, int]:
+    """(N images, K candidates each), or a ValueError naming ``what`` was given wrong."""
+    n = int(images.shape[0])
+    if len(candidates) != n or len(ids) != n:
+        raise ValueError(f"{what}: {n} images, {len(ids)} ids and {len(candidates)} candidate lists")
+    k = len(candidates[0]) if n else 0
+    if k < 2 or any(len(c) != k for c in candidates):
+        raise ValueError(f"{what}: every image needs the same number (>= 2) of candidate captions")
+    return n, k
+
+
 def score_candidates(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], candidates: Sequence[Sequence[str]],
                      n_draws: int = 16, seed: int = 0, microbatch: int | None = None) -> CandidateScores:
     """i(x_n; c_nk) for every image n and each of its K candidates (every image has K),
     with draws keyed by (seed, image id) and shared by the candidates of an image."""
-    n = int(images.shape[0])
-    if len(candidates) != n or len(ids) != n:
-        raise ValueError(f"score_candidates: {n} images, {len(ids)} ids and {len(candidates)} candidate lists")
-    k = len(candidates[0]) if n else 0
-    if k < 2 or any(len(c) != k for c in candidates):
-        raise ValueError("score_candidates: every image needs the same number (>= 2) of candidate captions")
+    n, k = _check_candidates("score_candidates", images, ids, candidates)
     columns = {"null": denoiser.null_conditions(n)}
     columns.update({f"candidate/{j}": [c[j] for c in candidates] for j in range(k)})
     m = measure(denoiser, columns, {j: ("null", f"candidate/{j}") for j in range(k)}, images=images, ids=ids,
@@ -170,12 +177,7 @@ def rank_adaptively(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], 
     on (seed, its id, its image, its candidates): never on the images that share its batch,
     so a resumed or multi-process job ranks it the same.
     """
-    n = int(images.shape[0])
-    if len(candidates) != n or len(ids) != n:
-        raise ValueError(f"rank_adaptively: {n} images, {len(ids)} ids and {len(candidates)} candidate lists")
-    k = len(candidates[0]) if n else 0
-    if k < 2 or any(len(c) != k for c in candidates):
-        raise ValueError("rank_adaptively: every image needs the same number (>= 2) of candidate captions")
+    n, k = _check_candidates("rank_adaptively", images, ids, candidates)
     if round_draws < 1 or max_draws < round_draws or max_draws % round_draws:
         raise ValueError(f"rank_adaptively: max_draws ({max_draws}) must be a positive multiple of round_draws "
                          f"({round_draws}): every round has the same size")
