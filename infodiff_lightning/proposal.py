@@ -17,9 +17,13 @@ fitted once, on a few images, from draws spread uniformly over the range, and sa
 
 Two guards keep the estimate unbiased and its error honest:
 
-* the fitted density is mixed with a uniform one (``floor``, 10% by default), so every
-  bin keeps mass and the weights stay below width / (floor * bin width) (a bin the pilot
-  saw as empty can still hold information for another image);
+* the fitted density is mixed with a *defensive* one (``floor`` = 50% by default): the
+  reference proposal's mass in each bin when it is given (proposal_fit.py does), a uniform
+  one otherwise. So every bin keeps mass, and no weight exceeds 1/floor times the
+  defensive density's: where the information moves away from where the pilot saw it (a
+  fine-tuned model whose word now matters at other noise levels, say), the estimate is
+  at worst about 1/floor times as noisy as with the defensive proposal alone, never
+  unboundedly worse (defensive importance sampling, Hesterberg 1995);
 * each (image, quantity) is normalised by its own mean square before pooling, so one
   large information does not decide the shape for every small one.
 
@@ -44,15 +48,18 @@ __all__ = ["fit_proposal", "save_proposal", "load_proposal", "PROPOSAL_FILE", "D
 PROPOSAL_FILE = "logsnr_proposal.json"
 FORMAT = "infodiff-logsnr-proposal"
 DEFAULT_BINS = 24
-#: Share of the uniform density mixed into the fitted one (see the module doc).
-DEFAULT_FLOOR = 0.1
+#: Share of the defensive density mixed into the fitted one (see the module doc). At 0.1
+#: (uniform) a model fine-tuned after the fit measured 2x noisier than with the reference
+#: draws (BENCHMARKS.md "Draw schemes"); half and half bounds that at 2x.
+DEFAULT_FLOOR = 0.5
 
 
 def fit_proposal(alpha: Tensor, integrand: Sequence[Tensor], lo: float, hi: float, n_bins: int = DEFAULT_BINS,
-                 floor: float = DEFAULT_FLOOR) -> Piecewise:
+                 floor: float = DEFAULT_FLOOR, defensive: Sequence[float] | None = None) -> Piecewise:
     """Eq. OPT on ``n_bins`` equal bins of [lo, hi]: q_j proportional to the root mean square
     of the pooled, per-(image, quantity) normalised integrand values in bin j, mixed with
-    the uniform density with weight ``floor``.
+    the defensive masses per bin (``defensive``, n_bins values summing to 1; None: uniform)
+    with weight ``floor``.
 
     ``alpha``: (N, S) pilot draws in [lo, hi] (best spread evenly, e.g. stratified uniform);
     ``integrand``: per-draw integrand values f_s (N, S) of one or more quantities (the
@@ -88,7 +95,14 @@ def fit_proposal(alpha: Tensor, integrand: Sequence[Tensor], lo: float, hi: floa
     width = edges[1:] - edges[:-1]
     fitted = rms * width
     uniform = width / (hi - lo)
-    mass = uniform if float(fitted.sum()) == 0 else (1 - floor) * fitted / fitted.sum() + floor * uniform
+    if defensive is not None:
+        guard = torch.tensor(list(defensive), dtype=torch.float64)
+        if guard.shape != (n_bins,) or bool((guard <= 0).any()):
+            raise ValueError(f"fit_proposal: defensive must be {n_bins} positive bin masses")
+        guard = guard / guard.sum()
+    else:
+        guard = uniform
+    mass = guard if float(fitted.sum()) == 0 else (1 - floor) * fitted / fitted.sum() + floor * guard
     return Piecewise(tuple(edges.tolist()), tuple(mass.tolist()))
 
 

@@ -3,7 +3,8 @@
 The pilot spreads its draws evenly over the reference range (stratified uniform, so every
 bin of the fit sees the same number of draws), measures the given contrasts with the
 orthogonal estimator (eq. 7), divides each draw's term by its weight to get the integrand
-value f_s, and fits eq. OPT. The pilot is a few images: the shape of the integrand over
+value f_s, and fits eq. OPT, mixed half and half with the reference sampler's own mass
+per bin (the defensive half, proposal.py). The pilot is a few images: the shape of the integrand over
 log-SNR is the model's, not the image's (BENCHMARKS.md "Draw schemes" shows it on the
 world model).
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 from typing import Hashable, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from .denoisers.base import Column, Denoiser
 from .integrate import Piecewise, Uniform
-from .measure import DrawSpec, measure, reference_range
+from .measure import REFERENCE_SAMPLER, DrawSpec, measure, reference_range
 from .proposal import DEFAULT_BINS, DEFAULT_FLOOR, fit_proposal
 
 __all__ = ["fit_model_proposal"]
@@ -33,6 +35,11 @@ def fit_model_proposal(denoiser: Denoiser, x: Tensor, columns: Mapping[str, Colu
                          f"two per bin (n_draws >= {2 * n_bins})")
     lo, hi = reference_range(denoiser)
     spec = DrawSpec(n_draws, seed, Uniform(lo, hi, stratified=True))
+    # the defensive half of the proposal: the reference sampler's mass in each bin
+    ref = REFERENCE_SAMPLER.restricted((lo, hi))
+    edges = torch.linspace(lo, hi, n_bins + 1, dtype=torch.float64)
+    cdf = torch.sigmoid((edges - ref.loc) / ref.scale)
+    guard = (cdf[1:] - cdf[:-1]).tolist()
     m = measure(denoiser, columns, contrasts, x=x, ids=ids, draws=spec, microbatch=microbatch)
     integrand = [m.terms(key) / m.errors.weight for key in contrasts]
-    return fit_proposal(m.errors.alpha, integrand, lo, hi, n_bins=n_bins, floor=floor)
+    return fit_proposal(m.errors.alpha, integrand, lo, hi, n_bins=n_bins, floor=floor, defensive=guard)

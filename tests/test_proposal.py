@@ -138,3 +138,17 @@ def test_pilot_draws_are_spread_evenly_over_the_reference_range():
     q = fit_model_proposal(system, x, {"null": system.null_conditions(2), "y": y}, {"mi": ("null", "y")},
                            n_draws=16, n_bins=6)
     assert q.range == (-5.0, 7.0) and len(q.mass) == 6
+
+
+def test_a_fitted_proposal_keeps_half_the_reference_density_in_every_bin():
+    # Defensive mixture: wherever the pilot saw no information, the proposal still has at
+    # least half the reference sampler's mass, so no weight exceeds twice the reference's
+    # (bin-averaged) weight, whatever a later (fine-tuned) model's integrand does there.
+    system = WithProposal(dim=2)
+    x, y = system.sample(4, torch.Generator().manual_seed(0))
+    q = fit_model_proposal(system, x, {"null": system.null_conditions(4), "y": y}, {"mi": ("null", "y")},
+                           n_draws=48, n_bins=12)
+    edges = torch.tensor(q.edges, dtype=torch.float64)
+    cdf = torch.sigmoid((edges - 1.0) / 2.0)  # the reference logistic (loc 1, scale 2) on [-5, 7]
+    ref_mass = (cdf[1:] - cdf[:-1]) / (cdf[-1] - cdf[0])
+    assert bool((torch.tensor(q.mass, dtype=torch.float64) >= 0.5 * ref_mass - 1e-12).all())
