@@ -50,7 +50,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--n_draws", type=int, default=96, help="stratified uniform draws per pilot image (default 96)")
     ap.add_argument("--n_bins", type=int, default=DEFAULT_BINS, help=f"log-SNR bins (default {DEFAULT_BINS})")
     ap.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
-                    help=f"share of the uniform density mixed in (default {DEFAULT_FLOOR})")
+                    help=f"share of the reference sampler's density mixed in (default {DEFAULT_FLOOR})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help=f"where to write (default <model>/{PROPOSAL_FILE})")
     args = ap.parse_args(argv)
