@@ -20,9 +20,10 @@ variance sum_h 2 Var_h / S^2 over all strata h of all rounds, which is what eq. 
 combined image are those of uncertainty.py on its concatenated terms.
 
 What stopping costs: the decision to stop depends on the draws, so the final estimate is
-not exactly the mean of a fixed-size sample (optional stopping). With a first round of
-at least 16 draws the effect on coverage is measured in BENCHMARKS.md ("Adaptive
-precision"); keep ``min_draws`` there or above.
+not exactly the mean of a fixed-size sample (optional stopping). tests/test_adaptive.py
+checks that the dataset mean stays on a closed-form integral under stopping; the
+coverage of per-image errors under stopping is not measured yet. Keep ``min_draws`` at 16
+or above, where the standard error itself is reliable.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def _by_name(m: Measurement, names: Sequence[str], keys: Sequence[Hashable]) -> 
 
 
 def _rows(e: Errors, keep: Tensor) -> Errors:
-    """The images ``keep`` (bool (N,)) of ``e``; n_evals shared in proportion."""
+    """The images ``keep`` (bool (N,)) of ``e``; n_evals shared in proportion (approximate
+    where an image's shared entries made it cheaper: the totals are counted separately)."""
     n = int(keep.sum())
     evals = e.n_evals * n // max(1, int(keep.numel()))
     return Errors(e.mse[keep], e.gap[keep], None if e.draw_maps is None else e.draw_maps[keep], e.weight[keep],
@@ -118,8 +120,11 @@ class AdaptiveMeasurement:
     n_evals: int
 
     def estimate(self, key: Hashable, estimator: str = "orthogonal") -> Estimate:
-        """Per-image estimate of contrast ``key`` for the whole batch (as Measurement.estimate)."""
-        return scatter_results([(idx, m.estimate(key, estimator)) for idx, m in self.groups], int(self.draws.numel()))
+        """Per-image estimate of contrast ``key`` for the whole batch (as Measurement.estimate),
+        with the whole measurement's evaluation count."""
+        est = scatter_results([(idx, m.estimate(key, estimator)) for idx, m in self.groups], int(self.draws.numel()))
+        est.n_evals = self.n_evals
+        return est
 
     def per_group(self, compute: Callable[[Measurement], Any]) -> Any:
         """``compute`` on each group, its results put back in batch order (scatter_results)."""

@@ -105,16 +105,17 @@ class TruncatedLogistic(AlphaSampler):
         _check_range(lo, hi, "TruncatedLogistic")
         self.lo, self.hi = float(lo), float(hi)
 
-    def _cdf(self, a: float) -> float:
+    def cdf(self, a: float) -> float:
+        """The untruncated logistic's distribution function at ``a``."""
         return 1.0 / (1.0 + math.exp(-(a - self.loc) / self.scale))
 
     def log_density(self, alpha: Tensor) -> Tensor:
         z = (alpha - self.loc) / self.scale
         log_pdf = -z - 2 * torch.nn.functional.softplus(-z) - math.log(self.scale)
-        return log_pdf - math.log(self._cdf(self.hi) - self._cdf(self.lo))
+        return log_pdf - math.log(self.cdf(self.hi) - self.cdf(self.lo))
 
     def sample(self, shape, generator=None):
-        f_lo, f_hi = self._cdf(self.lo), self._cdf(self.hi)
+        f_lo, f_hi = self.cdf(self.lo), self.cdf(self.hi)
         u = f_lo + (f_hi - f_lo) * _unit_draws(tuple(shape), self.stratified, generator)
         alpha = (self.loc + self.scale * torch.logit(u)).clamp(self.lo, self.hi)
         return alpha, torch.exp(-self.log_density(alpha))

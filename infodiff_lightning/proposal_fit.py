@@ -37,9 +37,8 @@ def fit_model_proposal(denoiser: Denoiser, x: Tensor, columns: Mapping[str, Colu
     spec = DrawSpec(n_draws, seed, Uniform(lo, hi, stratified=True))
     # the defensive half of the proposal: the reference sampler's mass in each bin
     ref = REFERENCE_SAMPLER.restricted((lo, hi))
-    edges = torch.linspace(lo, hi, n_bins + 1, dtype=torch.float64)
-    cdf = torch.sigmoid((edges - ref.loc) / ref.scale)
-    guard = (cdf[1:] - cdf[:-1]).tolist()
+    edges = torch.linspace(lo, hi, n_bins + 1, dtype=torch.float64).tolist()
+    guard = [ref.cdf(b) - ref.cdf(a) for a, b in zip(edges, edges[1:])]
     m = measure(denoiser, columns, contrasts, x=x, ids=ids, draws=spec, microbatch=microbatch)
     integrand = [m.terms(key) / m.errors.weight for key in contrasts]
     return fit_proposal(m.errors.alpha, integrand, lo, hi, n_bins=n_bins, floor=floor, defensive=guard)

@@ -131,7 +131,7 @@ def bootstrap_t_stderr(terms: Tensor, n_boot: int = N_BOOTSTRAP, seed: int = 0, 
     idx = torch.randint(0, s, (n_boot, s), generator=torch.Generator().manual_seed(seed)).to(terms.device)
     # at most ``chunk`` images, and fewer when their resamples would pass the element budget
     # (300 images x 4096 draws: 64 images x 400 x 4096 would be 839 MB per tensor)
-    chunk = min(chunk, max(1, BOOTSTRAP_T_CHUNK_ELEMENTS // (n_boot * s)))
+    chunk = min(chunk, bootstrap_chunk(n_boot, s, 1, BOOTSTRAP_T_CHUNK_ELEMENTS))
     out = []
     for block in terms.split(chunk):  # (n, S) -> (n, B, S): bounded memory
         se = block.std(1) / math.sqrt(s)
@@ -189,11 +189,12 @@ BOOTSTRAP_CHUNK_ELEMENTS = 2**24
 BOOTSTRAP_T_CHUNK_ELEMENTS = 2**24
 
 
-def bootstrap_chunk(n_boot: int, n_draws: int, n_quantities: int) -> int:
-    """Images per chunk of :func:`wild_bootstrap`: as many as keep the resampled terms
-    (n_boot x images x n_draws x n_quantities) within ``BOOTSTRAP_CHUNK_ELEMENTS``, and
-    at least one."""
-    return max(1, BOOTSTRAP_CHUNK_ELEMENTS // max(1, n_boot * n_draws * n_quantities))
+def bootstrap_chunk(n_boot: int, n_draws: int, n_quantities: int, budget: int | None = None) -> int:
+    """Images per chunk of a bootstrap: as many as keep the resampled terms (n_boot x
+    images x n_draws x n_quantities) within ``budget`` elements (None:
+    ``BOOTSTRAP_CHUNK_ELEMENTS``, read at call time), and at least one."""
+    budget = BOOTSTRAP_CHUNK_ELEMENTS if budget is None else budget
+    return max(1, budget // max(1, n_boot * n_draws * n_quantities))
 
 
 def wild_bootstrap(terms: Tensor, design: str, statistic: Callable[..., Tensor], n_boot: int = N_BOOTSTRAP,

@@ -131,7 +131,7 @@ def test_a_model_folder_with_a_proposal_file_loads_it(tmp_path):
     assert default_sampler(den).range == (lo, hi)
 
 
-def test_pilot_draws_are_spread_evenly_over_the_reference_range():
+def test_a_fitted_proposal_spans_the_reference_range_in_the_asked_bins():
     # the fit reads the integrand from stratified uniform draws over the range it will serve
     system = WithProposal(dim=2)
     x, y = system.sample(2, torch.Generator().manual_seed(0))

@@ -158,6 +158,17 @@ class AdaptiveRanking:
         return self.value.masked_fill(~self.survivors, -math.inf)
 
 
+def check_elimination(round_draws: int, min_draws: int, max_draws: int, z: float) -> None:
+    """Raise a ValueError naming the option of successive elimination that cannot work."""
+    if round_draws < 1 or max_draws < round_draws or max_draws % round_draws:
+        raise ValueError(f"rank_adaptively: max_draws ({max_draws}) must be a positive multiple of round_draws "
+                         f"({round_draws}): every round has the same size")
+    if not 2 <= min_draws <= max_draws:
+        raise ValueError(f"rank_adaptively: min_draws must be in [2, max_draws = {max_draws}], got {min_draws}")
+    if not z > 0:
+        raise ValueError(f"rank_adaptively: z must be > 0, got {z}")
+
+
 def rank_adaptively(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], candidates: Sequence[Sequence[str]],
                     *, round_draws: int = 4, max_draws: int = 32, min_draws: int = MIN_DRAWS,
                     z: float = ELIMINATION_Z, seed: int = 0, sampler: AlphaSampler | None = None,
@@ -178,13 +189,7 @@ def rank_adaptively(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], 
     so a resumed or multi-process job ranks it the same.
     """
     n, k = _check_candidates("rank_adaptively", images, ids, candidates)
-    if round_draws < 1 or max_draws < round_draws or max_draws % round_draws:
-        raise ValueError(f"rank_adaptively: max_draws ({max_draws}) must be a positive multiple of round_draws "
-                         f"({round_draws}): every round has the same size")
-    if not 2 <= min_draws <= max_draws:
-        raise ValueError(f"rank_adaptively: min_draws must be in [2, max_draws = {max_draws}], got {min_draws}")
-    if not z > 0:
-        raise ValueError(f"rank_adaptively: z must be > 0, got {z}")
+    check_elimination(round_draws, min_draws, max_draws, z)
     ids = [int(i) for i in ids]
     x = denoiser.encode(images, ids=ids)
     active = torch.ones(n, k, dtype=torch.bool)

@@ -29,7 +29,7 @@ class Denoiser(Protocol):
     trained on (None when any alpha is valid, as for analytic denoisers).
     ``alpha_proposal`` is the log-SNR proposal fitted to the model's integrand
     (proposal.py; read from the model folder's ``logsnr_proposal.json``), or None: the
-    estimators then draw from the reference range stratified (measure.default_sampler).
+    estimators then draw from the reference sampler (measure.default_sampler).
     ``default_microbatch`` is how many inputs one eps_hat call takes by default.
     ``encode(images, ids)`` gives the clean x the estimators integrate over (VAE latents
     for latent models; the images themselves otherwise).

@@ -32,7 +32,8 @@ from ..estimators import ESTIMATORS
 from ..io import log_scalars
 from ..metrics.samples import SampleHits
 from ..protocols import GroupedEvaluationData
-from ..analyses.ranking import ELIMINATION_Z, MIN_DRAWS, PREDICTION_ESTIMATOR, rank_adaptively, score_candidates
+from ..analyses.ranking import (ELIMINATION_Z, MIN_DRAWS, PREDICTION_ESTIMATOR, check_elimination, rank_adaptively,
+                                score_candidates)
 from ..analyses.statistics import accuracy_summary, correct
 from ..runs.viz import ranking_figure
 from .records import Field, Schema
@@ -80,10 +81,8 @@ class CaptionRanking(TextToImageJob):
             raise ValueError(f"n_draws must be >= 2 (a standard error needs two draws), got {n_draws}")
         if microbatch is not None and microbatch < 1:
             raise ValueError(f"microbatch must be >= 1 (or null for the model's default), got {microbatch}")
-        if adaptive and (round_draws < 1 or max_draws < round_draws or max_draws % round_draws
-                         or not 2 <= min_draws <= max_draws or not z > 0):
-            raise ValueError(f"adaptive ranking needs max_draws a multiple of round_draws, 2 <= min_draws <= max_draws "
-                             f"and z > 0; got round_draws {round_draws}, min_draws {min_draws}, max_draws {max_draws}, z {z}")
+        if adaptive:
+            check_elimination(round_draws, min_draws, max_draws, z)
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
         self.n_draws, self.seed, self.microbatch = n_draws, seed, microbatch
         self.adaptive, self.round_draws, self.min_draws, self.max_draws, self.z = adaptive, round_draws, min_draws, max_draws, z

@@ -60,8 +60,9 @@ class WordLocalization(TextToImageJob):
         pretrained: diffusers folder or hub id; lora: optional LoRA adapter folder.
         condition: how the word is removed ("delete", "placeholder", "mask").
         n_draws, seed: draws per image, keyed by (seed, row id); with a target, per round.
-        target_stderr, target_relative, max_draws: adaptive precision of each row's CMI (as
-            for CaptionAnalysis); the record says how many draws the row took.
+        target_stderr, target_relative, max_draws: adaptive precision of each row (as for
+            CaptionAnalysis: its caption's MI and the word's CMI are both watched); the
+            record says how many draws the row took.
         threshold: one of THRESHOLDS to use as given (None: chosen on the selection rows).
         word_types: {type name: [words]}: each type's rows pooled (a word may be in several types).
         attention_steps: noise levels of the cross-attention baseline (0: no baseline).
