@@ -319,9 +319,9 @@ def test_text_encoder_trains_only_when_asked(tmp_path):
     trained = DiffusionFineTuner(scratch=TinyTextToImageSpec(words=WORDS), learning_rate=1e-2, train_text_encoder=True)
     changed = {}
     for name, module in (("frozen", frozen), ("trained", trained)):
-        before = {k: v.clone() for k, v in module.text_encoder.state_dict().items()}
+        before = {k: v.clone() for k, v in module.adapter.text_encoder.state_dict().items()}
         quick_fit(module, tmp_path)
-        changed[name] = any(not torch.equal(before[k], v) for k, v in module.text_encoder.state_dict().items())
+        changed[name] = any(not torch.equal(before[k], v) for k, v in module.adapter.text_encoder.state_dict().items())
     assert changed == {"frozen": False, "trained": True}
 
 

@@ -115,7 +115,7 @@ def tuners():
 def loss_and_timestep(module: DiffusionFineTuner, gamma: float | None, seed: int = 0) -> tuple[float, int]:
     """The loss of one fixed image at the timestep the module draws, and that timestep."""
     seen = []
-    hook = module.unet.register_forward_pre_hook(lambda m, args: seen.append(int(args[1])))
+    hook = module.backbone.register_forward_pre_hook(lambda m, args: seen.append(int(args[1])))
     module.hparams.min_snr_gamma = gamma
     images = torch.linspace(-1, 1, 3 * 8 * 8).reshape(1, 3, 8, 8)
     try:
@@ -136,7 +136,7 @@ def test_loss_multiplies_the_squared_error_by_the_min_snr_weight(tuners, kind, s
     # the ratio is 0.5 / 1 (epsilon), 0.5 snr/(snr+1) / snr/(snr+1) (v), 0.5 snr / snr (sample).
     module = tuners[kind]
     plain, t = loss_and_timestep(module, None)
-    snr = closed_form_snr(module.scheduler, t)
+    snr = closed_form_snr(module.adapter.scheduler, t)
     gamma = snr * (0.5 if side == "clipped" else 2.0)
     weighted, t_again = loss_and_timestep(module, gamma)
     assert t_again == t and math.isfinite(plain) and plain > 0

@@ -70,8 +70,8 @@ def test_the_scheduler_class_saved_in_the_folder_is_the_one_both_use(ddim_folder
 
     tuner = DiffusionFineTuner(pretrained=str(ddim_folder))
     adapter = load_text_to_image(ddim_folder)
-    assert type(tuner.scheduler) is DDIMScheduler and type(adapter.scheduler) is DDIMScheduler
-    assert torch.equal(tuner.scheduler.alphas_cumprod, adapter.scheduler.alphas_cumprod)
+    assert type(tuner.adapter.scheduler) is DDIMScheduler and type(adapter.scheduler) is DDIMScheduler
+    assert torch.equal(tuner.adapter.scheduler.alphas_cumprod, adapter.scheduler.alphas_cumprod)
 
 
 def test_the_noisy_training_input_is_the_estimators_channel_at_the_timesteps_log_snr(ddim_folder):
@@ -80,7 +80,7 @@ def test_the_noisy_training_input_is_the_estimators_channel_at_the_timesteps_log
     tuner = DiffusionFineTuner(pretrained=str(ddim_folder), caption_dropout=0.0)
     images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     seen = []
-    hook = tuner.unet.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[1].clone())))
+    hook = tuner.backbone.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[1].clone())))
     try:
         torch.manual_seed(5)
         with torch.no_grad():
@@ -91,7 +91,7 @@ def test_the_noisy_training_input_is_the_estimators_channel_at_the_timesteps_log
     x0 = tuner.clean_inputs(images)
     torch.manual_seed(5)
     eps = torch.randn_like(x0)  # the loss's first random draw
-    alpha = logsnr_from_alphas_cumprod(tuner.scheduler.alphas_cumprod.double())[t]
+    alpha = logsnr_from_alphas_cumprod(tuner.adapter.scheduler.alphas_cumprod.double())[t]
     assert torch.allclose(x_t, noise_channel(x0.double(), alpha, eps.double()).float(), atol=1e-5)
 
 
@@ -112,11 +112,11 @@ def test_training_the_text_encoder_sends_gradients_through_the_shared_prompt_enc
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
     torch.manual_seed(0)
     tuner.loss(images, ["a cat on the mat", "a red dog"]).backward()
-    grads = [p.grad for p in tuner.text_encoder.parameters() if p.requires_grad]
+    grads = [p.grad for p in tuner.adapter.text_encoder.parameters() if p.requires_grad]
     assert grads and any(g is not None and float(g.abs().sum()) > 0 for g in grads)
 
 
 def test_the_monitor_gets_the_adapter_the_fine_tuner_trains(ddim_folder):
     tuner = DiffusionFineTuner(pretrained=str(ddim_folder))
     den = tuner.denoiser
-    assert den.unet is tuner.unet and den.text_encoder is tuner.text_encoder and den.tokenizer is tuner.tokenizer
+    assert den.backbone is tuner.backbone and den.text_encoder in list(tuner.frozen)

@@ -1,12 +1,11 @@
-"""What every diffusers adapter shares: schedule -> log-SNR mapping, prediction types,
-autocast, device handling, folder checks and component loading.
+"""What every diffusers adapter shares: the parametrisation (log-SNR -> the backbone's
+input and timestep, its output -> eps_hat), autocast, device handling, folder checks and
+component loading.
 
-A discrete DDPM-type scheduler carries abar_t (``alphas_cumprod``). Its trained log-SNR
-range is [logsnr(t_max), logsnr(t_min)] and a log-SNR alpha maps to a *continuous*
-timestep by interpolating the table (logsnr.timestep_from_logsnr); diffusers UNets take
-float timesteps. Because x_alpha of eq. (1) equals the DDPM x_t when abar = sigma(alpha),
-the noisy input is passed to the UNet unchanged and only the output is converted
-(prediction.py).
+The parametrisation comes from the scheduler (parametrisation.py): a DDPM-type table
+abar_t, where x_alpha of eq. (1) is the model's x_t and alpha maps to a continuous
+timestep, or flow matching, where the input is rescaled and the velocity converted
+(flow.py).
 
 Adapters run under ``torch.inference_mode``. On CUDA they autocast to float16 by
 default (``autocast_dtype="auto"``); float16 keeps ~3 decimal digits per element, which
@@ -29,11 +28,11 @@ import torch
 from torch import Tensor
 
 from ..integrate import Piecewise
-from ..logsnr import interpolate_timesteps, logsnr_from_alphas_cumprod, timestep_from_logsnr, trained_logsnr_range
+from ..logsnr import interpolate_timesteps
 from ..proposal import PROPOSAL_FILE, load_proposal
 from .base import Column, DenoiserBase, column_len
 from .cross_attention import recorded_cross_attention, summed_attention
-from .prediction import check_prediction_type, eps_from_prediction
+from .parametrisation import DDPMParametrisation, FlowParametrisation, parametrisation_of, scheduler_prediction_type
 from .text_encoding import PromptEncoder
 
 __all__ = ["DiffusersDenoiser", "TextUNetDenoiser", "interpolate_timesteps", "resolve_pretrained",
@@ -45,24 +44,6 @@ AUTOCAST_DTYPES = {"auto": "auto", None: None, "none": None, "float16": torch.fl
 
 
 # ----------------------------------------------------------------------------- schedule
-
-def _alphas_cumprod(scheduler: Any) -> Tensor:
-    if isinstance(scheduler, Tensor):
-        return scheduler.detach().to("cpu", torch.float64)
-    table = getattr(scheduler, "alphas_cumprod", None)
-    if table is None:
-        raise ValueError(f"scheduler {type(scheduler).__name__} has no alphas_cumprod table (flow matching?); "
-                         "these adapters need a DDPM-type noise schedule")
-    return torch.as_tensor(table).detach().to("cpu", torch.float64)
-
-
-def _scheduler_prediction_type(scheduler: Any) -> str:
-    config = getattr(scheduler, "config", None)
-    if config is None:
-        return "epsilon"
-    get = config.get if hasattr(config, "get") else (lambda k, d=None: getattr(config, k, d))
-    return get("prediction_type", "epsilon") or "epsilon"
-
 
 def _resolve_autocast(value) -> Any:
     key = value if not isinstance(value, str) else value.lower()
@@ -77,86 +58,100 @@ def _resolve_autocast(value) -> Any:
 
 
 class DiffusersDenoiser(DenoiserBase):
-    """Base of the diffusers adapters: one UNet, a DDPM-type schedule, a prediction type.
+    """Base of the diffusers adapters: one backbone network (a UNet or a transformer) and
+    its parametrisation (parametrisation.py: a DDPM-type table or flow matching).
 
-    Subclasses call the UNet in :meth:`_model_output`. ``scheduler`` is a diffusers
-    scheduler (its ``alphas_cumprod`` and ``config.prediction_type`` are used) or a 1-D
-    tensor of abar_t (then ``prediction_type`` defaults to "epsilon").
+    Subclasses call the backbone in :meth:`model_output`. ``scheduler`` is a diffusers
+    scheduler (DDPM-type: its ``alphas_cumprod`` and ``config.prediction_type``; FlowMatch*:
+    flow matching), a 1-D tensor of abar_t (``prediction_type`` then defaults to
+    "epsilon") or a parametrisation.
     """
 
-    #: UNet inputs per call when an estimator or job is not told (every job's default):
+    #: backbone inputs per call when an estimator or job is not told (every job's default):
     #: the fastest on CPU for the bundled models (batches of 256 are 1.5x slower there,
     #: benchmarks/bench_memory_format.py) and safe for SD-sized UNets on a GPU, where small
     #: models want more (microbatch: 512 or more).
     default_microbatch = 64
+    #: the backbone's modules a LoRA fine-tune adapts by default (peft target_modules)
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
-    def __init__(self, unet: torch.nn.Module, scheduler: Any, *, prediction_type: str | None = None,
-                 device: torch.device | str | None = None, autocast_dtype: Any = "auto"):
-        self.unet = unet
-        self.scheduler = None if isinstance(scheduler, Tensor) else scheduler
-        self.alphas_cumprod = _alphas_cumprod(scheduler)
-        self.alpha_range: tuple[float, float] | None = trained_logsnr_range(self.alphas_cumprod)
+    def __init__(self, backbone: torch.nn.Module, scheduler: Any, *, prediction_type: str | None = None,
+                 device: torch.device | str | None = None, autocast_dtype: Any = "auto",
+                 timestep_scale: float | None = None):
+        self.backbone = backbone
+        self.scheduler = None if isinstance(scheduler, (Tensor, DDPMParametrisation, FlowParametrisation)) else scheduler
+        self.parametrisation = parametrisation_of(scheduler, prediction_type, timestep_scale=timestep_scale)
+        self.alpha_range: tuple[float, float] | None = self.parametrisation.alpha_range
         self.alpha_proposal: Piecewise | None = None  # set by from_pretrained from the model folder
-        ptype = prediction_type if prediction_type is not None else _scheduler_prediction_type(scheduler)
-        self.prediction_type = check_prediction_type(ptype)
         self.autocast_dtype = _resolve_autocast(autocast_dtype)
         if device is not None:
-            self.unet.to(device)
-        self._inc_tables: dict[torch.device, Tensor] = {}
+            self.backbone.to(device)
+
+    @property
+    def prediction_type(self) -> str:
+        """What the backbone outputs: "epsilon", "v_prediction", "sample" or "flow_velocity"."""
+        return self.parametrisation.prediction_type
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """The DDPM table abar_t (DDPM-type models only)."""
+        if not isinstance(self.parametrisation, DDPMParametrisation):
+            raise AttributeError("a flow-matching model has no alphas_cumprod table")
+        return self.parametrisation.alphas_cumprod
 
     # -- device, dtype, timesteps
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.backbone.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.backbone.parameters()).dtype
 
     def to(self, device: torch.device | str) -> "DiffusersDenoiser":
         """Move every module to ``device`` (and drop caches kept on the old one)."""
-        for m in self._modules():
+        for m in self.modules():
             m.to(device)
         self.clear_cache()
         return self
 
     def clear_cache(self) -> None:
         """Forget cached encodings (call after updating the weights they came from)."""
-        self._inc_tables.clear()
 
-    def _modules(self) -> list[torch.nn.Module]:
-        return [self.unet]
+    def modules(self) -> list[torch.nn.Module]:
+        """Every network of the model (backbone first, then text encoders, VAE)."""
+        return [self.backbone]
+
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The text encoders, in the family's order (empty for class-conditional models)."""
+        return []
+
+    def components(self) -> dict:
+        """The diffusers pipeline components by folder name, as ``save_pretrained`` writes them."""
+        raise NotImplementedError
 
     def load_lora(self, path: str | Path, adapter_name: str | None = None, prefix: str | None = None,
                   weight_name: str | None = None) -> "DiffusersDenoiser":
-        """Load a LoRA adapter into the UNet (peft), as saved by ``unet.save_lora_adapter``
+        """Load a LoRA adapter into the backbone (peft), as saved by ``save_lora_adapter``
         (e.g. the fine-tuning module's ``unet_lora/``). ``prefix``: key prefix to select in a
-        pipeline-level LoRA file (e.g. "unet"); None for a UNet-only adapter."""
+        pipeline-level LoRA file (e.g. "unet"); None for a backbone-only adapter."""
         p = Path(path).expanduser()
         if not p.exists() and not _HUB_ID.match(str(path)):
             raise FileNotFoundError(f"LoRA adapter folder {path} does not exist")
-        if not hasattr(self.unet, "load_lora_adapter"):
-            raise ValueError(f"{type(self.unet).__name__} cannot load LoRA adapters (no load_lora_adapter)")
+        if not hasattr(self.backbone, "load_lora_adapter"):
+            raise ValueError(f"{type(self.backbone).__name__} cannot load LoRA adapters (no load_lora_adapter)")
         kw: dict = {"prefix": prefix, "use_safetensors": True}  # diffusers only reads .bin without this
         if adapter_name is not None:
             kw["adapter_name"] = adapter_name
         if weight_name is not None:
             kw["weight_name"] = weight_name
-        self.unet.load_lora_adapter(str(p) if p.exists() else str(path), **kw)
+        self.backbone.load_lora_adapter(str(p) if p.exists() else str(path), **kw)
         self.clear_cache()
         return self
 
     def timesteps(self, alpha: Tensor) -> Tensor:
-        """Continuous float32 timesteps t(alpha) on the model's device (see module doc)."""
-        alpha = torch.as_tensor(alpha)
-        if alpha.device.type == "cpu":
-            t = timestep_from_logsnr(alpha, self.alphas_cumprod, out_of_range="error")
-        else:
-            table = self._inc_tables.get(alpha.device)
-            if table is None:
-                table = logsnr_from_alphas_cumprod(self.alphas_cumprod).flip(0).to(alpha.device)
-                self._inc_tables[alpha.device] = table
-            t = interpolate_timesteps(alpha, table)
+        """The backbone's float32 timesteps t(alpha) on the model's device (parametrisation.py)."""
+        t = self.parametrisation.timesteps(torch.as_tensor(alpha))
         return t.to(device=self.device, dtype=torch.float32, non_blocking=True)
 
     def _autocast(self):
@@ -169,7 +164,10 @@ class DiffusersDenoiser(DenoiserBase):
         return torch.autocast(device_type=dev.type, dtype=dt)
 
     # -- the protocol
-    def _model_output(self, x_in: Tensor, t: Tensor, conditions: Column) -> Tensor:
+    def model_output(self, x_in: Tensor, t: Tensor, conditions: Column, *, train: bool = False) -> Tensor:
+        """The backbone's raw output at its own input ``x_in`` and timesteps ``t``.
+        ``train``: conditions are encoded uncached and with gradients (fine-tuning), instead
+        of from the cache under inference mode (the estimators)."""
         raise NotImplementedError
 
     def null_conditions(self, n: int) -> Column:
@@ -186,12 +184,13 @@ class DiffusersDenoiser(DenoiserBase):
             raise ValueError(f"alpha must have shape ({b},), got {tuple(alpha.shape)}")
         t = self.timesteps(alpha)
         dev = self.device
-        x_dev = x_alpha.to(dev, non_blocking=True)
+        alpha_dev = alpha.to(dev, non_blocking=True)
+        x_in = self.parametrisation.scale_input(x_alpha.to(dev, non_blocking=True), alpha_dev)
         with self._autocast():
-            out = self._model_output(x_dev.to(self.dtype), t, conditions)
-        if out.shape[1] == 2 * x_dev.shape[1] and out.shape[2:] == x_dev.shape[2:]:
-            out = out[:, : x_dev.shape[1]]  # learned-variance models: the first half is the mean prediction
-        eps = eps_from_prediction(out, x_dev, alpha.to(dev, non_blocking=True), self.prediction_type)
+            out = self.model_output(x_in.to(self.dtype), t, conditions)
+        if out.shape[1] == 2 * x_in.shape[1] and out.shape[2:] == x_in.shape[2:]:
+            out = out[:, : x_in.shape[1]]  # learned-variance models: the first half is the mean prediction
+        eps = self.parametrisation.eps_from_output(out, x_in, alpha_dev)
         return eps.to(device=x_alpha.device, dtype=x_alpha.dtype)
 
 
@@ -206,6 +205,7 @@ class TextUNetDenoiser(DiffusersDenoiser):
     def __init__(self, unet, text_encoder, tokenizer, scheduler, *, prediction_type: str | None = None,
                  device=None, autocast_dtype: Any = "auto", cache_text: bool = True, text_batch_size: int = 32):
         super().__init__(unet, scheduler, prediction_type=prediction_type, device=device, autocast_dtype=autocast_dtype)
+        self.unet = unet
         cfg = unet.config
         if getattr(cfg, "addition_embed_type", None) is not None:
             raise ValueError(f"this UNet needs added conditions (addition_embed_type={cfg.addition_embed_type!r}, "
@@ -226,8 +226,15 @@ class TextUNetDenoiser(DiffusersDenoiser):
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text = PromptEncoder(tokenizer, text_encoder, batch_size=text_batch_size, cache=cache_text)
 
-    def _modules(self):
+    def modules(self):
         return [self.unet, self.text_encoder]
+
+    def text_encoders(self):
+        return [self.text_encoder]
+
+    def components(self) -> dict:
+        return {"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
+                "scheduler": self.scheduler}
 
     def null_conditions(self, n: int) -> list[str]:
         return [""] * n
@@ -240,9 +247,9 @@ class TextUNetDenoiser(DiffusersDenoiser):
         super().clear_cache()
         self.text.clear_cache()
 
-    def _model_output(self, x_in, t, conditions):
-        emb = self.text_embeddings(conditions).to(self.dtype)
-        return self.unet(x_in, t, encoder_hidden_states=emb, return_dict=False)[0]
+    def model_output(self, x_in, t, conditions, *, train: bool = False):
+        emb = self.text.embed(list(conditions)) if train else self.text_embeddings(conditions)
+        return self.unet(x_in, t, encoder_hidden_states=emb.to(self.device, self.dtype), return_dict=False)[0]
 
     @torch.inference_mode()
     def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
@@ -252,7 +259,7 @@ class TextUNetDenoiser(DiffusersDenoiser):
         if column_len(conditions) != b or torch.as_tensor(alpha).shape != (b,):
             raise ValueError(f"cross_attention needs {b} log-SNRs and {b} conditions for {b} inputs")
         with recorded_cross_attention(self.unet) as recorder, self._autocast():
-            self._model_output(x_alpha.to(self.device, self.dtype), self.timesteps(torch.as_tensor(alpha)), conditions)
+            self.model_output(x_alpha.to(self.device, self.dtype), self.timesteps(torch.as_tensor(alpha)), conditions)
         return summed_attention(recorder, tuple(x_alpha.shape[-2:])).to(x_alpha.device)
 
 
@@ -327,7 +334,7 @@ def load_component(path: str, local: bool, name: str, default: str, *, revision=
 
 
 def load_scheduler(path: str, local: bool, *, revision=None):
-    """The scheduler named in scheduler/scheduler_config.json (any DDPM-type class)."""
+    """The scheduler named in scheduler/scheduler_config.json (any DDPM-type or FlowMatch* class)."""
     import diffusers
 
     kw = {"subfolder": "scheduler"}
@@ -341,7 +348,7 @@ def load_scheduler(path: str, local: bool, *, revision=None):
     if cls is None or not issubclass(cls, diffusers.SchedulerMixin):
         cls = diffusers.DDPMScheduler
     scheduler = cls.from_config(config)
-    _alphas_cumprod(scheduler)  # raises for schedulers without a DDPM table
+    parametrisation_of(scheduler)  # raises for schedulers that are neither DDPM-type nor flow matching
     return scheduler
 
 
@@ -351,7 +358,7 @@ def open_pretrained(path_or_hub_id, required: Sequence[str], family: str, revisi
     its prediction type (or the override) before any weights are loaded."""
     path, local = resolve_pretrained(path_or_hub_id, required, family)
     scheduler = load_scheduler(path, local, revision=revision)
-    check_prediction_type(prediction_type if prediction_type is not None else _scheduler_prediction_type(scheduler))
+    parametrisation_of(scheduler, prediction_type)  # an unsupported prediction type fails here
     return path, local, scheduler
 
 

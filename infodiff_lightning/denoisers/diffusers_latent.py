@@ -70,8 +70,11 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
         den.alpha_proposal = model_proposal(path, local)
         return den if lora is None else den.load_lora(lora)
 
-    def _modules(self):
+    def modules(self):
         return [self.unet, self.text_encoder, self.vae]
+
+    def components(self) -> dict:
+        return {**super().components(), "vae": self.vae}
 
     @torch.no_grad()
     def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:

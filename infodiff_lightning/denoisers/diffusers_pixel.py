@@ -73,6 +73,7 @@ class ClassConditionalDenoiser(DiffusersDenoiser):
     def __init__(self, unet, scheduler, *, null_class: int | None = None, prediction_type: str | None = None,
                  device=None, autocast_dtype: Any = "auto"):
         super().__init__(unet, scheduler, prediction_type=prediction_type, device=device, autocast_dtype=autocast_dtype)
+        self.unet = unet
         n = getattr(unet.config, "num_class_embeds", None)
         if n is None or getattr(unet.config, "class_embed_type", None) is not None:
             raise ValueError("ClassConditionalDenoiser needs a UNet2DModel with num_class_embeds set and "
@@ -115,5 +116,5 @@ class ClassConditionalDenoiser(DiffusersDenoiser):
                              f"{int(labels.max())}]")
         return labels.to(self.device, torch.long, non_blocking=True)
 
-    def _model_output(self, x_in, t, conditions):
+    def model_output(self, x_in, t, conditions, *, train: bool = False):
         return self.unet(x_in, t, class_labels=self._labels(conditions), return_dict=False)[0]

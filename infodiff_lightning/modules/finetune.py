@@ -1,11 +1,15 @@
-"""Fine-tuning a diffusers text-to-image model with the standard denoising loss.
+"""Fine-tuning a diffusers text-to-image model with its own denoising loss.
 
     L = E_{x0, c, t, eps} w(t) || target(x0, eps, t) - f_theta(x_t, t, c) ||^2
 
-with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (the channel of eq. (1) at
-alpha = log(abar_t / (1 - abar_t))), target = eps, v = sqrt(abar) eps - sqrt(1 - abar) x0,
-or x0 by the model's prediction type, and w(t) = 1 or the Min-SNR weight (Hang et al.
-2023): min(snr, gamma)/snr (epsilon), min(snr, gamma)/(snr + 1) (v), min(snr, gamma) (sample).
+The adapter's parametrisation (denoisers/parametrisation.py) draws (x_t, t, target):
+for DDPM-type models x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with t uniform over the
+table (the channel of eq. (1) at alpha = log(abar_t / (1 - abar_t))) and target = eps,
+v = sqrt(abar) eps - sqrt(1 - abar) x0, or x0 by the model's prediction type; for
+flow-matching models (SD3) x_s = (1 - s) x0 + s eps with s from ``flow_time_density``
+(logit-normal by default, as SD3 was trained) and target v = eps - x0. w(t) = 1 or,
+for DDPM-type models, the Min-SNR weight (Hang et al. 2023): min(snr, gamma)/snr
+(epsilon), min(snr, gamma)/(snr + 1) (v), min(snr, gamma) (sample).
 
 The fine-tuner holds the same denoiser adapter the estimators use
 (``denoisers.load_text_to_image``, or a pixel adapter over a tiny model built from
@@ -29,9 +33,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..conditions import drop_words
-from ..denoisers import LatentDiffusionDenoiser, PixelTextDenoiser, load_text_to_image
-from ..denoisers.diffusers_common import TextUNetDenoiser
-from ..denoisers.prediction import prediction_target
+from ..denoisers import PixelTextDenoiser, load_text_to_image
+from ..denoisers.diffusers_common import DiffusersDenoiser
+from ..denoisers.parametrisation import DDPMParametrisation, FlowParametrisation
 from ..proposal import PROPOSAL_FILE, save_proposal
 from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
@@ -40,22 +44,25 @@ from .ema import EMAWeights
 
 __all__ = ["DiffusionFineTuner"]
 
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
 
 class DiffusionFineTuner(L.LightningModule):
-    """Fine-tune the UNet (full or LoRA) of a diffusers text-to-image model.
+    """Fine-tune the backbone (UNet or transformer; full or LoRA) of a diffusers text-to-image model.
 
     Args:
-        pretrained: a diffusers folder (vae?, text_encoder, tokenizer, unet, scheduler) or hub id.
+        pretrained: a diffusers folder of any family ``load_text_to_image`` loads, or hub id.
         revision, variant: passed to from_pretrained.
         scratch: build a tiny pixel-space model from this spec instead (no ``pretrained``).
-        lora_rank: 0 trains the full UNet; > 0 trains LoRA adapters (peft) on ``lora_targets``.
+        lora_rank: 0 trains the full backbone; > 0 trains LoRA adapters (peft) on ``lora_targets``.
         lora_alpha: LoRA scaling numerator (default: lora_rank).
-        train_text_encoder: also train the text encoder (frozen by default; the VAE always is).
+        lora_targets: module names to adapt (default: the adapter's ``lora_targets``, the
+            attention projections of its family).
+        train_text_encoder: also train the (first) text encoder (frozen by default; the VAE always is).
         ema_decay: keep an EMA of the trained weights (None: off).
-        min_snr_gamma: Min-SNR loss weighting (None: uniform).
-        gradient_checkpointing: trade compute for memory in the UNet (and text encoder).
+        min_snr_gamma: Min-SNR loss weighting (None: uniform; DDPM-type models only).
+        flow_time_density, logit_mean, logit_std: how flow-matching models draw the flow time
+            s in training ("logit_normal" with mean and std of logit(s), SD3's default, or
+            "uniform"); refused for DDPM-type models.
+        gradient_checkpointing: trade compute for memory in the backbone (and text encoder).
         learning_rate, weight_decay, warmup_steps, lr_schedule: AdamW and a diffusers schedule
             ("constant", "linear", "cosine", ...), stepped per optimizer step.
         caption_dropout: probability of training on the empty prompt.
@@ -66,8 +73,9 @@ class DiffusionFineTuner(L.LightningModule):
 
     def __init__(self, pretrained: str | None = None, revision: str | None = None, variant: str | None = None,
                  scratch: TinyTextToImageSpec | None = None, lora_rank: int = 0, lora_alpha: float | None = None,
-                 lora_targets: Sequence[str] = LORA_TARGETS, train_text_encoder: bool = False,
+                 lora_targets: Sequence[str] | None = None, train_text_encoder: bool = False,
                  ema_decay: float | None = None, min_snr_gamma: float | None = None,
+                 flow_time_density: str | None = None, logit_mean: float = 0.0, logit_std: float = 1.0,
                  gradient_checkpointing: bool = False, learning_rate: float = 1e-4, weight_decay: float = 1e-2,
                  warmup_steps: int = 0, lr_schedule: str = "constant", caption_dropout: float = 0.1,
                  word_dropout: float = 0.0, export_dir: str | None = None, seed: int = 0):
@@ -84,35 +92,46 @@ class DiffusionFineTuner(L.LightningModule):
         self.save_hyperparameters()
         if scratch is not None:
             comps = build_tiny_text_to_image(scratch)
-            adapter: TextUNetDenoiser = PixelTextDenoiser(comps["unet"], comps["text_encoder"], comps["tokenizer"],
-                                                          comps["scheduler"])
+            adapter: DiffusersDenoiser = PixelTextDenoiser(comps["unet"], comps["text_encoder"], comps["tokenizer"],
+                                                           comps["scheduler"])
         else:
             adapter = load_text_to_image(pretrained, revision=revision, variant=variant)
         self.adapter = adapter  # the estimators' view of the modules below (not an nn.Module)
-        # Registered here so that Lightning moves, trains and checkpoints them.
-        self.unet, self.text_encoder = adapter.unet, adapter.text_encoder
-        self.vae = adapter.vae if isinstance(adapter, LatentDiffusionDenoiser) else None
-        self.tokenizer, self.scheduler = adapter.tokenizer, adapter.scheduler
-        for m in (self.vae, self.text_encoder):
-            if m is not None:
-                m.requires_grad_(False)
+        param = adapter.parametrisation
+        if isinstance(param, FlowParametrisation):
+            if min_snr_gamma is not None:
+                raise ValueError("min_snr_gamma applies to DDPM-type models; this is a flow-matching model "
+                                 "(weight its flow times with flow_time_density instead)")
+            adapter.parametrisation = FlowParametrisation(param.num_train_timesteps, param.timestep_scale,
+                                                          density=flow_time_density or "logit_normal",
+                                                          logit_mean=logit_mean, logit_std=logit_std)
+        elif flow_time_density is not None:
+            raise ValueError(f"flow_time_density applies to flow-matching models; {pretrained or 'this model'} has a "
+                             "DDPM-type schedule (its timesteps are drawn uniformly)")
+        # Registered here so that Lightning moves, trains and checkpoints them: the backbone,
+        # and every other module of the adapter (text encoders, VAE), frozen.
+        self.backbone = adapter.backbone
+        self.frozen = torch.nn.ModuleList([m for m in adapter.modules() if m is not adapter.backbone])
+        self.frozen.requires_grad_(False)
         if lora_rank > 0:
             from peft import LoraConfig
 
-            self.unet.requires_grad_(False)
-            self.unet.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
-                                             init_lora_weights="gaussian", target_modules=list(lora_targets)))
-        if train_text_encoder:
-            self.text_encoder.requires_grad_(True)
+            self.backbone.requires_grad_(False)
+            targets = list(lora_targets if lora_targets is not None else adapter.lora_targets)
+            self.backbone.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
+                                                 init_lora_weights="gaussian", target_modules=targets))
+        trained_text = adapter.text_encoders()[0] if train_text_encoder else None
+        if trained_text is not None:
+            trained_text.requires_grad_(True)
         if gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-            if train_text_encoder:
-                self.text_encoder.gradient_checkpointing_enable()
+            self.backbone.enable_gradient_checkpointing()
+            if trained_text is not None:
+                trained_text.gradient_checkpointing_enable()
         # from_pretrained returns eval-mode modules; train what is trained, keep the rest in eval.
-        self.unet.train()
-        self.text_encoder.train(train_text_encoder)
-        if self.vae is not None:
-            self.vae.eval()
+        self.frozen.eval()
+        self.backbone.train()
+        if trained_text is not None:
+            trained_text.train()
         self.ema = EMAWeights(self.trainable_parameters(), ema_decay) if ema_decay is not None else None
         # Frozen weights come from `pretrained`; checkpoints keep only what training changes.
         self.strict_loading = False
@@ -130,7 +149,7 @@ class DiffusionFineTuner(L.LightningModule):
         return self.adapter.encode(images)
 
     @property
-    def denoiser(self) -> TextUNetDenoiser:
+    def denoiser(self) -> DiffusersDenoiser:
         """The adapter over the live modules, its caches cleared on each access (the weights
         change while training)."""
         self.adapter.clear_cache()
@@ -161,18 +180,12 @@ class DiffusionFineTuner(L.LightningModule):
     def loss(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         x0 = self.clean_inputs(images)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, len(self.scheduler.alphas_cumprod), (x0.shape[0],), device=x0.device)
-        abar = self.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t]
-        a = abar.reshape(-1, *([1] * (x0.ndim - 1)))
-        x_t = a ** 0.5 * x0 + (1 - a) ** 0.5 * noise  # eq. (1) at alpha = log(abar / (1 - abar))
-        emb = self.adapter.text.embed(list(captions))
-        pred = self.unet(x_t, t, encoder_hidden_states=emb).sample
-        kind = self.adapter.prediction_type
-        target = prediction_target(x0, noise, abar, kind)
-        per = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+        draw = self.adapter.parametrisation.training_draw(x0, noise)
+        pred = self.adapter.model_output(draw.x_in, draw.t, list(captions), train=True)
+        per = F.mse_loss(pred.float(), draw.target.float(), reduction="none").flatten(1).mean(1)
         if self.hparams.min_snr_gamma is not None:
-            snr = (abar / (1 - abar)).double()
-            per = per * min_snr_weight(snr, self.hparams.min_snr_gamma, kind).to(per.dtype)
+            snr = draw.logsnr.double().exp()
+            per = per * min_snr_weight(snr, self.hparams.min_snr_gamma, self.adapter.prediction_type).to(per.dtype)
         return per.mean()
 
     def training_step(self, batch, batch_idx: int):
@@ -204,6 +217,10 @@ class DiffusionFineTuner(L.LightningModule):
             self.ema.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # checkpoints written before the backbone was named generically keep it under "unet."
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("unet.")]:
+            state["backbone." + key[len("unet."):]] = state.pop(key)
         if self.ema is not None:
             self.ema.load(checkpoint)
 
@@ -212,10 +229,9 @@ class DiffusionFineTuner(L.LightningModule):
         folder = Path(folder)
         with self.ema_weights(use_ema):
             if self.hparams.lora_rank > 0:
-                self.unet.save_lora_adapter(str(folder / "unet_lora"))
+                self.backbone.save_lora_adapter(str(folder / "unet_lora"))
             else:
-                save_components({"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
-                                 "scheduler": self.scheduler, "vae": self.vae}, folder)
+                save_components(self.adapter.components(), folder)
                 # the pretrained model's log-SNR proposal travels with its fine-tuned weights
                 # (a LoRA folder is loaded over its base folder, which keeps its own)
                 if self.adapter.alpha_proposal is not None:
