@@ -39,7 +39,7 @@ import torch
 
 __all__ = ["Condition", "as_condition", "word_spans", "remove_word", "word_alone", "null_prompt", "drop_words",
            "REMOVAL_METHODS", "shorten", "token_window",
-           "word_in_window"]
+           "word_in_window", "transfer_spans"]
 
 REMOVAL_METHODS = ("delete", "placeholder", "mask")
 DEFAULT_PLACEHOLDER = "something"
@@ -201,6 +201,29 @@ def word_spans(prompt: str, word: str, tokenizer, occurrence: str | int = "all")
         return [_token_span_prefix(tokenizer, prompt, cs, ce, word) for cs, ce in chars]
     ends = [e for _, _, e in tokens]
     return [_token_span_offsets(tokens, ends, prompt, cs, ce, word) for cs, ce in chars]
+
+
+def transfer_spans(prompt: str, spans: Sequence[tuple[int, int]], from_tokenizer, to_tokenizer) -> list[tuple[int, int]]:
+    """The token spans of ``to_tokenizer`` covering the characters that ``spans`` (token
+    positions of ``from_tokenizer``'s encoder input for ``prompt``) cover: how a word
+    masked for a family's first tokenizer is masked for its second and third (SDXL's two
+    CLIP tokenizers, SD3's and Flux's T5). Needs fast tokenizers (character offsets)."""
+    if from_tokenizer is to_tokenizer:
+        return [tuple(s) for s in spans]
+    source, target = _token_offsets(from_tokenizer, prompt), _token_offsets(to_tokenizer, prompt)
+    if source is None or target is None:
+        raise ValueError("masking a word for several text encoders needs fast tokenizers (character offsets); "
+                         "use method='delete' or 'placeholder' with this model")
+    chars = {pos: (s, e) for pos, s, e in source}
+    ends = [e for _, _, e in target]
+    out = []
+    for start, end in spans:
+        covered = [chars[p] for p in range(start, end) if p in chars]
+        if not covered:
+            raise ValueError(f"masked span {(start, end)} of {shorten(prompt)} covers no text")
+        cs, ce = covered[0][0], covered[-1][1]
+        out.append(_token_span_offsets(target, ends, prompt, cs, ce, prompt[cs:ce]))
+    return out
 
 
 def token_window(tokenizer) -> int | None:

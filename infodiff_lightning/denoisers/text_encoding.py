@@ -5,10 +5,16 @@ prompt string or a :class:`~infodiff_lightning.conditions.Condition` (a prompt w
 masked token spans); ``"a cat"`` and ``Condition("a cat")`` share one cache entry. The
 null condition is the empty prompt ``""``.
 
-Encoding follows the diffusers Stable Diffusion pipelines: pad to the tokenizer's
-``model_max_length``, truncate longer prompts (with a warning), pass the attention mask
-only when the text encoder's config sets ``use_attention_mask``, and use the last
-hidden state. Masked spans have their token ids replaced by the padding id (see
+Encoding follows the diffusers pipelines: pad to the tokenizer's ``model_max_length``,
+truncate longer prompts (with a warning), pass the attention mask only when the text
+encoder's config sets ``use_attention_mask``, and use the last hidden state, or the
+hidden state of ``hidden_layer`` (SDXL and SD3 take the penultimate one, -2). A pooled
+embedding is kept beside it when ``pooled`` names it: "text_embeds" (the projected
+output of ``CLIPTextModelWithProjection``, SDXL and SD3) or "pooler_output"
+(``CLIPTextModel``, Flux). Families with several text encoders hold one PromptEncoder per
+encoder: a masked Condition's spans index the *first* tokenizer's tokens, and the others
+(``span_tokenizer`` = that first tokenizer) find the same characters among their own
+tokens (conditions.transfer_spans). Masked spans have their token ids replaced by the padding id (see
 conditions.py). Embeddings are computed under ``torch.inference_mode`` in batches of the
 unique *new* conditions; a column then costs one stack and one index_select on the
 model's device. If the text encoder is being trained, call :meth:`clear_cache` after each
@@ -22,18 +28,27 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..conditions import Condition, as_condition, shorten
+from ..conditions import Condition, as_condition, shorten, transfer_spans
 
-__all__ = ["PromptEncoder"]
+__all__ = ["PromptEncoder", "POOLED_OUTPUTS"]
+
+#: the pooled text embeddings an encoder can keep: the projected CLIP embedding
+#: (CLIPTextModelWithProjection) or CLIPTextModel's pooler output
+POOLED_OUTPUTS = ("text_embeds", "pooler_output")
 
 
 class PromptEncoder:
-    """Text embeddings (B, L, D) for a column of B prompts or Conditions."""
+    """Text embeddings (B, L, D) for a column of B prompts or Conditions (and, with
+    ``pooled``, pooled embeddings (B, P): :meth:`features`)."""
 
     def __init__(self, tokenizer, text_encoder, *, device: torch.device | str | None = None, batch_size: int = 32,
-                 cache: bool = True, max_length: int | None = None):
+                 cache: bool = True, max_length: int | None = None, hidden_layer: int | None = None,
+                 pooled: str | None = None, span_tokenizer=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pooled is not None and pooled not in POOLED_OUTPUTS:
+            raise ValueError(f"pooled must be one of {POOLED_OUTPUTS} or None, got {pooled!r}")
+        self.hidden_layer, self.pooled, self.span_tokenizer = hidden_layer, pooled, span_tokenizer
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
         length = int(max_length if max_length is not None else getattr(tokenizer, "model_max_length", 0) or 0)
         if not 2 <= length <= 100_000:
@@ -41,7 +56,7 @@ class PromptEncoder:
         self.max_length = length
         self.batch_size, self.cache = int(batch_size), bool(cache)
         self._device = None if device is None else torch.device(device)
-        self._store: dict[Condition, Tensor] = {}
+        self._store: dict[Condition, tuple[Tensor, Tensor | None]] = {}
 
     @property
     def encoder_device(self) -> torch.device:
@@ -75,34 +90,51 @@ class PromptEncoder:
                 continue
             if pad is None:
                 raise ValueError("the tokenizer has no pad token, so masked conditions cannot be encoded")
-            for start, end in c.masked:
+            spans = c.masked if self.span_tokenizer is None else \
+                transfer_spans(c.prompt, c.masked, self.span_tokenizer, self.tokenizer)
+            for start, end in spans:
                 if end > self.max_length - 1:
                     raise ValueError(f"masked span {(start, end)} of {c.prompt!r} lies beyond the "
                                      f"{self.max_length}-token window of the text encoder")
                 ids[i, start:end] = pad
         return ids, mask
 
-    def embed(self, column: Sequence) -> Tensor:
-        """Embeddings (B, L, D) of a column of prompts or Conditions in one text-encoder
-        call, uncached and with gradients (what fine-tuning trains through), on the text
-        encoder's device. The estimators' :meth:`encode` is this under inference mode."""
+    def embed_features(self, column: Sequence) -> tuple[Tensor, Tensor | None]:
+        """(embeddings (B, L, D), pooled (B, P) or None) of a column of prompts or
+        Conditions in one text-encoder call, uncached and with gradients (what fine-tuning
+        trains through), on the text encoder's device."""
         conditions = [as_condition(c) for c in column]
         use_mask = bool(getattr(getattr(self.text_encoder, "config", None), "use_attention_mask", False))
         ids, mask = self.token_ids(conditions)
         dev = self.encoder_device
-        return self.text_encoder(ids.to(dev), attention_mask=mask.to(dev) if use_mask else None)[0]
+        out = self.text_encoder(ids.to(dev), attention_mask=mask.to(dev) if use_mask else None,
+                                output_hidden_states=self.hidden_layer is not None)
+        seq = out[0] if self.hidden_layer is None else out.hidden_states[self.hidden_layer]
+        return seq, (getattr(out, self.pooled) if self.pooled is not None else None)
+
+    def embed(self, column: Sequence) -> Tensor:
+        """Embeddings (B, L, D) of :meth:`embed_features` (uncached, with gradients). The
+        estimators' :meth:`encode` is this under inference mode."""
+        return self.embed_features(column)[0]
 
     @torch.inference_mode()
-    def encode(self, conditions: Sequence[Condition]) -> Tensor:
-        """Embeddings (U, L, D) of the given conditions, uncached, on :attr:`device`
-        (:meth:`embed` in batches of ``batch_size``)."""
-        out = [self.embed(conditions[s:s + self.batch_size]).to(self.device)
-               for s in range(0, len(conditions), self.batch_size)]
-        return torch.cat(out, 0)
+    def encode(self, conditions: Sequence[Condition]) -> tuple[Tensor, Tensor | None]:
+        """(embeddings (U, L, D), pooled (U, P) or None) of the given conditions, uncached,
+        on :attr:`device` (:meth:`embed_features` in batches of ``batch_size``)."""
+        parts = [self.embed_features(conditions[s:s + self.batch_size])
+                 for s in range(0, len(conditions), self.batch_size)]
+        seq = torch.cat([p[0].to(self.device) for p in parts], 0)
+        pooled = None if self.pooled is None else torch.cat([p[1].to(self.device) for p in parts], 0)
+        return seq, pooled
 
     def __call__(self, column: Sequence) -> Tensor:
-        """Embeddings (B, L, D) of a column; each unique condition is encoded once, on its
-        own (so that its embedding is the same whichever batch or process asks for it)."""
+        """Embeddings (B, L, D) of a column (:meth:`features` without the pooled part)."""
+        return self.features(column)[0]
+
+    def features(self, column: Sequence) -> tuple[Tensor, Tensor | None]:
+        """(embeddings (B, L, D), pooled (B, P) or None) of a column; each unique condition
+        is encoded once, on its own (so that its embedding is the same whichever batch or
+        process asks for it)."""
         if isinstance(column, (Tensor, str)):
             raise TypeError("a text column must be a list of prompts or Conditions, "
                             f"got {type(column).__name__}")
@@ -113,10 +145,12 @@ class PromptEncoder:
         store = self._store if self.cache else {}
         new = [k for k in uniq if k not in store]
         for k in new:  # one prompt per call: an embedding never depends on the prompts beside it
-            store[k] = self.encode([k])[0]
-        table = torch.stack([store[k] for k in uniq])
+            seq, pooled = self.encode([k])
+            store[k] = (seq[0], None if pooled is None else pooled[0])
+        seq = torch.stack([store[k][0] for k in uniq])
+        pooled = None if self.pooled is None else torch.stack([store[k][1] for k in uniq])
         if len(uniq) == len(keys):
-            return table
+            return seq, pooled
         pos = {k: i for i, k in enumerate(uniq)}
-        index = torch.tensor([pos[k] for k in keys], dtype=torch.long)
-        return table.index_select(0, index.to(table.device, non_blocking=True))
+        index = torch.tensor([pos[k] for k in keys], dtype=torch.long).to(seq.device, non_blocking=True)
+        return seq.index_select(0, index), (None if pooled is None else pooled.index_select(0, index))
