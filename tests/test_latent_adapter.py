@@ -206,7 +206,7 @@ def test_adapter_recovers_the_true_eps_from_an_oracle_of_each_prediction_type(de
 def test_encode_images_returns_the_scaled_vae_posterior_mean(den, images, z):
     with torch.no_grad():
         mean = den.vae.encode(images).latent_dist.mean
-    assert den.scaling_factor == den.vae.config.scaling_factor == 0.18215
+    assert den.latents.scaling_factor == den.vae.config.scaling_factor == 0.18215
     torch.testing.assert_close(z, mean * 0.18215, rtol=0, atol=1e-6)
     assert z.shape == (2, 4, 8, 8)
     assert torch.equal(den.encode_images(images), z)  # the mean, not a sample: deterministic

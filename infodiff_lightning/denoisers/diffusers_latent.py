@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .diffusers_common import TextUNetDenoiser, load_component, model_proposal, move, open_pretrained
+from .vae_latents import VAELatents
 
 __all__ = ["LatentDiffusionDenoiser"]
 
@@ -44,11 +45,7 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
             raise ValueError(f"the VAE has {latent} latent channels but the UNet takes {unet.config.in_channels}")
         move([vae], device)
         self.vae = vae
-        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
-        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.cache_latents = bool(cache_latents)
-        self._latents: dict[Hashable, Tensor] = {}
+        self.latents = VAELatents(vae, cache=cache_latents)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, revision: str | None = None, variant: str | None = None,
@@ -84,41 +81,10 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
         return self.encode_images(images, ids=ids, microbatch=1)
 
     def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
-        """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device.
-
-        ``images``: (N, 3, H, W) in [-1, 1] with H, W divisible by the VAE's downsampling
-        factor. ``ids``: optional image ids; latents of ids seen before come from the cache.
-        """
-        if images.ndim != 4 or images.shape[1] != self.vae.config.in_channels:
-            raise ValueError(f"images must be (N, {self.vae.config.in_channels}, H, W), got {tuple(images.shape)}")
-        h, w = images.shape[-2:]
-        if h % self.downsample or w % self.downsample:
-            raise ValueError(f"image size {h}x{w} is not divisible by the VAE's downsampling factor {self.downsample}")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1.001 or hi > 1.001:
-            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3f}, {hi:.3f}]; map [0, 1] images "
-                             "with 2 * x - 1")
-        if ids is not None and len(ids) != images.shape[0]:
-            raise ValueError(f"got {len(ids)} ids for {images.shape[0]} images")
-        if microbatch < 1:
-            raise ValueError(f"microbatch must be >= 1, got {microbatch}")
-        use_cache = ids is not None and self.cache_latents
-        todo = [i for i in range(images.shape[0]) if not (use_cache and ids[i] in self._latents)]
-        fresh: dict[int, Tensor] = {}
-        vae_dtype = next(self.vae.parameters()).dtype
-        vae_device = next(self.vae.parameters()).device
-        for s in range(0, len(todo), microbatch):
-            idx = todo[s:s + microbatch]
-            batch = images[idx].to(vae_device, vae_dtype)
-            mean = self.vae.encode(batch).latent_dist.mean
-            z = ((mean.float() - self.shift_factor) * self.scaling_factor).to(self.device)
-            for j, i in enumerate(idx):
-                fresh[i] = z[j]
-                if use_cache:
-                    self._latents[ids[i]] = z[j]
-        rows = [fresh[i] if i in fresh else self._latents[ids[i]] for i in range(images.shape[0])]
-        return torch.stack(rows)
+        """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device
+        (vae_latents.VAELatents)."""
+        return self.latents.encode(images, ids, microbatch, device=self.device)
 
     def clear_cache(self) -> None:
         super().clear_cache()
-        self._latents.clear()
+        self.latents.clear_cache()
