@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from infodiff_lightning.denoisers import CorrelatedGaussian, PixelTextDenoiser
-from infodiff_lightning.analyses.intervention import bootstrap_pearson, ddim_sample, image_change, logsnr_grid, pearson
+from infodiff_lightning.analyses.intervention import bootstrap_pearson, image_change, pearson
+from infodiff_lightning.analyses.regeneration import ddim_sample, logsnr_grid
 from infodiff_lightning.logsnr import logsnr_from_alphas_cumprod
 from tiny_models import build_cond_unet, build_scheduler, build_text_encoder, build_tokenizer
 

@@ -21,7 +21,7 @@ from ..conditions import word_spans
 from ..contrasts import contains_word
 from ..denoisers.base import AttentionDenoiser
 from ..draws import id_generator
-from .intervention import logsnr_grid
+from .regeneration import logsnr_grid
 from ..logsnr import noise_channel
 
 __all__ = ["attention_logsnrs", "word_attention", "attention_times_information"]

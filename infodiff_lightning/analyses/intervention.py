@@ -4,15 +4,9 @@ The question (Kong et al. 2024, section on interventions): when a word is remove
 prompt, does the image change where, and as much as, the word's conditional mutual
 information says it should? Three pieces, each a plain function:
 
-1. :func:`ddim_sample`: deterministic DDIM (eta = 0) over any denoiser of the protocol,
-   written in log-SNR. From x at alpha_k, with eps_hat = eps_hat(x, alpha_k | c),
-
-       x0_hat = (x - sqrt(sigma(-alpha_k)) eps_hat) / sqrt(sigma(alpha_k))
-       x     <- sqrt(sigma(alpha_{k+1})) x0_hat + sqrt(sigma(-alpha_{k+1})) eps_hat          (DDIM)
-
-   over an increasing grid of log-SNRs. On the log-SNRs of a diffusers DDIMScheduler's
-   timesteps this is that scheduler's update (tested against it). The same seeded noise
-   with two prompts gives the paired images of an intervention.
+1. regeneration.py: the family's own deterministic sampler (DDIM for DDPM-type models,
+   Euler for flow-matching ones) from seeded noise; the same noise with two prompts gives
+   the paired images of an intervention.
 2. :func:`image_change`: per image, the mean squared difference of the two images; per
    pixel, the squared difference summed over channels.
 3. :func:`pearson` and :func:`bootstrap_pearson`: the correlation of the change with
@@ -27,59 +21,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers.base import Column, Denoiser
-from ..logsnr import logsnr_from_alphas_cumprod
-
-__all__ = ["logsnr_grid", "ddim_alphas", "ddim_sample", "image_change", "pearson", "bootstrap_pearson", "bootstrap_mean",
+__all__ = ["image_change", "pearson", "bootstrap_pearson", "bootstrap_mean",
            "Correlation", "change_correlations"]
-
-
-def logsnr_grid(lo: float, hi: float, steps: int) -> Tensor:
-    """``steps`` + 1 log-SNRs from ``lo`` (the noise the sampler starts from) to ``hi``,
-    evenly spaced in sigma(alpha) = abar (as DDIM's evenly spaced timesteps of a linear
-    schedule roughly are)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if not hi > lo:
-        raise ValueError(f"need hi > lo, got [{lo}, {hi}]")
-    s = torch.linspace(torch.sigmoid(torch.tensor(lo, dtype=torch.float64)).item(),
-                       torch.sigmoid(torch.tensor(hi, dtype=torch.float64)).item(), steps + 1, dtype=torch.float64)
-    return torch.logit(s)
-
-
-def ddim_alphas(scheduler_config: dict, steps: int) -> Tensor:
-    """The log-SNRs of the timesteps a diffusers DDIMScheduler built from a model's
-    scheduler config takes in ``steps`` steps (noisiest first): the grid of :func:`ddim_sample`."""
-    from diffusers import DDIMScheduler
-
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    ddim = DDIMScheduler.from_config(scheduler_config)
-    ddim.set_timesteps(steps)
-    return logsnr_from_alphas_cumprod(ddim.alphas_cumprod)[ddim.timesteps.long()]
-
-
-@torch.no_grad()
-def ddim_sample(denoiser: Denoiser, noise: Tensor, conditions: Column, alphas: Tensor) -> Tensor:
-    """Eq. DDIM from x = ``noise`` at ``alphas[0]`` through ``alphas`` (increasing, one
-    denoiser call each); returns x0_hat of the last call (DDIM with the final abar = 1).
-    ``noise`` (B, ...) is x_T, as diffusers' samplers start from it."""
-    alphas = torch.as_tensor(alphas, dtype=torch.float64)
-    if alphas.ndim != 1 or alphas.numel() < 2:
-        raise ValueError("alphas must be a 1-D grid of at least two log-SNRs")
-    if not bool((alphas[1:] > alphas[:-1]).all()):
-        raise ValueError("alphas must increase (from noise towards the image)")
-    dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
-    x = noise.to(dtype)  # diffusers' convention: the sampler starts from the noise itself
-    b = noise.shape[0]
-    for k in range(alphas.numel()):
-        a = alphas[k]
-        eps = denoiser.eps_hat(x.to(noise.dtype), torch.full((b,), float(a), dtype=torch.float64), conditions).to(dtype)
-        x0_hat = (x - torch.sigmoid(-a).sqrt().to(dtype) * eps) / torch.sigmoid(a).sqrt().to(dtype)
-        if k + 1 < alphas.numel():
-            a_next = alphas[k + 1]
-            x = torch.sigmoid(a_next).sqrt().to(dtype) * x0_hat + torch.sigmoid(-a_next).sqrt().to(dtype) * eps
-    return x0_hat
 
 
 def image_change(with_word: Tensor, without_word: Tensor, channel_dim: int = 1) -> tuple[Tensor, Tensor]:

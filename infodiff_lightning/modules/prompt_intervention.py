@@ -30,7 +30,8 @@ import torch
 from ..analyses.attention_maps import word_attention
 from ..contrasts import cmi_tag, contains_word, without_words
 from ..draws import id_generator
-from ..analyses.intervention import change_correlations, ddim_alphas, ddim_sample, image_change, pearson
+from ..analyses.intervention import change_correlations, image_change, pearson
+from ..analyses.regeneration import regenerate, regeneration_grid
 from ..io import log_scalars
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleRows
@@ -83,7 +84,7 @@ class PromptIntervention(TextToImageJob):
             raise ValueError(f"n_boot must be >= 100 for a percentile interval, got {n_boot}")
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
         self.spec, self.steps, self.n_boot, self.level = spec, steps, n_boot, level
-        self.alphas = ddim_alphas(self.denoiser.scheduler.config, steps)
+        self.grid = regeneration_grid(self.denoiser, steps)
         self.attention_steps = self.check_attention(attention_steps)
         # Per word: (cmi, change) per image, and the within-image r where it is defined.
         self.image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in self.spec.words})
@@ -95,11 +96,12 @@ class PromptIntervention(TextToImageJob):
 
     # ---- one batch ------------------------------------------------------------
     def regenerate(self, sample_id: int, prompts: list, shape: tuple[int, ...]) -> torch.Tensor:
-        """DDIM images of ``prompts`` from one image's seeded noise (the same for each prompt).
+        """Images of ``prompts`` by the family's sampler (DDIM, or Euler for flow models) from
+        one image's seeded noise (the same for each prompt).
         One image per call: the result does not depend on which images share a batch, so a
         resumed or multi-device run regenerates the same bits."""
         noise = torch.randn(shape, generator=id_generator(self.spec.seed + 1, sample_id))
-        return ddim_sample(self.denoiser, noise.expand(len(prompts), *shape).to(self.device), prompts, self.alphas)
+        return regenerate(self.denoiser, noise.expand(len(prompts), *shape).to(self.device), prompts, self.grid)
 
     def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep].to(self.device)
