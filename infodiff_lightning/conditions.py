@@ -152,7 +152,13 @@ def _token_offsets(tokenizer, prompt: str) -> list[tuple[int, int, int]] | None:
         offsets, special = enc["offset_mapping"], enc["special_tokens_mask"]
     except (NotImplementedError, KeyError, TypeError, ValueError):
         return None
-    return [(i, s, e) for i, ((s, e), sp) in enumerate(zip(offsets, special)) if not sp and e > s]
+    out = []
+    for i, ((s, e), sp) in enumerate(zip(offsets, special)):
+        while s < e and prompt[s].isspace():  # sentencepiece (T5) offsets may include the space before a word
+            s += 1
+        if not sp and e > s:
+            out.append((i, s, e))
+    return out
 
 
 def _token_span_offsets(tokens: list[tuple[int, int, int]], ends: list[int], prompt: str, cs: int, ce: int,

@@ -179,10 +179,13 @@ def hand_masked_embeddings(den, prompt, word):
     clip = den.tokenizer([prompt], padding="max_length", max_length=den.tokenizer.model_max_length,
                          return_tensors="pt").input_ids
     t5 = den.tokenizer_2([prompt], padding="max_length", max_length=T5_TOKENS, return_tensors="pt").input_ids
+    end = int((clip[0] == den.text_encoder.config.eos_token_id).int().argmax())  # where the unmasked prompt ends
     clip[clip == den.tokenizer.convert_tokens_to_ids(word + "</w>")] = den.tokenizer.pad_token_id
     t5[t5 == den.tokenizer_2.convert_tokens_to_ids("▁" + word)] = den.tokenizer_2.pad_token_id
     with torch.no_grad():
-        return den.text_encoder_2(t5)[0], den.text_encoder(clip).pooler_output, torch.zeros(T5_TOKENS, 3)
+        # CLIP pools at the prompt's end token; the pad id (= the end id) put on the word must not move it
+        pooled = den.text_encoder(clip).last_hidden_state[:, end]
+        return den.text_encoder_2(t5)[0], pooled, torch.zeros(T5_TOKENS, 3)
 
 
 def direct_eps(den, pipe, x_alpha, alpha, condition, guidance):

@@ -94,13 +94,14 @@ def hand_encoding(den, prompt, masked_word=None):
         encoders.append((den.tokenizer_3, den.text_encoder_3, T5_LENGTH))
     for i, (tok, enc, length) in enumerate(encoders):
         ids = token_ids(tok, prompt, length)
+        end = int((ids == enc.config.eos_token_id).int().argmax())  # where the unmasked prompt ends
         if masked_word is not None:
             ids[word_positions(tok, ids, masked_word)] = tok.pad_token_id
         with torch.no_grad():
             out = enc(ids[None], output_hidden_states=True)
-        parts.append(out.hidden_states[-2] if i < 2 else out.last_hidden_state)
-        if i < 2:
-            pooled.append(out.text_embeds)
+            parts.append(out.hidden_states[-2] if i < 2 else out.last_hidden_state)
+            if i < 2:  # CLIP pools at the prompt's end token, which a pad id equal to it must not move
+                pooled.append(enc.text_projection(out.last_hidden_state[:, end]))
     clip = torch.cat(parts[:2], -1)
     clip = torch.nn.functional.pad(clip, (0, JOINT_DIM - clip.shape[-1]))
     t5 = parts[2] if len(parts) == 3 else torch.zeros(1, T5_LENGTH, JOINT_DIM)

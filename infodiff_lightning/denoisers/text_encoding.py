@@ -110,7 +110,31 @@ class PromptEncoder:
         out = self.text_encoder(ids.to(dev), attention_mask=mask.to(dev) if use_mask else None,
                                 output_hidden_states=self.hidden_layer is not None)
         seq = out[0] if self.hidden_layer is None else out.hidden_states[self.hidden_layer]
-        return seq, (getattr(out, self.pooled) if self.pooled is not None else None)
+        if self.pooled is None:
+            return seq, None
+        pooled = getattr(out, self.pooled)
+        masked = [i for i, c in enumerate(conditions) if c.masked]
+        if masked:
+            pooled = pooled.clone()
+            pooled[masked] = self._pooled_at_unmasked_end(conditions, masked, out.last_hidden_state)
+        return seq, pooled
+
+    def _pooled_at_unmasked_end(self, conditions: Sequence[Condition], rows: list[int], last_hidden: Tensor) -> Tensor:
+        """CLIP's pooled embedding of masked conditions, read where the *unmasked* prompt ends.
+
+        CLIP pools the final hidden state at the first end-of-text token. Its tokenizers pad
+        with that token (SD's CLIP-L, Flux's CLIP), so a word masked with the pad id would
+        itself become the pooled position and hide every later word from the pooled vector.
+        The end is therefore located in the prompt's own ids (transformers' rule: the first
+        eos id, or the largest id for configs with eos_token_id 2), and "text_embeds"
+        applies the model's text projection as CLIPTextModelWithProjection does.
+        """
+        plain = self.tokenizer([conditions[i].prompt for i in rows], padding="max_length", max_length=self.max_length,
+                               truncation=True, return_tensors="pt")["input_ids"]
+        eos = self.text_encoder.config.eos_token_id
+        end = plain.argmax(-1) if eos == 2 else (plain == eos).int().argmax(-1)
+        hidden = last_hidden[torch.tensor(rows, device=last_hidden.device), end.to(last_hidden.device)]
+        return self.text_encoder.text_projection(hidden) if self.pooled == "text_embeds" else hidden
 
     def embed(self, column: Sequence) -> Tensor:
         """Embeddings (B, L, D) of :meth:`embed_features` (uncached, with gradients). The
