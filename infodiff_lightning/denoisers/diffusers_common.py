@@ -208,8 +208,9 @@ class TextUNetDenoiser(DiffusersDenoiser):
         self.unet = unet
         cfg = unet.config
         if getattr(cfg, "addition_embed_type", None) is not None:
-            raise ValueError(f"this UNet needs added conditions (addition_embed_type={cfg.addition_embed_type!r}, "
-                             "e.g. SDXL); TextUNetDenoiser supports SD 1.x/2.x-style UNets")
+            raise ValueError(f"this UNet needs added conditions (addition_embed_type={cfg.addition_embed_type!r}); "
+                             "SDXL UNets (addition_embed_type='text_time') load with SDXLDenoiser (denoisers/sdxl.py); "
+                             "TextUNetDenoiser supports SD 1.x/2.x-style UNets")
         if getattr(cfg, "class_embed_type", None) is not None or getattr(cfg, "num_class_embeds", None) is not None:
             raise ValueError("this UNet also takes class labels (class_embed_type/num_class_embeds set), "
                              "which the text adapters do not supply")

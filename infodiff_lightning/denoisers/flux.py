@@ -26,10 +26,8 @@ take no guidance scale.
 
 Word removal: ``tokenizer`` (CLIP's) decides what a word is; a masked word's spans move
 to T5's tokens by character offsets (conditions.transfer_spans). CLIP's pooled output
-is read at the first end-of-text token, and Flux's CLIP tokenizer pads with that token,
-so masking a word in CLIP makes its pooled embedding the one read at the word's position
-(the words after it do not reach it); T5 sees the other words in place. Flux has joint
-attention, not cross-attention: this adapter has no ``cross_attention`` reading.
+is read where the unmasked prompt ends (text_encoding.py), not at the pad id put on the
+masked word, which Flux's CLIP tokenizer shares with its end token.
 """
 from __future__ import annotations
 
