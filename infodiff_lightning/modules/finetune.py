@@ -68,7 +68,8 @@ class DiffusionFineTuner(L.LightningModule):
         caption_dropout: probability of training on the empty prompt.
         word_dropout: probability of deleting each word of a caption (whole-word deletion).
         export_dir: where the fine-tuned model is saved in diffusers format at the end of fit
-            (default: <run folder>/diffusers); LoRA runs save only the adapter (unet_lora/).
+            (default: <run folder>/diffusers); LoRA runs save only the adapter (unet_lora/ or
+            transformer_lora/).
     """
 
     def __init__(self, pretrained: str | None = None, revision: str | None = None, variant: str | None = None,
@@ -225,11 +226,11 @@ class DiffusionFineTuner(L.LightningModule):
             self.ema.load(checkpoint)
 
     def save_pretrained(self, folder: str | Path, use_ema: bool = True) -> Path:
-        """Save in diffusers format: all components, or only the LoRA adapter (unet_lora/)."""
+        """Save in diffusers format: all components, or only the LoRA adapter (:meth:`lora_folder_name`)."""
         folder = Path(folder)
         with self.ema_weights(use_ema):
             if self.hparams.lora_rank > 0:
-                self.backbone.save_lora_adapter(str(folder / "unet_lora"))
+                self.backbone.save_lora_adapter(str(folder / self.lora_folder_name()))
             else:
                 save_components(self.adapter.components(), folder)
                 # the pretrained model's log-SNR proposal travels with its fine-tuned weights
@@ -238,6 +239,12 @@ class DiffusionFineTuner(L.LightningModule):
                     save_proposal(self.adapter.alpha_proposal, folder / PROPOSAL_FILE,
                                   {"source": f"the proposal of {self.hparams.pretrained}"})
         return folder
+
+    def lora_folder_name(self) -> str:
+        """Where a LoRA export keeps the adapter: ``<backbone folder>_lora`` (unet_lora for UNet
+        families, transformer_lora for SD3 and Flux)."""
+        name = next(k for k, v in self.adapter.components().items() if v is self.adapter.backbone)
+        return f"{name}_lora"
 
     def on_fit_end(self) -> None:
         folder = Path(self.hparams.export_dir) if self.hparams.export_dir else run_dir(self.trainer) / "diffusers"

@@ -1,0 +1,79 @@
+"""LoRA fine-tuning of the tiny SDXL and SD3 pipelines with the monitor on, through the
+configs users run (configs/train/sdxl_lora.yaml, sd3_lora.yaml) with CPU-sized overrides:
+info/* scalars reach TensorBoard, and the exported adapter loads over its base and is
+measured by the caption job."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tiny_sd3 import save_sd3_pipeline
+from tiny_sdxl import save_sdxl_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = {"sdxl": (save_sdxl_pipeline, "unet_lora"), "sd3": (save_sd3_pipeline, "transformer_lora")}
+
+
+def tiny_overrides(tmp: Path, model: Path) -> Path:
+    """The GPU config cut to a CPU run: the tiny model, 16x16 shapes, 2 steps, a cheap monitor
+    on "red" (the tiny tokenizers keep it inside their 16-token window)."""
+    cfg = {"trainer": {"accelerator": "cpu", "precision": "32-true", "max_steps": 2, "accumulate_grad_batches": 1,
+                       "log_every_n_steps": 1, "enable_progress_bar": False, "default_root_dir": str(tmp),
+                       "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                  "init_args": {"save_dir": str(tmp), "name": "run"}},
+                       "callbacks": [{"class_path": "infodiff_lightning.callbacks.InformationMonitor",
+                                      "init_args": {"words": ["red"], "probe_size": 8, "every_n_steps": 1,
+                                                    "n_draws": 4, "mmse_points": 3, "mmse_eps": 1,
+                                                    "max_time_share": None, "microbatch": 64}}]},
+           "model": {"init_args": {"pretrained": str(model), "lora_rank": 4, "gradient_checkpointing": False,
+                                   "learning_rate": 1.0e-2, "warmup_steps": 0}},
+           "data": {"class_path": "infodiff_lightning.data.CaptionedShapesData",
+                    "init_args": {"n_train": 16, "n_val": 8, "image_size": 16, "batch_size": 4}}}
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def fitted(request, tmp_path_factory):
+    family = request.param
+    tmp = tmp_path_factory.mktemp(family)
+    model = FAMILIES[family][0](tmp / "model")
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / f"configs/train/{family}_lora.yaml"),
+           "--config", str(tiny_overrides(tmp, model))]
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return family, tmp, model, tmp / "run" / "version_0"
+
+
+def test_the_monitor_logs_information_scalars_while_the_family_fine_tunes(fitted):
+    _, _, _, run = fitted
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in ("info/mi/value", "info/mi/stderr", "info/cmi/red/value", "train/loss"):
+        values = [e.value for e in acc.Scalars(tag)]
+        assert values and all(math.isfinite(v) for v in values), tag
+
+
+def test_the_exported_lora_is_measured_by_the_caption_job(fitted):
+    family, tmp, model, run = fitted
+    lora = run / "diffusers" / FAMILIES[family][1]
+    assert (lora / "adapter_config.json").is_file() or any(lora.glob("*.safetensors"))
+    cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/captions.yaml"),
+           "--model.init_args.pretrained", str(model), "--model.init_args.lora", str(lora),
+           "--model.init_args.n_draws", "4", "--model.init_args.words", "[red]", "--model.init_args.pairs", "[]",
+           "--model.init_args.log_images", "0",
+           "--data.init_args.n_train", "16", "--data.init_args.n_val", "8", "--data.init_args.batch_size", "4",
+           "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+           "--trainer.logger.init_args.save_dir", str(tmp), "--trainer.logger.init_args.name", "measured"]
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    [folder] = (tmp / "measured").glob("run-*")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["mi"]["images"] == 8 and math.isfinite(summary["mi"]["mean"]) and summary["mi"]["stderr"] > 0
+    assert summary["cmi/red"]["images"] == 2 and summary["samples"]["failed"] == 0  # 2 of the 8 captions hold "red"
