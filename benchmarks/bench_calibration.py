@@ -10,6 +10,7 @@ Also measured: the effective gain of stratification, the ratio of mean squared e
 (plain / stratified) at equal S, i.e. how many times more plain draws reach the same error.
 
 Usage: python benchmarks/bench_calibration.py [--images 400] [--draws 8 16 32 64] [--out calibration.json]
+       [--only "Gaussian MI" "flow Gaussian MI"]
 Prints a markdown table (the one in BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
+from infodiff_lightning.denoisers.gaussian_flow import FlowMatchingGaussian
 from infodiff_lightning.denoisers.noisy import NoisyDenoiser
 from infodiff_lightning.denoisers.pid_toys import (binary_candidates, copy_system, pid_columns, unique_system,
                                                    xor_system)
@@ -39,6 +41,8 @@ def cells(n_images: int, seed: int):
     half = y.clone()
     half[:, :4] = float("nan")  # context: the last 4 coordinates of y; condition: all of y
     yield "Gaussian CMI", gauss, x, [half, y], "info", None
+    # the same system and images through an exact flow-matching model (flow.py, gaussian_flow.py)
+    yield "flow Gaussian MI", FlowMatchingGaussian(gauss), x, [gauss.null_conditions(n_images), y], "info", None
     mix = GaussianMixture(4, 8)
     xm, ym = mix.sample(n_images, g)
     yield "mixture MI", mix, xm, [mix.null_conditions(n_images), ym], "info", None
@@ -60,6 +64,7 @@ def main() -> None:
     ap.add_argument("--long-run", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write all figures as JSON here")
+    ap.add_argument("--only", nargs="+", default=None, help="run only these systems (e.g. 'flow Gaussian MI')")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -67,6 +72,8 @@ def main() -> None:
           "MSE plain / stratified |")
     print("|---|---|---|---|---|---|---|---|")
     for name, system, x, cols, kind, extra in cells(args.images, args.seed):
+        if args.only and name not in args.only:
+            continue
         for s in args.draws:
             t0 = time.perf_counter()
             res = {}
