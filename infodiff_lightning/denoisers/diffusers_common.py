@@ -32,10 +32,10 @@ from ..logsnr import interpolate_timesteps
 from ..proposal import PROPOSAL_FILE, load_proposal
 from .base import Column, DenoiserBase, column_len
 from .cross_attention import recorded_cross_attention, summed_attention
-from .parametrisation import DDPMParametrisation, FlowParametrisation, parametrisation_of, scheduler_prediction_type
+from .parametrisation import DDPMParametrisation, FlowParametrisation, parametrisation_of
 from .text_encoding import PromptEncoder
 
-__all__ = ["DiffusersDenoiser", "TextUNetDenoiser", "interpolate_timesteps", "resolve_pretrained",
+__all__ = ["DiffusersDenoiser", "TextUNetDenoiser", "UNetCrossAttention", "interpolate_timesteps", "resolve_pretrained",
            "load_component", "load_scheduler", "open_pretrained", "AUTOCAST_DTYPES"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -194,7 +194,26 @@ class DiffusersDenoiser(DenoiserBase):
         return eps.to(device=x_alpha.device, dtype=x_alpha.dtype)
 
 
-class TextUNetDenoiser(DiffusersDenoiser):
+class UNetCrossAttention:
+    """The attention baseline of UNet families (AttentionDenoiser): ``cross_attention``
+    records the UNet's cross-attention during one ``model_output`` call."""
+
+    unet: torch.nn.Module
+
+    @torch.inference_mode()
+    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
+        """(B, L, H, W): per token position of the first tokenizer, the UNet's
+        cross-attention from each element of x (heads averaged, every layer resized to x's
+        H x W and summed; cross_attention.py)."""
+        b = int(x_alpha.shape[0])
+        if column_len(conditions) != b or torch.as_tensor(alpha).shape != (b,):
+            raise ValueError(f"cross_attention needs {b} log-SNRs and {b} conditions for {b} inputs")
+        with recorded_cross_attention(self.unet) as recorder, self._autocast():
+            self.model_output(x_alpha.to(self.device, self.dtype), self.timesteps(torch.as_tensor(alpha)), conditions)
+        return summed_attention(recorder, tuple(x_alpha.shape[-2:])).to(x_alpha.device)
+
+
+class TextUNetDenoiser(UNetCrossAttention, DiffusersDenoiser):
     """A UNet2DConditionModel conditioned on text embeddings (pixel or latent space).
 
     Conditions: a list of prompt strings or :class:`~infodiff_lightning.conditions.Condition`;
@@ -252,16 +271,6 @@ class TextUNetDenoiser(DiffusersDenoiser):
         emb = self.text.embed(list(conditions)) if train else self.text_embeddings(conditions)
         return self.unet(x_in, t, encoder_hidden_states=emb.to(self.device, self.dtype), return_dict=False)[0]
 
-    @torch.inference_mode()
-    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
-        """(B, L, H, W): per text token, the UNet's cross-attention from each element of x
-        (heads averaged, every layer resized to x's H x W and summed; cross_attention.py)."""
-        b = int(x_alpha.shape[0])
-        if column_len(conditions) != b or torch.as_tensor(alpha).shape != (b,):
-            raise ValueError(f"cross_attention needs {b} log-SNRs and {b} conditions for {b} inputs")
-        with recorded_cross_attention(self.unet) as recorder, self._autocast():
-            self.model_output(x_alpha.to(self.device, self.dtype), self.timesteps(torch.as_tensor(alpha)), conditions)
-        return summed_attention(recorder, tuple(x_alpha.shape[-2:])).to(x_alpha.device)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -15,20 +15,19 @@ Usage::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
 
 from .diffusers_common import TextUNetDenoiser, load_component, model_proposal, move, open_pretrained
-from .vae_latents import VAELatents
+from .vae_latents import LatentEncoding, VAELatents
 
 __all__ = ["LatentDiffusionDenoiser"]
 
 REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
-class LatentDiffusionDenoiser(TextUNetDenoiser):
+class LatentDiffusionDenoiser(LatentEncoding, TextUNetDenoiser):
     """eps_hat of a latent text-to-image UNet; conditions are prompts or Conditions.
 
     ``alpha_range`` is the scheduler's trained log-SNR range; alpha maps to a continuous
@@ -72,18 +71,6 @@ class LatentDiffusionDenoiser(TextUNetDenoiser):
 
     def components(self) -> dict:
         return {**super().components(), "vae": self.vae}
-
-    @torch.no_grad()
-    def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
-        """The protocol's encode: the VAE latents of :meth:`encode_images`, one image per
-        VAE call, so that an image's latent never depends on the images beside it in a
-        batch (on one CPU thread a convolution's rounding can), nor on the process count."""
-        return self.encode_images(images, ids=ids, microbatch=1)
-
-    def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
-        """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device
-        (vae_latents.VAELatents)."""
-        return self.latents.encode(images, ids, microbatch, device=self.device)
 
     def clear_cache(self) -> None:
         super().clear_cache()

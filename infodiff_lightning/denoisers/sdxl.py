@@ -43,17 +43,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from ..conditions import as_condition
-from .base import Column, column_len
-from .cross_attention import recorded_cross_attention, summed_attention
-from .diffusers_common import DiffusersDenoiser, load_component, model_proposal, move, open_pretrained
+from .base import Column
+from .diffusers_common import DiffusersDenoiser, UNetCrossAttention, load_component, model_proposal, move, open_pretrained
 from .text_encoding import PromptEncoder
-from .vae_latents import VAELatents
+from .vae_latents import LatentEncoding, VAELatents
 
 __all__ = ["SDXLDenoiser", "empty_prompt_is_zeros"]
 
@@ -86,7 +85,7 @@ def empty_prompt_is_zeros(path: str, local: bool, revision: str | None = None) -
     return bool(config.get("force_zeros_for_empty_prompt", True))
 
 
-class SDXLDenoiser(DiffusersDenoiser):
+class SDXLDenoiser(LatentEncoding, UNetCrossAttention, DiffusersDenoiser):
     """eps_hat of an SDXL UNet; conditions are prompts or Conditions (see module doc).
 
     ``tokenizer`` is the first tokenizer (it decides what a word is); :attr:`text` and
@@ -225,27 +224,4 @@ class SDXLDenoiser(DiffusersDenoiser):
         return self.unet(x_in, t, encoder_hidden_states=seq.to(self.dtype), added_cond_kwargs=added,
                          return_dict=False)[0]
 
-    @torch.inference_mode()
-    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
-        """(B, L, H, W): per token position of the first tokenizer, the UNet's
-        cross-attention from each element of x (heads averaged, every layer resized to x's
-        H x W and summed; cross_attention.py)."""
-        b = int(x_alpha.shape[0])
-        if column_len(conditions) != b or torch.as_tensor(alpha).shape != (b,):
-            raise ValueError(f"cross_attention needs {b} log-SNRs and {b} conditions for {b} inputs")
-        with recorded_cross_attention(self.unet) as recorder, self._autocast():
-            self.model_output(x_alpha.to(self.device, self.dtype), self.timesteps(torch.as_tensor(alpha)), conditions)
-        return summed_attention(recorder, tuple(x_alpha.shape[-2:])).to(x_alpha.device)
 
-    # -- images -> latents
-    @torch.no_grad()
-    def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
-        """The protocol's encode: the VAE latents of :meth:`encode_images`, one image per
-        VAE call, so that an image's latent never depends on the images beside it in a
-        batch (on one CPU thread a convolution's rounding can), nor on the process count."""
-        return self.encode_images(images, ids=ids, microbatch=1)
-
-    def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
-        """Latents x = E[z | image] * scaling_factor, float32, on the model's device
-        (vae_latents.VAELatents)."""
-        return self.latents.encode(images, ids, microbatch, device=self.device)

@@ -12,7 +12,7 @@ from typing import Hashable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["VAELatents"]
+__all__ = ["VAELatents", "LatentEncoding"]
 
 
 class VAELatents:
@@ -77,3 +77,21 @@ class VAELatents:
         vae_device = next(self.vae.parameters()).device
         z = x.to(vae_device, torch.float32) / self.scaling_factor + self.shift_factor
         return self.vae.decode(z.to(vae_dtype)).sample.float().clamp(-1, 1)
+
+
+class LatentEncoding:
+    """The protocol's ``encode`` for adapters that hold ``self.latents`` (a VAELatents) and
+    a ``device``: latent-space families share it."""
+
+    latents: VAELatents
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
+        """The VAE latents of :meth:`encode_images`, one image per VAE call, so that an
+        image's latent never depends on the images beside it in a batch (on one CPU thread
+        a convolution's rounding can), nor on the process count."""
+        return self.encode_images(images, ids=ids, microbatch=1)
+
+    def encode_images(self, images: Tensor, ids: Sequence[Hashable] | None = None, microbatch: int = 16) -> Tensor:
+        """Latents x = (E[z | image] - shift) * scaling_factor, float32, on the model's device."""
+        return self.latents.encode(images, ids, microbatch, device=self.device)

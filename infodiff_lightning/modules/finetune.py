@@ -35,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..conditions import drop_words
 from ..denoisers import PixelTextDenoiser, load_text_to_image
 from ..denoisers.diffusers_common import DiffusersDenoiser
-from ..denoisers.parametrisation import DDPMParametrisation, FlowParametrisation
+from ..denoisers.parametrisation import FlowParametrisation
 from ..proposal import PROPOSAL_FILE, save_proposal
 from ..io import run_dir
 from ..models.tiny import TinyTextToImageSpec, build_tiny_text_to_image, save_components
