@@ -28,6 +28,20 @@ Word removal: ``tokenizer`` (CLIP's) decides what a word is; a masked word's spa
 to T5's tokens by character offsets (conditions.transfer_spans). CLIP's pooled output
 is read where the unmasked prompt ends (text_encoding.py), not at the pad id put on the
 masked word, which Flux's CLIP tokenizer shares with its end token.
+
+The cross-attention baseline (:meth:`FluxDenoiser.cross_attention`, joint_attention.py)
+reads the joint attention of the double-stream blocks (``transformer_blocks``): the
+image queries' softmax over [text; image] keys (rotary embedding applied, as the model
+does), kept on the T5 keys, heads averaged, summed over the blocks. The single-stream
+blocks are not read: there the text tokens are no longer a stream of their own (one
+sequence, one set of projections, and the layer is not told where the text ends), so
+their columns are less a reading of the prompt than of tokens the image has already
+written into; leaving them out also keeps the baseline what it is for SD3 (every block
+dual-stream) and DAAM (the text-conditioning layers). The protocol indexes the first
+tokenizer (CLIP), which Flux only pools: each T5 token's attention goes to the CLIP
+positions covering its characters, in proportion (joint_attention.position_transfer),
+so a word's CLIP positions sum exactly the attention to its T5 tokens. CLIP's start,
+end and padding positions get zero maps (T5's end token and padding are not read).
 """
 from __future__ import annotations
 
@@ -40,6 +54,7 @@ import torch
 from torch import Tensor
 
 from .diffusers_common import DiffusersDenoiser, load_component, model_proposal, move, open_pretrained
+from .joint_attention import TEXT_FIRST, position_transfer, read_joint_attention
 from .parametrisation import FlowParametrisation
 from .text_encoding import PromptEncoder
 from .vae_latents import VAELatents
@@ -201,6 +216,16 @@ class FluxDenoiser(DiffusersDenoiser):
         self.text.clear_cache()
         self.text_2.clear_cache()
         self.latents.clear_cache()
+
+    # -- the attention baseline
+    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions) -> Tensor:
+        """(B, L, H, W) for the L positions of CLIP's window (the first tokenizer): the joint
+        attention that each latent element's 2x2 token pays to the T5 tokens of the same
+        characters, heads averaged, summed over the double-stream blocks (module doc)."""
+        maps = read_joint_attention(self, x_alpha, alpha, conditions, TEXT_FIRST, 2)  # 2x2 packed tokens
+        fold = torch.stack([position_transfer(c, self.tokenizer, self.text.max_length, self.tokenizer_2,
+                                              self.text_2.max_length) for c in conditions])
+        return torch.einsum("blt,bthw->blhw", fold.to(maps.device), maps)
 
     # -- images -> latents
     @torch.no_grad()

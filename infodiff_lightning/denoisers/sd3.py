@@ -16,6 +16,14 @@ sequence; the pooled projection is the two CLIP text_embeds concatenated. The nu
 condition is the empty prompt through that same encoding (the pipeline's CFG branch;
 SD3 does not zero it).
 
+The cross-attention baseline (:meth:`SD3Denoiser.cross_attention`, joint_attention.py)
+reads the joint attention of every block (``attn`` of ``transformer_blocks``, including
+the last, whose text stream is context-only; not SD3.5's image-only ``attn2``): the
+image queries' softmax over all keys, kept on the text keys, heads averaged, summed over
+the blocks. CLIP position i is text position i (CLIP-L and CLIP-G share it); with T5
+loaded, the T5 tokens' columns are added to the CLIP positions covering the same
+characters, so a word's map holds the attention to both of its copies.
+
 Usage::
 
     den = SD3Denoiser.from_pretrained("path/to/sd3", device="cuda", text_encoder_3=False)
@@ -33,6 +41,7 @@ from torch import Tensor
 
 from .base import Column
 from .diffusers_common import DiffusersDenoiser, load_component, model_proposal, move, open_pretrained
+from .joint_attention import IMAGE_FIRST, position_transfer, read_joint_attention
 from .parametrisation import FlowParametrisation, parametrisation_of
 from .text_encoding import PromptEncoder
 from .vae_latents import VAELatents
@@ -194,6 +203,23 @@ class SD3Denoiser(DiffusersDenoiser):
         seq, pooled = self.prompt_embeddings(conditions, train=train)
         return self.transformer(hidden_states=x_in, timestep=t, encoder_hidden_states=seq,
                                 pooled_projections=pooled, return_dict=False)[0]
+
+    # -- the attention baseline
+    def cross_attention(self, x_alpha: Tensor, alpha: Tensor, conditions: Column) -> Tensor:
+        """(B, L, H, W) for the L = CLIP-window positions of the first tokenizer (CLIP-L):
+        the joint attention each latent element's patch token pays to that position, heads
+        averaged and summed over all joint blocks (module doc); with T5, plus the attention
+        to the T5 tokens of the same characters (joint_attention.position_transfer)."""
+        maps = read_joint_attention(self, x_alpha, alpha, conditions, IMAGE_FIRST,
+                                    int(self.transformer.config.patch_size))
+        window = self.clip_l.max_length
+        fold = torch.zeros(len(conditions), window, maps.shape[1])
+        fold[:, :, :window] = torch.eye(window)
+        if self.t5 is not None:  # without T5 its positions are zero rows that carry no word
+            for i, c in enumerate(conditions):
+                fold[i, :, window:] = position_transfer(c, self.tokenizer, window, self.tokenizer_3,
+                                                        self.max_sequence_length)
+        return torch.einsum("blt,bthw->blhw", fold.to(maps.device), maps)
 
     # -- images -> latents
     @torch.no_grad()
