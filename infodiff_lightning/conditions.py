@@ -39,7 +39,7 @@ import torch
 
 __all__ = ["Condition", "as_condition", "word_spans", "remove_word", "word_alone", "null_prompt", "drop_words",
            "REMOVAL_METHODS", "shorten", "token_window",
-           "word_in_window", "transfer_spans"]
+           "word_in_window", "transfer_spans", "token_offsets"]
 
 REMOVAL_METHODS = ("delete", "placeholder", "mask")
 DEFAULT_PLACEHOLDER = "something"
@@ -143,7 +143,7 @@ def _encode(tokenizer, text: str, specials: bool, offsets: bool = False) -> dict
     return tokenizer(text, **kw)
 
 
-def _token_offsets(tokenizer, prompt: str) -> list[tuple[int, int, int]] | None:
+def token_offsets(tokenizer, prompt: str) -> list[tuple[int, int, int]] | None:
     """(position, char start, char end) of each non-special, non-empty token of the
     encoder input, from one tokenization with offsets (fast tokenizers); None when the
     tokenizer cannot give offsets."""
@@ -202,7 +202,7 @@ def word_spans(prompt: str, word: str, tokenizer, occurrence: str | int = "all")
     ValueError when the word is absent or does not fall on token boundaries.
     """
     chars = _char_spans(prompt, word, occurrence)
-    tokens = _token_offsets(tokenizer, prompt)
+    tokens = token_offsets(tokenizer, prompt)
     if tokens is None:  # a slow tokenizer: one tokenization per occurrence
         return [_token_span_prefix(tokenizer, prompt, cs, ce, word) for cs, ce in chars]
     ends = [e for _, _, e in tokens]
@@ -216,7 +216,7 @@ def transfer_spans(prompt: str, spans: Sequence[tuple[int, int]], from_tokenizer
     CLIP tokenizers, SD3's and Flux's T5). Needs fast tokenizers (character offsets)."""
     if from_tokenizer is to_tokenizer:
         return [tuple(s) for s in spans]
-    source, target = _token_offsets(from_tokenizer, prompt), _token_offsets(to_tokenizer, prompt)
+    source, target = token_offsets(from_tokenizer, prompt), token_offsets(to_tokenizer, prompt)
     if source is None or target is None:
         raise ValueError("masking a word for several text encoders needs fast tokenizers (character offsets); "
                          "use method='delete' or 'placeholder' with this model")

@@ -153,7 +153,7 @@ def test_folder_with_another_transformer_is_a_clear_error(folders, tmp_path):
     odd = shutil.copytree(folders["clip_only"], tmp_path / "sd3")
     config = odd / "transformer" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "FluxTransformer2DModel"}))
-    with pytest.raises(ValueError, match="not an SD3Transformer2DModel"):
+    with pytest.raises(ValueError, match="holds a FluxTransformer2DModel, not a SD3Transformer2DModel"):
         SD3Denoiser.from_pretrained(odd)
 
 

@@ -36,7 +36,8 @@ from .parametrisation import DDPMParametrisation, FlowParametrisation, parametri
 from .text_encoding import PromptEncoder
 
 __all__ = ["DiffusersDenoiser", "TextUNetDenoiser", "UNetCrossAttention", "interpolate_timesteps", "resolve_pretrained",
-           "load_component", "load_scheduler", "open_pretrained", "AUTOCAST_DTYPES"]
+           "load_component", "load_scheduler", "open_pretrained", "AUTOCAST_DTYPES", "check_transformer_class",
+           "require_flow"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 AUTOCAST_DTYPES = {"auto": "auto", None: None, "none": None, "float16": torch.float16, "fp16": torch.float16,
@@ -370,6 +371,25 @@ def open_pretrained(path_or_hub_id, required: Sequence[str], family: str, revisi
     scheduler = load_scheduler(path, local, revision=revision)
     parametrisation_of(scheduler, prediction_type)  # an unsupported prediction type fails here
     return path, local, scheduler
+
+
+def check_transformer_class(folder: str | Path, expected: str, family: str) -> None:
+    """A local folder's transformer/ must hold a saved ``expected`` (its config's
+    _class_name), checked before any weights are loaded."""
+    config = Path(folder) / "transformer" / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder}/transformer/ has no config.json: not a saved diffusers transformer")
+    name = json.loads(config.read_text()).get("_class_name")
+    if name != expected:
+        raise ValueError(f"{folder}/transformer/ holds a {name}, not a {expected}; the {family} adapter loads "
+                         f"{family} folders")
+
+
+def require_flow(parametrisation, scheduler, family: str) -> None:
+    """A flow-matching family's scheduler must be a FlowMatch* scheduler."""
+    if not isinstance(parametrisation, FlowParametrisation):
+        raise ValueError(f"{family} is a flow-matching model; its scheduler must be a FlowMatch* scheduler, got "
+                         f"{type(scheduler).__name__}")
 
 
 def model_proposal(path, local: bool) -> Piecewise | None:

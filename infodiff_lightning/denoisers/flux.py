@@ -45,19 +45,18 @@ end and padding positions get zero maps (T5's end token and padding are not read
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from .diffusers_common import DiffusersDenoiser, load_component, model_proposal, move, open_pretrained
+from .diffusers_common import (DiffusersDenoiser, check_transformer_class, load_component, model_proposal, move,
+                               open_pretrained, require_flow)
 from .joint_attention import TEXT_FIRST, position_transfer, read_joint_attention
-from .parametrisation import FlowParametrisation
 from .text_encoding import PromptEncoder
-from .vae_latents import VAELatents
+from .vae_latents import LatentEncoding, VAELatents
 
 __all__ = ["FluxDenoiser", "pack_latents", "unpack_latents", "latent_image_ids", "DEFAULT_GUIDANCE_SCALE",
            "MAX_SEQUENCE_LENGTH"]
@@ -123,7 +122,7 @@ def _guidance(guidance_scale: Any, guidance_embeds: bool) -> float | None:
     return float(guidance_scale)
 
 
-class FluxDenoiser(DiffusersDenoiser):
+class FluxDenoiser(LatentEncoding, DiffusersDenoiser):
     """eps_hat of a Flux transformer on unpacked VAE latents; conditions are prompts or
     Conditions, the null condition is "" (see the module doc for what MI then means).
 
@@ -143,9 +142,7 @@ class FluxDenoiser(DiffusersDenoiser):
                  device=None, autocast_dtype: Any = "auto", cache_text: bool = True, text_batch_size: int = 32,
                  cache_latents: bool = True):
         super().__init__(transformer, scheduler, device=device, autocast_dtype=autocast_dtype, timestep_scale=1.0)
-        if not isinstance(self.parametrisation, FlowParametrisation):
-            raise ValueError(f"Flux is a flow-matching model; scheduler {type(scheduler).__name__} is not a "
-                             "FlowMatch* scheduler")
+        require_flow(self.parametrisation, scheduler, "Flux")
         cfg = transformer.config
         if int(cfg.patch_size) != 1:
             raise ValueError(f"the transformer's patch_size is {cfg.patch_size}; Flux packs 2x2 latent patches "
@@ -184,7 +181,7 @@ class FluxDenoiser(DiffusersDenoiser):
         (:meth:`load_lora`). ``kwargs`` go to the constructor (autocast_dtype, ...)."""
         path, local, scheduler = open_pretrained(path_or_hub_id, REQUIRED, "Flux", revision)
         if local:
-            _check_transformer_config(Path(path))
+            check_transformer_class(path, TRANSFORMER_CLASS, "Flux")
         kw = {"revision": revision, "variant": variant, "torch_dtype": torch_dtype}
         transformer = load_component(path, local, "transformer", f"diffusers.{TRANSFORMER_CLASS}", **kw)
         vae = load_component(path, local, "vae", "diffusers.AutoencoderKL", **kw)
@@ -227,14 +224,6 @@ class FluxDenoiser(DiffusersDenoiser):
                                               self.text_2.max_length) for c in conditions])
         return torch.einsum("blt,bthw->blhw", fold.to(maps.device), maps)
 
-    # -- images -> latents
-    @torch.no_grad()
-    def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
-        """The protocol's encode: unpacked latents x = (E[z | image] - shift) * scale
-        (vae_latents.VAELatents), one image per VAE call (so an image's latent never
-        depends on the images beside it), float32 on the model's device."""
-        return self.latents.encode(images, ids, microbatch=1, device=self.device)
-
     # -- conditions
     def null_conditions(self, n: int) -> list[str]:
         return [""] * n
@@ -271,14 +260,3 @@ class FluxDenoiser(DiffusersDenoiser):
                                img_ids=latent_image_ids(h // 2, w // 2, x_in.device, x_in.dtype),
                                return_dict=False)[0]
         return unpack_latents(out, h, w)
-
-
-def _check_transformer_config(path: Path) -> None:
-    """A local folder's transformer/ must hold a saved FluxTransformer2DModel."""
-    file = path / "transformer" / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}/transformer/ has no config.json: not a saved diffusers transformer")
-    name = json.loads(file.read_text()).get("_class_name")
-    if name != TRANSFORMER_CLASS:
-        raise ValueError(f"{path}/transformer/ holds a {name}, not a {TRANSFORMER_CLASS}; FluxDenoiser loads Flux "
-                         "folders (FluxPipeline layout)")

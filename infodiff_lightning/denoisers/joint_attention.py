@@ -39,7 +39,7 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from torch import Tensor
 
-from ..conditions import _token_offsets, as_condition
+from ..conditions import token_offsets, as_condition
 
 __all__ = ["JointAttentionRecorder", "recorded_joint_attention", "summed_joint_attention", "read_joint_attention",
            "position_transfer", "IMAGE_FIRST", "TEXT_FIRST"]
@@ -180,7 +180,7 @@ def position_transfer(prompt, from_tokenizer, from_length: int, to_tokenizer, to
 
 @functools.lru_cache(maxsize=1024)  # a caption is read at every noise level of word_attention
 def _position_transfer(text: str, from_tokenizer, from_length: int, to_tokenizer, to_length: int) -> Tensor:
-    source, target = _token_offsets(from_tokenizer, text), _token_offsets(to_tokenizer, text)
+    source, target = token_offsets(from_tokenizer, text), token_offsets(to_tokenizer, text)
     if source is None or target is None:
         raise ValueError("reading attention across tokenizers needs fast tokenizers (character offsets)")
     out = torch.zeros(from_length, to_length)

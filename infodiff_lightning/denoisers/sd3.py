@@ -32,19 +32,19 @@ Usage::
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from .base import Column
-from .diffusers_common import DiffusersDenoiser, load_component, model_proposal, move, open_pretrained
+from .diffusers_common import (DiffusersDenoiser, check_transformer_class, load_component, model_proposal, move,
+                               open_pretrained, require_flow)
 from .joint_attention import IMAGE_FIRST, position_transfer, read_joint_attention
-from .parametrisation import FlowParametrisation, parametrisation_of
+from .parametrisation import parametrisation_of
 from .text_encoding import PromptEncoder
-from .vae_latents import VAELatents
+from .vae_latents import LatentEncoding, VAELatents
 
 __all__ = ["SD3Denoiser", "REQUIRED", "SD3_TRANSFORMER"]
 
@@ -52,7 +52,7 @@ REQUIRED = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2",
 SD3_TRANSFORMER = "SD3Transformer2DModel"
 
 
-class SD3Denoiser(DiffusersDenoiser):
+class SD3Denoiser(LatentEncoding, DiffusersDenoiser):
     """eps_hat of a Stable Diffusion 3 / 3.5 transformer; conditions are prompts or Conditions.
 
     ``alpha_range`` comes from the flow parametrisation: s in [1/T, 1 - 1/T] for the
@@ -74,7 +74,7 @@ class SD3Denoiser(DiffusersDenoiser):
                  cache_text: bool = True, text_batch_size: int = 32, cache_latents: bool = True):
         super().__init__(transformer, scheduler, prediction_type=prediction_type, device=device,
                          autocast_dtype=autocast_dtype)
-        _require_flow(self.parametrisation, scheduler)
+        require_flow(self.parametrisation, scheduler, "Stable Diffusion 3")
         if (text_encoder_3 is None) != (tokenizer_3 is None):
             raise ValueError("pass text_encoder_3 and tokenizer_3 together (T5), or neither")
         if max_sequence_length < 2:
@@ -126,9 +126,9 @@ class SD3Denoiser(DiffusersDenoiser):
         (autocast_dtype, cache_text, ...)."""
         path, local, scheduler = open_pretrained(path_or_hub_id, REQUIRED, "Stable Diffusion 3", revision,
                                                  kwargs.get("prediction_type"))
-        _require_flow(parametrisation_of(scheduler), scheduler)  # before any weights are loaded
+        require_flow(parametrisation_of(scheduler), scheduler, "Stable Diffusion 3")  # before any weights are loaded
         if local:
-            _check_transformer_config(Path(path))
+            check_transformer_class(path, SD3_TRANSFORMER, "Stable Diffusion 3")
         kw = {"revision": revision, "variant": variant, "torch_dtype": torch_dtype}
         transformer = load_component(path, local, "transformer", f"diffusers.{SD3_TRANSFORMER}", **kw)
         vae = load_component(path, local, "vae", "diffusers.AutoencoderKL", **kw)
@@ -221,27 +221,3 @@ class SD3Denoiser(DiffusersDenoiser):
                                                         self.max_sequence_length)
         return torch.einsum("blt,bthw->blhw", fold.to(maps.device), maps)
 
-    # -- images -> latents
-    @torch.no_grad()
-    def encode(self, images: Tensor, ids: Sequence[Hashable] | None = None) -> Tensor:
-        """The protocol's encode: latents x = (E[z | image] - shift_factor) * scaling_factor
-        (vae_latents.VAELatents), one image per VAE call so that an image's latent never
-        depends on the images beside it in a batch."""
-        return self.latents.encode(images, ids, microbatch=1, device=self.device)
-
-
-def _require_flow(parametrisation, scheduler) -> None:
-    if not isinstance(parametrisation, FlowParametrisation):
-        raise ValueError(f"SD3 is a flow-matching model; its scheduler must be a FlowMatch* scheduler, got "
-                         f"{type(scheduler).__name__}")
-
-
-def _check_transformer_config(folder: Path) -> None:
-    """A local folder's transformer/ must hold an SD3Transformer2DModel config."""
-    config = folder / "transformer" / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{folder}/transformer/ has no config.json: not a saved diffusers transformer")
-    name = json.loads(config.read_text()).get("_class_name")
-    if name != SD3_TRANSFORMER:
-        raise ValueError(f"{folder}/transformer/ is a {name!r}, not an {SD3_TRANSFORMER}; SD3Denoiser loads "
-                         "Stable Diffusion 3 / 3.5 folders")
