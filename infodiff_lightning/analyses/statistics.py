@@ -2,6 +2,7 @@
 
 * :func:`correct`: a ranking prediction is right when the true candidate's score beats
   every other strictly (a tie is a miss, so an uninformative model scores 0, not 1/K);
+  a candidate whose text is the true caption's is no rival (ARO's order sets);
 * :func:`accuracy_interval`: the share of hits with its Wilson score interval
 
       centre = (p + z^2 / 2n) / (1 + z^2 / n),
@@ -30,12 +31,19 @@ __all__ = ["correct", "accuracy_interval", "macro_accuracy", "accuracy_summary",
 Z95 = 1.959964
 
 
-def correct(scores: Tensor, true_index: Tensor | Sequence[int]) -> Tensor:
-    """(N,) bool: the true candidate's score beats every other strictly."""
+def correct(scores: Tensor, true_index: Tensor | Sequence[int], rivals: Tensor | None = None) -> Tensor:
+    """(N,) bool: the true candidate's score beats every rival strictly.
+
+    ``rivals`` (N, K) bool: the candidates that compete (default: every candidate but the
+    true one). ARO's order sets keep a perturbation that equals the caption, and ARO's
+    argmax gives the tie to the true caption (listed first); not counting such a copy as
+    a rival is that rule (data/aro_order.py). An item without rivals is a hit, as it is there."""
     true_index = torch.as_tensor(true_index, dtype=torch.long, device=scores.device)
     true = scores.gather(1, true_index[:, None])
     others = scores.clone()
     others.scatter_(1, true_index[:, None], -math.inf)
+    if rivals is not None:
+        others = others.masked_fill(~torch.as_tensor(rivals, dtype=torch.bool, device=scores.device), -math.inf)
     return (true[:, 0] > others.max(1).values)
 
 

@@ -1,23 +1,31 @@
-"""Caption-ranking benchmarks read from their released JSON layouts (ARO, Yuksekgonul et al.
-2023), for the real files or the embedded world's export (data/world_export.py):
+"""Caption-ranking benchmarks read from their released files (ARO, Yuksekgonul et al.
+2023), for the real downloads or the embedded world's export (data/world_export.py):
 
-    vg_attribution.json, vg_relation.json   [{image_path, true_caption, false_caption, ...}]
-    coco_order.json, flickr_order.json      [{image_path, caption, perturbed: [captions]}]
+    visual_genome_relation.json, visual_genome_attribution.json   ARO's VG release, images in
+        images/ beside them: [{image_path, true_caption, false_caption, bbox_x/y/w/h, and
+        relation_name or attributes}]
+    coco_karpathy_test.json, flickr30k_test.json   the Karpathy test splits ARO builds
+        COCO-Order and Flickr30k-Order from: [{image, caption: [captions]}], images under
+        val2014/ or flickr30k-images/ as ``image`` says
+    vg_attribution.json, vg_relation.json, coco_order.json, flickr_order.json   the same
+        benchmarks written out (the world's export; order rows {image_path, caption, perturbed})
 
-ARO's release names the VG files visual_genome_relation.json and visual_genome_attribution.json
-and keeps their images in ``images/`` beside them: an ``image_path`` that is not a file under
-``root`` is looked up under ``root/images/``, so pointing ``root`` at the unpacked download is
-enough (pass the released names in ``files``).
-Each row becomes one item: the image (``image_path`` relative to ``root``), its candidate
-captions with the true one first, and its groups: the file's stem, and where the row names
-one, its relation (VG-Relation ``relation_name``, e.g. ``vg_relation/left of``) or attribute
-pair (VG-Attribution ``attributes``, e.g. ``vg_attribution/red_blue``), over which ARO
-macro-averages. As ARO does, a VG row's image is cropped to its box (``bbox_x``, ``bbox_y``,
-``bbox_w``, ``bbox_h``) unless ``crop_to_bbox`` is off. A row whose image cannot be read is
-an item with its ``error`` set (the job records it and goes on), and so is a row whose
-captions, image path or box are unusable (missing, null, not text), or whose image path
-leaves ``root`` (data/rows.py); a file that is not a JSON list of rows is an error of the
-whole job.
+With ``files`` left out, every one of these names found in ``root`` is read (in the order
+above: :data:`KNOWN_FILES`), so pointing ``root`` at the unpacked download is enough. A
+VG ``image_path`` that is not a file under ``root`` is looked up under ``root/images/``,
+where ARO's release keeps it.
+
+Each row becomes one item: the image, its candidate captions with the true one first, and
+its groups: the benchmark (the released VG files are the groups ``vg_relation`` and
+``vg_attribution``, the Karpathy files ``coco_order`` and ``flickr_order``; any other file
+its stem), and where the row names one, its relation (``vg_relation/left of``) or attribute
+pair (``vg_attribution/red_blue``), over which ARO macro-averages. A Karpathy file gives
+one test case per caption, built by data/aro_order.py (ARO's normalisation and
+perturbations, seeded by ``perturbation_seed``). As ARO does, a VG row's image is cropped
+to its box unless ``crop_to_bbox`` is off. A row whose image cannot be read is an item with
+its ``error`` set (the job records it and goes on), and so is a row whose captions, image
+path or box are unusable (missing, null, not text), or whose image path leaves ``root``
+(data/rows.py); a file that is not a JSON list of rows is an error of the whole job.
 """
 from __future__ import annotations
 
@@ -29,16 +37,26 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .aro_order import Tagger, case_rng, order_candidates, spacy_tagger
 from .caption_folder import load_image
 from .rows import RowError, inside, read_json, some_usable, text_field
 from .loaders import evaluation_loader
 
-__all__ = ["RankingFiles", "CaptionRankingData", "collate_ranking", "RANKING_FILES", "RankingRow"]
+__all__ = ["RankingFiles", "CaptionRankingData", "collate_ranking", "RANKING_FILES", "KNOWN_FILES", "RankingRow"]
 
+#: The kinds of ARO benchmark a file can be, whose headline figures differ (analyses/aro.py).
+KINDS = ("relation", "attribution", "order")
 #: The folder beside the JSON files where ARO's release keeps the VG images.
 ARO_IMAGES = "images"
-#: The files read by default, in this order.
+#: The world export's files (data/world_export.py).
 RANKING_FILES = ("vg_attribution.json", "vg_relation.json", "coco_order.json")
+#: ARO's released file names and the group each is read as.
+RELEASED_GROUPS = {"visual_genome_attribution.json": "vg_attribution", "visual_genome_relation.json": "vg_relation",
+                   "coco_karpathy_test.json": "coco_order", "flickr30k_test.json": "flickr_order"}
+#: The Karpathy-split files, from which the order test cases are built at load time.
+KARPATHY_FILES = ("coco_karpathy_test.json", "flickr30k_test.json")
+#: Every file name read when ``files`` is not given, in this order.
+KNOWN_FILES = (*RANKING_FILES, "flickr_order.json", *RELEASED_GROUPS)
 
 
 def _candidates(row: dict, where: str) -> list[str]:
@@ -63,16 +81,16 @@ def _candidates(row: dict, where: str) -> list[str]:
 BOX_FIELDS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
 
 
-def _subgroup(row: dict, where: str) -> str | None:
-    """The relation or attribute pair a VG row belongs to (None for order rows)."""
+def _subgroup(row: dict, where: str) -> tuple[str, str | None]:
+    """(ARO kind, subgroup) of a row: a VG row's relation or attribute pair; None for order rows."""
     if "relation_name" in row:
-        return str(row["relation_name"])
+        return "relation", str(row["relation_name"])
     if "attributes" in row:
         attrs = row["attributes"]
         if not isinstance(attrs, list) or not attrs:
             raise RowError(f"attributes must be a non-empty list, got {attrs!r}")
-        return "_".join(str(a) for a in attrs)
-    return None
+        return "attribution", "_".join(str(a) for a in attrs)
+    return "order", None
 
 
 def _box(row: dict, where: str) -> tuple[float, float, float, float] | None:
@@ -87,6 +105,13 @@ def _box(row: dict, where: str) -> tuple[float, float, float, float] | None:
         raise RowError(f"box fields must be numbers, got {[row[k] for k in BOX_FIELDS]}") from None
 
 
+def _kind(rows: list) -> str:
+    """A file's ARO kind (:data:`KINDS`) from its usable rows: relation rows name a
+    ``relation_name``, attribution rows ``attributes``; anything else ranks whole captions."""
+    kinds = {r.kind for r in rows if not r.error}
+    return next((k for k in KINDS if k in kinds), KINDS[-1])
+
+
 @dataclass(frozen=True)
 class RankingRow:
     group: str
@@ -95,6 +120,8 @@ class RankingRow:
     subgroup: str | None = None
     box: tuple | None = None
     error: str = ""  # why the row cannot be used ("" if it can): recorded as its failure
+    kind: str = "order"  # one of KINDS
+    equal_to_caption: int = 0  # built order cases: perturbations equal to the caption (kept, as ARO does)
 
     @property
     def groups(self) -> list[str]:
@@ -102,27 +129,81 @@ class RankingRow:
         return [self.group] + ([f"{self.group}/{self.subgroup}"] if self.subgroup else [])
 
 
-class RankingFiles(Dataset):
-    """Items {"id" (position), "image", "candidates" (true first), "group", "groups", "error"}."""
+def _group(name: str) -> str:
+    """The group a file is read as: ARO's benchmark for a released name, else the file's stem."""
+    return RELEASED_GROUPS.get(Path(name).name, Path(name).stem)
 
-    def __init__(self, root: str | Path, files: Sequence[str] = RANKING_FILES, image_size: int = 32,
-                 limit: int | None = None, crop_to_bbox: bool = True):
+
+class RankingFiles(Dataset):
+    """Items {"id" (position), "image", "candidates" (true first), "group", "groups", "error"}.
+
+    ``files``: names under ``root`` (default: every one of :data:`KNOWN_FILES` there).
+    ``perturbation_seed``, ``pos_tagger``: how the order cases of a Karpathy file are built
+    (data/aro_order.py; ``pos_tagger`` an installed spaCy pipeline, e.g. "en_core_web_sm",
+    or a tagger function; without one only the two POS-free perturbations are made)."""
+
+    def __init__(self, root: str | Path, files: Sequence[str] | None = None, image_size: int = 32,
+                 limit: int | None = None, crop_to_bbox: bool = True, perturbation_seed: int = 0,
+                 pos_tagger: str | Tagger | None = None):
         self.root, self.image_size, self.crop_to_bbox = Path(root), image_size, crop_to_bbox
         if not self.root.is_dir():
             raise FileNotFoundError(f"root {root}: no such folder")
+        if files is None:
+            files = [n for n in KNOWN_FILES if (self.root / n).is_file()]
+            if not files:
+                raise FileNotFoundError(f"root {root} holds none of the benchmark files {', '.join(KNOWN_FILES)}")
+        groups = [_group(n) for n in files]
+        if len(set(groups)) < len(groups):
+            raise ValueError(f"files {', '.join(files)} in {root}: two of them are the same benchmark "
+                             f"({', '.join(groups)}); name one of each in files")
+        self.tagger = spacy_tagger(pos_tagger) if isinstance(pos_tagger, str) else pos_tagger
+        self.seed = perturbation_seed
         self.rows: list[RankingRow] = []
-        for name in files:
+        self.kinds: dict[str, str] = {}
+        self.perturbations: dict[str, tuple[str, ...]] = {}
+        for name, group in zip(files, groups):
             path = self.root / name
             if not path.is_file():
                 raise FileNotFoundError(f"files: {name} is not in {root}")
             rows = read_json(path)
             if not isinstance(rows, list):
                 raise ValueError(f"{name}: expected a JSON list of rows, got {type(rows).__name__}")
-            read = [self._row(Path(name).stem, row, f"{name} row {k}") for k, row in enumerate(rows[:limit])]
+            if Path(name).name in KARPATHY_FILES:
+                read = self._karpathy_rows(name, group, rows)[:limit]
+            else:
+                read = [self._row(group, row, f"{name} row {k}") for k, row in enumerate(rows[:limit])]
             some_usable([r.error for r in read], name)
+            self.kinds[group] = _kind(read)
             self.rows += read
         if not self.rows:
             raise ValueError(f"files {', '.join(files)} in {root} hold no rows")
+
+    def _karpathy_rows(self, name: str, group: str, rows: list) -> list[RankingRow]:
+        """One order case per caption of each image (data/aro_order.py), in file order; an
+        entry whose image or captions are unusable gives one failed row naming its field."""
+        out = []
+        for k, entry in enumerate(rows):
+            where = f"{name} row {k}"
+            try:
+                if not isinstance(entry, dict):
+                    raise RowError("not a JSON object")
+                image = self._image_file(entry.get("image"), "image").relative_to(self.root).as_posix()
+                captions = entry.get("caption")
+                if not isinstance(captions, list) or not captions:
+                    raise RowError(f"field 'caption' must be a non-empty list of captions, got {captions!r:.60}")
+            except RowError as e:
+                out.append(RankingRow(group, "", [], error=f"{where}: {e}"))
+                continue
+            for j, caption in enumerate(captions):
+                try:
+                    caption = text_field({"caption": caption}, "caption")
+                except RowError as e:
+                    out.append(RankingRow(group, "", [], error=f"{where} caption {j}: {e}"))
+                    continue
+                cands, names = order_candidates(caption, case_rng(self.seed, group, k, j), self.tagger)
+                self.perturbations[group] = names
+                out.append(RankingRow(group, image, cands, equal_to_caption=sum(c == cands[0] for c in cands[1:])))
+        return out
 
     def _row(self, group: str, row, where: str) -> RankingRow:
         """One ranking row, or a row with its ``error`` set when a field is unusable."""
@@ -130,21 +211,38 @@ class RankingFiles(Dataset):
             if not isinstance(row, dict):
                 raise RowError("not a JSON object")
             cands = _candidates(row, where)
-            image = self._image_file(row.get("image_path"))
-            return RankingRow(group, image.relative_to(self.root).as_posix(), cands, _subgroup(row, where),
-                              _box(row, where))
+            image = self._image_file(row.get("image_path"), "image_path")
+            kind, sub = _subgroup(row, where)
+            return RankingRow(group, image.relative_to(self.root).as_posix(), cands, sub, _box(row, where), kind=kind)
         except RowError as e:
             return RankingRow(group, "", [], error=f"{where}: {e}")
 
-    def _image_file(self, image_path) -> Path:
+    def _image_file(self, image_path, field: str) -> Path:
         """The row's image under ``root``, or under ``root/images/`` where ARO's release keeps
         it; both inside the folder (data/rows.py). A file found in neither is returned as
         under ``root``, and reading it fails that row."""
-        direct = inside(self.root, image_path, "image_path")
+        direct = inside(self.root, image_path, field)
         if direct.is_file() or not (self.root / ARO_IMAGES).is_dir():
             return direct
-        released = inside(self.root / ARO_IMAGES, image_path, "image_path")
+        released = inside(self.root / ARO_IMAGES, image_path, field)
         return released if released.is_file() else direct
+
+    def benchmarks(self) -> dict[str, dict]:
+        """Per file (group): its ARO kind (analyses/aro.py), the rows read per subgroup, and
+        for built order files the perturbations made and how many equal their caption."""
+        out = {}
+        for group, kind in self.kinds.items():
+            rows = [r for r in self.rows if r.group == group]
+            subs: dict[str, int] = {}
+            for r in rows:
+                if r.subgroup is not None:
+                    subs[r.subgroup] = subs.get(r.subgroup, 0) + 1
+            out[group] = {"kind": kind, "subgroup_rows": subs}
+            if group in self.perturbations:
+                out[group].update(perturbations=list(self.perturbations[group]),
+                                  equal_to_caption=sum(r.equal_to_caption for r in rows),
+                                  cases_with_equal=sum(r.equal_to_caption > 0 for r in rows))
+        return out
 
     @property
     def groups(self) -> list[str]:
@@ -180,16 +278,22 @@ def collate_ranking(items: list[dict]) -> dict:
 
 
 class CaptionRankingData(L.LightningDataModule):
-    """The ranking items of ``files`` under ``root`` (each sample measured exactly once
-    across devices). ``limit``: the first rows of each file (quick runs); ``crop_to_bbox``:
-    crop VG images to their row's box, as ARO does (off for images that are the region
-    already, such as the embedded world's scenes)."""
+    """The ranking items of ``files`` under ``root`` (default: every benchmark file found
+    there, :data:`KNOWN_FILES`), each sample measured exactly once across devices.
+    ``limit``: the first rows (test cases) of each file (quick runs); ``crop_to_bbox``: crop
+    VG images to their row's box, as ARO does (off for images that are the region already,
+    such as the embedded world's scenes); ``perturbation_seed`` and ``pos_tagger``: how the
+    order cases of a Karpathy file are built (:class:`RankingFiles`)."""
 
-    def __init__(self, root: str, files: Sequence[str] = RANKING_FILES, image_size: int = 32, batch_size: int = 16,
-                 limit: int | None = None, crop_to_bbox: bool = True, num_workers: int = 0):
+    def __init__(self, root: str, files: Sequence[str] | None = None, image_size: int = 32, batch_size: int = 16,
+                 limit: int | None = None, crop_to_bbox: bool = True, num_workers: int = 0,
+                 perturbation_seed: int = 0, pos_tagger: str | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.test_set = RankingFiles(root, files, image_size, limit, crop_to_bbox)
+        self.test_set = RankingFiles(root, files, image_size, limit, crop_to_bbox, perturbation_seed, pos_tagger)
+
+    def benchmarks(self) -> dict[str, dict]:
+        return self.test_set.benchmarks()
 
     def groups(self) -> list[str]:
         return self.test_set.groups
@@ -200,8 +304,14 @@ class CaptionRankingData(L.LightningDataModule):
     def describe_test_split(self) -> str:
         counts = {g: sum(1 for r in self.test_set.rows if r.group == g) for g in dict.fromkeys(
             r.group for r in self.test_set.rows)}
-        return f"{len(self.test_set)} ranking items in {self.hparams.root}: " + ", ".join(
+        text = f"{len(self.test_set)} ranking items in {self.hparams.root}: " + ", ".join(
             f"{g} {n}" for g, n in counts.items())
+        for group, b in self.benchmarks().items():
+            if "perturbations" in b:
+                text += (f"; {group} built with {', '.join(b['perturbations'])}"
+                         + ("" if len(b["perturbations"]) == 4 else " (shuffle_nouns_and_adj and "
+                            "shuffle_allbut_nouns_and_adj need a POS tagger: data.pos_tagger; not produced)"))
+        return text
 
     def test_dataloader(self) -> DataLoader:
         return evaluation_loader(self.test_set, self.hparams.batch_size, self.trainer, self.hparams.num_workers,

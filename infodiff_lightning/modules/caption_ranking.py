@@ -6,8 +6,12 @@ from one denoiser pass with draws keyed by the image id and shared by the candid
 the standard estimator (the pointwise identity; see ranking.py), and the orthogonal
 estimator's choice is reported beside it. Accuracy per group (the benchmark file: VG
 attribution, VG relation, COCO order, ...; and each relation or attribute pair within a
-file) and overall, with Wilson 95% intervals; for a file with subgroups also ARO's
-headline figure, the macro average over its subgroups (``ranking/<file>/macro/<est>``).
+file) and overall, with Wilson 95% intervals; for a file with subgroups also the macro
+average over every subgroup (``ranking/<file>/macro/<est>``), and beside it ARO's headline
+figures as ARO computes them (analyses/aro.py): ``ranking/<file>/aro_macro/<est>`` (VG-Relation
+without the symmetric relations, VG-Attribution over attribute pairs of at least 25 rows)
+and, for the order sets, ``ranking/<file>/precision_at_1/<est>`` with the count of
+perturbations that equal their caption (no rival of it, as under ARO's argmax).
 
 The first ``log_images`` items measured (rank zero) are drawn: the image and each
 candidate's score with its standard error (figures/ and TensorBoard ``ranking/<n>``).
@@ -34,6 +38,7 @@ from ..metrics.samples import SampleHits
 from ..protocols import GroupedEvaluationData
 from ..analyses.ranking import (ELIMINATION_Z, MIN_DRAWS, PREDICTION_ESTIMATOR, check_elimination, rank_adaptively,
                                 score_candidates)
+from ..analyses.aro import aro_summary
 from ..analyses.statistics import accuracy_summary, correct
 from ..runs.viz import ranking_figure
 from .records import Field, Schema
@@ -43,6 +48,12 @@ __all__ = ["CaptionRanking", "OVERALL"]
 
 #: The group name of the accuracy over every item.
 OVERALL = "all"
+
+
+def _rivals(candidates: list[list[str]]) -> torch.Tensor:
+    """(N, K) bool: the candidates that compete with the true (first) one: those whose text
+    differs from it (a copy of the caption cannot beat it; statistics.correct)."""
+    return torch.tensor([[k > 0 and c != cands[0] for k, c in enumerate(cands)] for cands in candidates])
 
 
 class CaptionRanking(TextToImageJob):
@@ -111,7 +122,7 @@ class CaptionRanking(TextToImageJob):
                 continue
             scores = score_candidates(self.denoiser, batch["image"][ks].to(self.device), kids, cands,
                                       n_draws=self.n_draws, seed=self.seed, microbatch=self.microbatch)
-            hit = {est: correct(scores.value[est], [0] * len(ks)) for est in ESTIMATORS}
+            hit = {est: correct(scores.value[est], [0] * len(ks), _rivals(cands)) for est in ESTIMATORS}
             for j, k in enumerate(ks):
                 samples.append({"id": kids[j], "group": batch["group"][k], "groups": batch["groups"][k],
                                 "candidates": cands[j],
@@ -130,7 +141,7 @@ class CaptionRanking(TextToImageJob):
         r = rank_adaptively(self.denoiser, batch["image"][ks].to(self.device), kids, cands, round_draws=self.round_draws,
                             max_draws=self.max_draws, min_draws=self.min_draws, z=self.z, seed=self.seed,
                             microbatch=self.microbatch)
-        hit = correct(r.decision_scores(), [0] * len(ks))  # the true caption is the first
+        hit = correct(r.decision_scores(), [0] * len(ks), _rivals(cands))  # the true caption is the first
         samples = []
         for j, k in enumerate(ks):
             samples.append({"id": kids[j], "group": batch["group"][k], "groups": batch["groups"][k],
@@ -155,6 +166,9 @@ class CaptionRanking(TextToImageJob):
     def results(self) -> dict:
         counts = {key: metric.compute() for key, metric in self.hits.items()}  # collectives: every rank, same order
         out = accuracy_summary(counts, self.trainer.datamodule.groups(), self.estimators)
+        benchmarks = getattr(self.trainer.datamodule, "benchmarks", None)
+        if benchmarks is not None:  # ARO's own aggregates, beside the job's (analyses/aro.py)
+            out.update(aro_summary(out, benchmarks(), self.estimators))
         log_scalars(self.trainer, {f"info/{k}/accuracy": v["accuracy"] for k, v in out.items()}, step=0)
         return out
 
@@ -166,8 +180,22 @@ class CaptionRanking(TextToImageJob):
         else:
             head = f"Prediction: argmax of pointwise MI, {PREDICTION_ESTIMATOR} estimator (orthogonal shown for comparison)."
         lines = [head, "", "| group | estimator | accuracy | 95% interval | items |", "|---|---|---:|---|---:|"]
+        notes = []
         for key, r in results.items():
             group, est = key[len("ranking/"):].rsplit("/", 1)
             lines.append(f"| {group} | {est} | {100 * r['accuracy']:.1f}% | [{100 * r['low']:.1f}, "
                          f"{100 * r['high']:.1f}] | {r['n']} |")
-        return lines
+            if est != PREDICTION_ESTIMATOR:
+                continue
+            if "/aro_macro" in key:
+                notes.append(f"- {group}: ARO's macro accuracy over {r['subgroups']} subgroups ({r['rule']}: "
+                             f"{r['dropped_subgroups']}); `macro` averages every subgroup.")
+            elif "/precision_at_1" in key:
+                made = ", ".join(r["perturbations"])
+                missing = "" if len(r["perturbations"]) == 4 else (
+                    " shuffle_nouns_and_adj and shuffle_allbut_nouns_and_adj need a POS tagger (data.pos_tagger) "
+                    f"and were not produced ({len(r['perturbations']) + 1} candidates per case, not ARO's 5).")
+                notes.append(f"- {group}: ARO's Precision@1, candidates the caption and {made};{missing} "
+                             f"{r['equal_to_caption']} perturbations in {r['cases_with_equal']} cases equal their "
+                             "caption and do not compete with it (ARO's argmax gives the tie to the caption).")
+        return lines + ([""] + notes if notes else [])
