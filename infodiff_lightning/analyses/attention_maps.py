@@ -9,6 +9,13 @@ sigmoid(alpha), as DDIM's timesteps are; one noise per image, keyed by (seed, im
 and each layer's map is resized to x's grid (denoisers/cross_attention.py). Kong et al.
 also combine attention with information: the element-wise product of the two maps,
 each scaled to its own maximum (:func:`attention_times_information`).
+
+Before a threshold is applied, DAAM scales each word's map to [0, 1] by its minimum and
+maximum (castorini/daam, ``daam/heatmap.py``, ``WordHeatMap.expand_as`` without
+``absolute``): :func:`daam_normalised`. This matters because a softmax over L tokens gives
+every element a floor of attention to every token; scaled to its maximum alone (eq. LOC),
+a map whose floor is 0.7 of its peak keeps the whole image at every threshold up to 0.7
+(docs/attention_baseline.md: on the bundled world model the floor is 0.6-0.8 of the peak).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from ..draws import id_generator
 from .regeneration import logsnr_grid
 from ..logsnr import noise_channel
 
-__all__ = ["attention_logsnrs", "word_attention", "attention_times_information"]
+__all__ = ["attention_logsnrs", "word_attention", "daam_normalised", "attention_times_information"]
 
 
 def attention_logsnrs(denoiser: AttentionDenoiser, steps: int) -> Tensor:
@@ -63,6 +70,15 @@ def word_attention(denoiser: AttentionDenoiser, x: Tensor, ids: Sequence[int], c
                     maps[k] += total[k, start:end].sum(0)
         out[w] = (maps, present)
     return out
+
+
+def daam_normalised(maps: Tensor) -> Tensor:
+    """(N, H, W) maps each scaled to [0, 1] by its own minimum and maximum, DAAM's rule before
+    thresholding (castorini/daam, daam/heatmap.py, ``expand_as``); a constant map becomes 0."""
+    m = maps.detach().double()
+    lo = m.flatten(1).min(1).values[:, None, None]
+    hi = m.flatten(1).max(1).values[:, None, None]
+    return (m - lo) / (hi - lo).clamp_min(1e-300)
 
 
 def attention_times_information(attention: Tensor, information: Tensor) -> Tensor:

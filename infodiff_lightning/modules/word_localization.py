@@ -12,7 +12,8 @@ per word, per word type (``word_types``: named lists of words, e.g. colours and 
 baseline.
 
 With ``attention_steps`` > 0 two baselines are measured on the same rows: the word's
-cross-attention map (DAAM, attention_maps.py eq. ATT) and the product of attention and
+cross-attention map (DAAM, attention_maps.py eq. ATT, scaled to [0, 1] by its minimum and
+maximum as DAAM thresholds it) and the product of attention and
 CMI maps; each method's threshold is chosen on the selection rows on its own. Beside
 each method's held-out mIoU the summary also gives, labelled as such, its best mIoU
 over thresholds swept on the evaluated rows themselves (what the reference papers
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ..analyses.attention_maps import attention_times_information, word_attention
+from ..analyses.attention_maps import attention_times_information, daam_normalised, word_attention
 from ..contrasts import unmeasurable_word
 from ..io import log_scalars
 from ..analyses.localization import THRESHOLDS, iou, map_to_mask, miou_at, select_threshold
@@ -128,7 +129,9 @@ class WordLocalization(TextToImageJob):
                 x = self.denoiser.encode(batch["image"][ks].to(self.device), ids=kids)
                 att, _ = word_attention(self.denoiser, x, kids, [batch["caption"][k] for k in ks], [word],
                                         steps=self.attention_steps, seed=self.spec_args["seed"])[word]
-                maps["attention"] = att.to(est.map.device)
+                # DAAM's [0, 1] scaling first: a softmax's floor would keep the whole image at
+                # every threshold below floor / peak (attention_maps.daam_normalised)
+                maps["attention"] = daam_normalised(att).to(est.map.device)
                 maps["attention_x_cmi"] = attention_times_information(maps["attention"], est.map)
             ious = {m: torch.stack([iou(map_to_mask(v, t, masks.shape[-2:]), masks) for t in THRESHOLDS], 1)
                     for m, v in maps.items()}
