@@ -76,8 +76,10 @@ class MeasurementSpec:
         if any(len(p) != 2 for p in pairs):
             raise ValueError(f"pairs must be pairs of words, got {[list(p) for p in pairs]}")
         for w in words + tuple(w for p in pairs for w in p):
-            if not w.strip() or len(w.split()) != 1:
-                raise ValueError(f"words must be single words, got {w!r}")
+            # a phrase is measured as one unit ("dining table": COCO-IT's multi-word categories);
+            # spaces only between its words, so that it matches the caption as written
+            if not w.strip() or w != " ".join(w.split()):
+                raise ValueError(f"words must be words or phrases (words separated by single spaces), got {w!r}")
         if self.condition not in REMOVAL_METHODS:
             raise ValueError(f"condition must be one of {', '.join(REMOVAL_METHODS)}, got {self.condition!r}")
         if self.n_draws < 2:

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-__all__ = ["coco_mask", "union_mask", "coco_localization_rows", "caption_words"]
+__all__ = ["coco_mask", "union_mask", "coco_localization_rows", "caption_words", "read_instances"]
 
 
 def coco_mask(segmentation, height: int, width: int) -> torch.Tensor:
@@ -80,6 +80,41 @@ def _field(entry: dict, key: str, where: str):
     return entry[key]
 
 
+def _category_names(inst: dict, name: str) -> dict:
+    """Category id -> name of an instances file's content."""
+    return {_field(c, "id", f"{name} categories[{k}]"): _field(c, "name", f"{name} categories[{k}]")
+            for k, c in enumerate(inst["categories"])}
+
+
+def _index_instances(inst: dict, name: str, names: Mapping, wanted) -> tuple[dict, dict]:
+    """(images: id -> (file_name, height, width), segmentations: (image id, category name)
+    -> every instance's segmentation, crowd ones included) of an instances file's content,
+    for the categories in ``wanted``; a ValueError names the entry and field that is missing."""
+    images = {}
+    for k, im in enumerate(inst["images"]):
+        where = f"{name} images[{k}]"
+        images[_field(im, "id", where)] = (_field(im, "file_name", where), int(_field(im, "height", where)),
+                                           int(_field(im, "width", where)))
+    segs: dict[tuple[int, str], list] = {}
+    for k, a in enumerate(inst["annotations"]):
+        where = f"{name} annotations[{k}]"
+        image_id, cat = _field(a, "image_id", where), _field(a, "category_id", where)
+        if cat not in names:
+            raise ValueError(f"{where}: category_id {cat} is not among the categories")
+        if names[cat] in wanted:
+            segs.setdefault((image_id, names[cat]), []).append(_field(a, "segmentation", where))
+    return images, segs
+
+
+def read_instances(instances: str | Path) -> tuple[dict, dict, set]:
+    """(images, segmentations, category names) of COCO's instances file, every category
+    (see :func:`_index_instances`)."""
+    instances = Path(instances)
+    inst = _load(instances, ("images", "annotations", "categories"))
+    names = _category_names(inst, instances.name)
+    return (*_index_instances(inst, instances.name, names, set(names.values())), set(names.values()))
+
+
 def coco_localization_rows(images_root: str | Path, instances: str | Path, captions: str | Path,
                            captions_per_image: int = 1, categories: Sequence[str] | None = None,
                            category_words: Mapping[str, str] | None = None) -> list[tuple[Path, str, str, list, int, int]]:
@@ -91,9 +126,7 @@ def coco_localization_rows(images_root: str | Path, instances: str | Path, capti
     instances, captions = Path(instances), Path(captions)
     inst = _load(instances, ("images", "annotations", "categories"))
     caps = _load(captions, ("annotations",))
-    names = {}
-    for k, c in enumerate(inst["categories"]):
-        names[_field(c, "id", f"{instances.name} categories[{k}]")] = _field(c, "name", f"{instances.name} categories[{k}]")
+    names = _category_names(inst, instances.name)
     if categories is not None:
         unknown = sorted(set(categories) - set(names.values()))
         if unknown:
@@ -108,19 +141,7 @@ def coco_localization_rows(images_root: str | Path, instances: str | Path, capti
             raise ValueError(f"category_words: {word!r} -> {name!r}, which is not a category of {instances.name}")
         if name in wanted:
             lookup[word.lower()] = name
-    images = {}
-    for k, im in enumerate(inst["images"]):
-        where = f"{instances.name} images[{k}]"
-        images[_field(im, "id", where)] = (_field(im, "file_name", where), int(_field(im, "height", where)),
-                                           int(_field(im, "width", where)))
-    segs: dict[tuple[int, str], list] = {}  # (image id, category name) -> segmentations
-    for k, a in enumerate(inst["annotations"]):
-        where = f"{instances.name} annotations[{k}]"
-        image_id, cat = _field(a, "image_id", where), _field(a, "category_id", where)
-        if cat not in names:
-            raise ValueError(f"{where}: category_id {cat} is not among the categories")
-        if names[cat] in wanted:
-            segs.setdefault((image_id, names[cat]), []).append(_field(a, "segmentation", where))
+    images, segs = _index_instances(inst, instances.name, names, wanted)
     by_image: dict[int, list[tuple[int, str]]] = {}
     for k, a in enumerate(caps["annotations"]):
         where = f"{captions.name} annotations[{k}]"

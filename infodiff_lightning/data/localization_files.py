@@ -1,4 +1,4 @@
-"""Word-localization rows (image, caption, word, mask) from one of three layouts:
+"""Word-localization rows (image, caption, word, mask) from one of four layouts:
 
 1. ``localization.json`` in ``root`` (data/world_export.py writes it for the embedded world;
    any data converted to it reads the same way)::
@@ -12,6 +12,13 @@
 3. A folder of images with a mask table (``masks``: JSONL or CSV with the fields
    ``file_name, caption, word, mask``; ``mask`` is an image file, nonzero pixels are the
    word's region; paths relative to ``root``).
+
+4. COCO-IT as released by Kong et al. (``COCO-IT.csv`` or ``COCO100-IT.csv`` beside
+   ``val2017/`` and ``annotations/instances_val2017.json``; data/coco_it.py): one row per
+   CSV row, the word as written there, the mask the union of every instance of its label.
+
+With ``root`` alone, a folder holding ``localization.json`` is layout 1 and one holding a
+COCO-IT table is layout 4.
 
 Segmentations (polygons, uncompressed or compressed RLE) are decoded by pycocotools; masks
 go through the geometry of their image (shorter side resized, centre crop) so that the two
@@ -37,6 +44,7 @@ from .caption_folder import fit_mask, load_image
 from ..conditions import shorten
 from .rows import RowError, inside, read_json, read_table, some_usable, text_field
 from .coco import coco_localization_rows, union_mask
+from .coco_it import COCO_IT_TABLES, read_coco_it
 from .loaders import evaluation_loader
 
 __all__ = ["LocalizationRows", "LocalizationData", "collate_localization", "MaskRow", "read_localization_json",
@@ -184,30 +192,34 @@ class LocalizationData(L.LightningDataModule):
     across devices.
 
     Args:
-        root: the folder of ``localization.json`` (layout 1), or the images folder of
-            layouts 2 and 3.
+        root: the folder of ``localization.json`` (layout 1) or of ``COCO-IT.csv`` (layout
+            4), or the images folder of layouts 2 and 3.
         instances, captions: COCO's instances and captions files (layout 2).
         masks: a mask table (layout 3).
         selection_root: a second layout-1 folder whose rows choose the threshold.
         n_selection_images: or: the rows of the source's first n images choose it.
         captions_per_image, categories, category_words: COCO options (data/coco.py).
         limit: the first rows of each source (quick runs).
+        table: the COCO-IT-layout CSV under ``root`` (layout 4; default COCO-IT.csv, then
+            COCO100-IT.csv, when ``root`` has no localization.json).
     """
 
     def __init__(self, root: str, selection_root: str | None = None, instances: str | None = None,
                  captions: str | None = None, masks: str | None = None, n_selection_images: int = 0,
                  captions_per_image: int = 1, categories: list[str] | None = None,
                  category_words: Mapping[str, str] | None = None, image_size: int = 32, batch_size: int = 16,
-                 limit: int | None = None, num_workers: int = 0):
+                 limit: int | None = None, num_workers: int = 0, table: str | None = None):
         super().__init__()
         self.save_hyperparameters()
+        if table is not None and (instances is not None or masks is not None):
+            raise ValueError("table is a COCO-IT CSV under root (layout 4); give it without instances, captions or masks")
         if (instances is None) != (captions is None):
             raise ValueError("instances and captions go together: COCO's instances file and its captions file")
         if instances is not None and masks is not None:
             raise ValueError("give either COCO files (instances, captions) or a mask table (masks), not both")
-        if selection_root is not None and (instances is not None or masks is not None):
-            raise ValueError("selection_root is a localization.json folder; with COCO files or a mask table "
-                             "use n_selection_images")
+        if selection_root is not None and (instances is not None or masks is not None or table is not None):
+            raise ValueError("selection_root is a localization.json folder; with COCO files, a COCO-IT table or a "
+                             "mask table use n_selection_images")
         if selection_root is not None and n_selection_images:
             raise ValueError("give selection_root or n_selection_images, not both")
         if n_selection_images < 0:
@@ -219,6 +231,9 @@ class LocalizationData(L.LightningDataModule):
                     coco_localization_rows(root, instances, captions, captions_per_image, categories, category_words)]
         elif masks is not None:
             rows = read_mask_table(root, masks)
+        elif table is not None or (not (Path(root) / "localization.json").is_file()
+                                   and any((Path(root) / t).is_file() for t in COCO_IT_TABLES)):
+            rows = [MaskRow(*r[:6], error=r.error) for r in read_coco_it(root, table)]
         else:
             rows = read_localization_json(root)
         if not rows:
