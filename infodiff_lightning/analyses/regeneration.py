@@ -18,7 +18,8 @@
   (pure noise, alpha = -inf), where eps_hat is not defined; it is taken at the top of the
   model's trained range, 1 - 1/T (x_s differs from the noise by 1/T of the image there).
 
-:func:`regeneration_grid` and :func:`regenerate` choose by the model's parametrisation.
+:func:`regeneration_grid`, :func:`regenerate` and :func:`sampler_name` choose by the model's
+parametrisation.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ..flow import flow_scale, logsnr_from_flow_time
 from ..logsnr import logsnr_from_alphas_cumprod
 
 __all__ = ["logsnr_grid", "ddim_alphas", "ddim_sample", "flow_sigmas", "flow_euler_sample", "regeneration_grid",
-           "regenerate"]
+           "regenerate", "sampler_name"]
 
 
 def logsnr_grid(lo: float, hi: float, steps: int) -> Tensor:
@@ -118,6 +119,12 @@ def flow_euler_sample(denoiser: Denoiser, noise: Tensor, conditions: Column, sig
         v = (eps - x) / (1 - s).to(dtype)
         x = x + (sigmas[k + 1] - s).to(dtype) * v
     return x
+
+
+def sampler_name(denoiser) -> str:
+    """The name of the sampler :func:`regenerate` uses for ``denoiser``: "Euler" (flow
+    matching) or "DDIM" (DDPM-type), as a report or summary states it."""
+    return "Euler" if isinstance(denoiser.parametrisation, FlowParametrisation) else "DDIM"
 
 
 def regeneration_grid(denoiser, steps: int) -> Tensor:

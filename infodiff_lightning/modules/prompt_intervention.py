@@ -6,8 +6,9 @@ For every captioned image of the test split and every tracked word in its captio
    map, through the shared measurement path (measurement.py; the word removed by
    ``condition``, the same edit as below);
 2. two images generated from the same seeded noise (keyed by seed and image id) with
-   deterministic DDIM (intervention.py; the model's scheduler config, ``steps``
-   steps): one from the caption, one from the caption without the word;
+   the family's deterministic sampler (regeneration.py: DDIM, or Euler for flow-matching
+   models; the model's scheduler config, ``steps`` steps): one from the caption, one
+   from the caption without the word;
 3. the change between them: per image (mean squared difference) and per pixel
    (squared difference summed over channels), in the model's x space (pixels for
    pixel models, latents for latent models, where the CMI map lives too).
@@ -31,7 +32,7 @@ from ..analyses.attention_maps import word_attention
 from ..contrasts import cmi_tag, contains_word, without_words
 from ..draws import id_generator
 from ..analyses.intervention import change_correlations, image_change, pearson
-from ..analyses.regeneration import regenerate, regeneration_grid
+from ..analyses.regeneration import regenerate, regeneration_grid, sampler_name
 from ..io import log_scalars
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleRows
@@ -56,7 +57,7 @@ class PromptIntervention(TextToImageJob):
         words: the words removed (each measured on the images whose caption contains it).
         condition: how a word is removed: "delete", "placeholder" or "mask".
         n_draws: (alpha, eps) draws per image for the CMI.
-        steps: DDIM steps of each regeneration.
+        steps: sampler steps of each regeneration (DDIM, or Euler for flow models).
         seed: keys the CMI draws and the regeneration noise, with the image id.
         n_boot, level: bootstrap resamples and interval level of the correlations.
         log_images: TensorBoard figures (regenerations, change and CMI maps) for this many images.
@@ -177,7 +178,8 @@ class PromptIntervention(TextToImageJob):
                 if "attention" in r and r["attention"][level] is not None:
                     logged[f"{prefix}/attention_{level}_r"] = r["attention"][level]["r"]
         log_scalars(self.trainer, logged, step=0)
-        return {"steps": self.steps, "condition": self.spec.condition, "all_words": pooled, "words": per_word}
+        return {"sampler": sampler_name(self.denoiser), "steps": self.steps, "condition": self.spec.condition,
+                "all_words": pooled, "words": per_word}
 
     def report_lines(self, results: dict) -> list[str]:
         def cell(c):
@@ -187,7 +189,8 @@ class PromptIntervention(TextToImageJob):
             return f"{c['r']:.3f}{interval}"
 
         baseline = "attention" in results["all_words"]
-        lines = [f"Correlation of each word's CMI with the change its removal makes (DDIM, {results['steps']} steps; "
+        lines = [f"Correlation of each word's CMI with the change its removal makes ({results['sampler']}, "
+                 f"{results['steps']} steps; "
                  f"{int(100 * self.level)}% bootstrap intervals)" + ("; the cross-attention baseline beside it"
                                                                      if baseline else ""), "",
                  "| word | images | image level r | pixel level r (mean over images) |"
