@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_dir", "strict_json", "json_line", "write_json_atomic", "log_scalars"]
+__all__ = ["run_dir", "strict_json", "json_line", "read_records", "write_json_atomic", "log_scalars"]
 
 
 def run_dir(trainer) -> Path:
@@ -35,6 +35,18 @@ def strict_json(data: Any) -> Any:
 def json_line(record: Any) -> str:
     """One strict-JSON line (for JSONL records)."""
     return json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+
+def read_records(folder: Path, stem: str) -> list[dict]:
+    """Every whole record of ``<stem>.rank*.jsonl`` in ``folder`` (a torn last line is skipped)."""
+    rows = []
+    for path in sorted(Path(folder).glob(f"{stem}.rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: its sample is measured again
+    return rows
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:

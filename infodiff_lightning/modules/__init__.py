@@ -7,6 +7,8 @@ from .caption_analysis import CaptionAnalysis
 from .caption_ranking import CaptionRanking
 from .word_localization import WordLocalization
 from .finetune import DiffusionFineTuner
+from .generation import Generation
+from .selection import CandidateSelection
 from .ground_truth import GroundTruthAnalysis
 from .pid_study import PIDStudy
 from .prompt_intervention import PromptIntervention
@@ -14,4 +16,4 @@ from .vector_information import VectorInformation
 from .vector_training import VectorMITrainer
 
 __all__ = ["PIDStudy", "PromptIntervention", "VectorInformation", "VectorMITrainer", "CaptionAnalysis", "CaptionRanking",
-           "WordLocalization", "DiffusionFineTuner", "GroundTruthAnalysis"]
+           "WordLocalization", "DiffusionFineTuner", "GroundTruthAnalysis", "Generation", "CandidateSelection"]

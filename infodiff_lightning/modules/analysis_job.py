@@ -31,7 +31,6 @@ Subclasses also implement :meth:`results` (a collective) and :meth:`report_lines
 """
 from __future__ import annotations
 
-import json
 import os
 import traceback
 from pathlib import Path
@@ -43,7 +42,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 
-from ..io import json_line, run_dir, write_json_atomic
+from ..io import json_line, read_records, run_dir, write_json_atomic
 from .records import Schema
 
 __all__ = ["AnalysisJob", "SampleFailure", "EXIT_SAMPLE_FAILURES", "read_records", "torch_dtype_of"]
@@ -84,18 +83,6 @@ def torch_dtype_of(name: str | None) -> torch.dtype | None:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"torch_dtype must name a torch dtype (float32, float16, bfloat16), got {name!r}")
     return dtype
-
-
-def read_records(folder: Path, stem: str) -> list[dict]:
-    """Every whole record of ``<stem>.rank*.jsonl`` in ``folder`` (a torn last line is skipped)."""
-    rows = []
-    for path in sorted(folder.glob(f"{stem}.rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: its sample is measured again
-    return rows
 
 
 def _cut_torn_line(path: Path) -> None:
