@@ -77,3 +77,26 @@ def test_the_exported_lora_is_measured_by_the_caption_job(fitted):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["mi"]["images"] == 8 and math.isfinite(summary["mi"]["mean"]) and summary["mi"]["stderr"] > 0
     assert summary["cmi/red"]["images"] == 2 and summary["samples"]["failed"] == 0  # 2 of the 8 captions hold "red"
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_full_fine_tune_exports_a_folder_the_loader_reads_as_the_same_family(family, tmp_path):
+    # full fine-tuning saves every component (no model_index.json): the loader must still
+    # recognise the family, and the saved backbone is the trained one
+    import lightning as L
+    import torch
+
+    from infodiff_lightning.data import CaptionedShapesData
+    from infodiff_lightning.denoisers import load_text_to_image
+    from infodiff_lightning.modules import DiffusionFineTuner
+
+    base = FAMILIES[family][0](tmp_path / "base")
+    module = DiffusionFineTuner(pretrained=str(base), learning_rate=1e-2, caption_dropout=0.0)
+    L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(
+        module, datamodule=CaptionedShapesData(n_train=8, n_val=4, image_size=16, batch_size=4))
+    module.save_pretrained(tmp_path / "out")
+    loaded = load_text_to_image(tmp_path / "out")
+    assert type(loaded) is type(module.adapter)
+    trained = dict(module.backbone.named_parameters())
+    assert all(torch.equal(p, trained[n].detach()) for n, p in loaded.backbone.named_parameters())
