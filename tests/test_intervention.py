@@ -33,6 +33,31 @@ def test_ddim_in_logsnr_is_diffusers_ddim_scheduler(one_thread):
     torch.testing.assert_close(ours, x, atol=1e-4, rtol=1e-4)
 
 
+def test_ddim_clips_x0_as_the_models_scheduler_says(one_thread):
+    # a pixel model whose scheduler sets clip_sample (the bundled models do): diffusers'
+    # DDIMScheduler clips x0_hat to [-1, 1] at each step (eps kept); regenerate does the same
+    from diffusers import DDIMScheduler
+
+    from infodiff_lightning.analyses.regeneration import regenerate, regeneration_grid
+
+    tok = build_tokenizer()
+    den = PixelTextDenoiser(build_cond_unet(in_channels=3), build_text_encoder(tok), tok, build_scheduler("ddpm"))
+    den.scheduler.register_to_config(clip_sample=True, clip_sample_range=1.0)
+    ddim = DDIMScheduler.from_config(den.scheduler.config, set_alpha_to_one=True)
+    ddim.set_timesteps(8)
+    prompts = ["a red square", "a blue circle"]
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 3  # x0_hat far outside [-1, 1]
+    x = noise.clone()
+    with torch.no_grad():
+        emb = den.text_embeddings(prompts)
+        for t in ddim.timesteps:
+            x = ddim.step(den.unet(x, t, encoder_hidden_states=emb).sample, t, x).prev_sample
+    ours = regenerate(den, noise, prompts, regeneration_grid(den, 8))
+    torch.testing.assert_close(ours, x, atol=1e-4, rtol=1e-4)
+    unclipped = ddim_sample(den, noise, prompts, regeneration_grid(den, 8))
+    assert not torch.allclose(unclipped, x, atol=1e-2)  # clipping mattered here
+
+
 def test_ddim_with_the_exact_denoiser_of_a_point_mass_lands_on_it():
     # For X = mu almost surely (a Gaussian of vanishing variance) the exact eps_hat makes
     # x0_hat = mu from the first step on, whatever the noise: DDIM returns mu.

@@ -61,10 +61,13 @@ def ddim_alphas(scheduler_config: dict, steps: int) -> Tensor:
 
 
 @torch.no_grad()
-def ddim_sample(denoiser: Denoiser, noise: Tensor, conditions: Column, alphas: Tensor) -> Tensor:
+def ddim_sample(denoiser: Denoiser, noise: Tensor, conditions: Column, alphas: Tensor,
+                clip_range: float | None = None) -> Tensor:
     """Eq. DDIM from x = ``noise`` at ``alphas[0]`` through ``alphas`` (increasing, one
     denoiser call each); returns x0_hat of the last call (DDIM with the final abar = 1).
-    ``noise`` (B, ...) is x_T, as diffusers' samplers start from it."""
+    ``noise`` (B, ...) is x_T, as diffusers' samplers start from it. ``clip_range``: clip
+    x0_hat to [-r, r] at every step (eps unchanged), as diffusers' DDIMScheduler does with
+    ``clip_sample`` (pixel-space models are trained on [-1, 1])."""
     alphas = torch.as_tensor(alphas, dtype=torch.float64)
     if alphas.ndim != 1 or alphas.numel() < 2:
         raise ValueError("alphas must be a 1-D grid of at least two log-SNRs")
@@ -77,6 +80,8 @@ def ddim_sample(denoiser: Denoiser, noise: Tensor, conditions: Column, alphas: T
         a = alphas[k]
         eps = denoiser.eps_hat(x.to(noise.dtype), torch.full((b,), float(a), dtype=torch.float64), conditions).to(dtype)
         x0_hat = (x - torch.sigmoid(-a).sqrt().to(dtype) * eps) / torch.sigmoid(a).sqrt().to(dtype)
+        if clip_range is not None:  # eps is kept, as diffusers' default use_clipped_model_output=False
+            x0_hat = x0_hat.clamp(-clip_range, clip_range)
         if k + 1 < alphas.numel():
             a_next = alphas[k + 1]
             x = torch.sigmoid(a_next).sqrt().to(dtype) * x0_hat + torch.sigmoid(-a_next).sqrt().to(dtype) * eps
@@ -137,7 +142,10 @@ def regeneration_grid(denoiser, steps: int) -> Tensor:
 
 def regenerate(denoiser, noise: Tensor, conditions: Column, grid: Tensor) -> Tensor:
     """Images (in the model's x) from ``noise`` with the family's sampler over ``grid``
-    (:func:`regeneration_grid`)."""
+    (:func:`regeneration_grid`); DDIM clips x0_hat when the model's scheduler config sets
+    ``clip_sample``."""
     if isinstance(denoiser.parametrisation, FlowParametrisation):
         return flow_euler_sample(denoiser, noise, conditions, grid)
-    return ddim_sample(denoiser, noise, conditions, grid)
+    config = denoiser.scheduler.config
+    clip = float(config.get("clip_sample_range", 1.0)) if config.get("clip_sample", False) else None
+    return ddim_sample(denoiser, noise, conditions, grid, clip_range=clip)
