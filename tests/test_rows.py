@@ -157,5 +157,5 @@ def test_aro_vg_as_released_reads_its_images_from_the_images_folder(tmp_path):
     (root / "visual_genome_relation.json").write_text(json.dumps(rows))
     data = RankingFiles(root, files=["visual_genome_relation.json"], image_size=8)
     assert data[0]["error"] == "" and float(data[0]["image"].mean()) > 0.5  # the bright image was read
-    assert data[0]["groups"] == ["visual_genome_relation", "visual_genome_relation/on"]
+    assert data[0]["groups"] == ["vg_relation", "vg_relation/on"]  # the released file is the vg_relation benchmark
     assert "image_path " + REFUSED in data[1]["error"]
