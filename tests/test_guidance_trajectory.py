@@ -70,7 +70,7 @@ def test_trajectory_score_equals_a_diffusers_ddim_loop_summing_the_gap_above_t_5
     score = TrajectoryScore(training_timesteps(den))
     regenerate(GuidedDenoiser(den, w, observer=score), noise, prompts, regeneration_grid(den, steps))
 
-    ddim = DDIMScheduler.from_config(den.scheduler.config, clip_sample=False)  # ddim_sample does not clip x0
+    ddim = DDIMScheduler.from_config(den.scheduler.config)  # clip_sample as the model's config says, as regenerate
     ddim.set_timesteps(steps)
     assert ddim.timesteps.tolist()[-2:] == [50, 0]  # the boundary t = 50 is on the grid, and skipped
     lam = logsnr_from_alphas_cumprod(ddim.alphas_cumprod)
