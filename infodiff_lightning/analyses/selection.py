@@ -18,13 +18,20 @@ of images (k per prompt):
   anyway, "drop" leaves the prompt out (then this set is smaller). Every tie is reported.
 - ``trajectory``: the k largest trajectory scores.
 - ``random``: k candidates at random (the control).
+- ``truth``: the ceiling, for world prompts only: each candidate's truth score is the
+  share of the exact alignment checks it passes (:func:`truth_score`, from
+  analyses/world_alignment.py; 1 exactly when the image is aligned), and the rule keeps k
+  at random among the aligned ones. A prompt with fewer than k aligned candidates is
+  filled with the next best truth scores (random among equal scores), so every prompt
+  still gives k images; such prompts are reported (``short``), with how many of their
+  candidates were aligned.
 
 The MI of each candidate is :func:`candidate_mi`: io(x; c) of eq. 7 (estimators.py),
 the null condition against the prompt, from draws keyed by the candidate's id, at a
 fixed count or with adaptive precision (adaptive.py), each with its standard error.
 
 Random choices draw from id_generator(seed, prompt id, round) (draws.py; round 0 for
-``random``, round 1 for tie-breaking), so a selection repeats exactly.
+``random``, round 1 for tie-breaking, round 2 for ``truth``), so a selection repeats exactly.
 """
 from __future__ import annotations
 
@@ -39,9 +46,9 @@ from ..draws import id_generator
 from ..measure import DrawSpec, measure
 
 __all__ = ["RULES", "ON_TIE", "Selection", "candidate_mi", "top_k", "separated_top_k", "random_k", "select_prompt",
-           "select"]
+           "select", "truth_score", "truth_k"]
 
-RULES = ("mi", "mi_separated", "trajectory", "random")
+RULES = ("mi", "mi_separated", "trajectory", "random", "truth")
 ON_TIE = ("random", "best", "drop")
 
 
@@ -114,9 +121,45 @@ def separated_top_k(values: Tensor, stderrs: Tensor, k: int, generator: torch.Ge
     return Selection(above + [group[j] for j in sorted(picks)], group)
 
 
+def truth_score(verdict: dict, check_dot: bool = True) -> float:
+    """The share of the exact checks an image passes, from a verdict of
+    ``world_alignment.score_alignment``: per claimed object present, colour, shape,
+    position, size (when said) and dot (when ``check_dot``), plus one check that nothing
+    else is drawn. 1.0 exactly when the verdict is ``aligned`` (with the same check_dot)."""
+    passed = total = 0
+    for obj in verdict["objects"]:
+        checks = ["present", "colour", "shape", "position"] + (["size"] if obj["size"] is not None else []) \
+            + (["dot"] if check_dot else [])
+        passed += sum(bool(obj[a]) for a in checks)
+        total += len(checks)
+    passed += not verdict["extra"]
+    return passed / (total + 1)
+
+
+def truth_k(scores: Tensor, k: int, generator: torch.Generator) -> Selection:
+    """k positions at random among the highest truth scores: every aligned candidate
+    (score 1) is equally good; when fewer than k are aligned the places left go to the
+    next score level, random within the level that does not fit whole."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    if bool(torch.isnan(scores).any()):
+        raise ValueError("truth: a candidate has no truth score (was the selection run with the truth rule?)")
+    chosen: list[int] = []
+    for level in torch.unique(scores).flip(0).tolist():  # highest first
+        members = torch.nonzero(scores == level).flatten().tolist()
+        free = k - len(chosen)
+        if len(members) <= free:
+            chosen += members
+        else:
+            chosen += [members[j] for j in torch.randperm(len(members), generator=generator)[:free].tolist()]
+        if len(chosen) >= k:
+            break
+    return Selection(sorted(chosen))
+
+
 def select_prompt(rule: str, k: int, prompt_id: int, mi: Tensor, mi_stderr: Tensor, trajectory: Tensor,
-                  seed: int = 0, on_tie: str = "random") -> Selection:
-    """The candidates ``rule`` keeps among one prompt's candidates (module doc)."""
+                  seed: int = 0, on_tie: str = "random", truth: Tensor | None = None) -> Selection:
+    """The candidates ``rule`` keeps among one prompt's candidates (module doc); ``truth``:
+    the candidates' truth scores (the ``truth`` rule only)."""
     n = int(torch.as_tensor(mi).numel())
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -128,14 +171,23 @@ def select_prompt(rule: str, k: int, prompt_id: int, mi: Tensor, mi_stderr: Tens
         return Selection(top_k(trajectory, k))
     if rule == "random":
         return Selection(random_k(n, min(k, n), id_generator(seed, prompt_id, 0)))
+    if rule == "truth":
+        if truth is None:
+            raise ValueError("the truth rule needs each candidate's truth score (world prompts scored by "
+                             "analyses/world_alignment.py)")
+        return truth_k(truth, k, id_generator(seed, prompt_id, 2))
     raise ValueError(f"unknown selection rule {rule!r}; the rules are {', '.join(RULES)}")
 
 
-def select(rows: Tensor, rule: str, k: int, seed: int = 0, on_tie: str = "random") -> tuple[list[int], list[dict]]:
+def select(rows: Tensor, rule: str, k: int, seed: int = 0, on_tie: str = "random",
+           truth: Tensor | None = None) -> tuple[list[int], list[dict]]:
     """Apply ``rule`` to every prompt. ``rows`` (N, 5): (prompt id, candidate, MI, its
-    standard error, trajectory score) per candidate. Returns the row indices kept (in
-    row order) and the ties, one {"prompt", "tied" (candidates), "chosen" (candidates)}
-    per tied prompt."""
+    standard error, trajectory score) per candidate; ``truth`` (N,): the truth scores
+    (:func:`truth_score`) the ``truth`` rule needs. Returns the row indices kept (in
+    row order) and what each rule reports per prompt: for ``mi_separated`` the ties, one
+    {"prompt", "tied" (candidates), "chosen" (candidates)} per tied prompt; for ``truth``
+    the prompts short of k aligned candidates, one {"prompt", "aligned" (how many),
+    "chosen" (candidates)} each."""
     rows = torch.as_tensor(rows, dtype=torch.float64)
     if rows.ndim != 2 or rows.shape[1] != 5:
         raise ValueError(f"rows must be (N, 5): prompt, candidate, MI, stderr, trajectory; got {tuple(rows.shape)}")
@@ -144,8 +196,13 @@ def select(rows: Tensor, rule: str, k: int, seed: int = 0, on_tie: str = "random
     for p in torch.unique(prompts).tolist():
         idx = torch.nonzero(prompts == p).flatten()
         idx = idx[torch.argsort(rows[idx, 1], stable=True)]  # the prompt's candidates in candidate order
-        sel = select_prompt(rule, k, p, rows[idx, 2], rows[idx, 3], rows[idx, 4], seed, on_tie)
+        scores = None if truth is None else torch.as_tensor(truth, dtype=torch.float64)[idx]
+        sel = select_prompt(rule, k, p, rows[idx, 2], rows[idx, 3], rows[idx, 4], seed, on_tie, scores)
         kept += [int(idx[j]) for j in sel.chosen]
+        if rule == "truth" and int((scores == 1).sum()) < k:
+            cand = rows[idx, 1].to(torch.long)
+            ties.append({"prompt": p, "aligned": int((scores == 1).sum()),
+                         "chosen": sorted(int(cand[j]) for j in sel.chosen)})
         if sel.tied:
             cand = rows[idx, 1].to(torch.long)
             ties.append({"prompt": p, "tied": sorted(int(cand[j]) for j in sel.tied),

@@ -16,6 +16,11 @@ analyses/selection.py choose k per prompt, and rank zero writes, per rule,
 ``.txt`` captions (a caption folder that train.py's CaptionFolderData reads unchanged)
 and ``selection.jsonl`` (one line per chosen candidate). Ties of ``mi_separated`` go to
 ``ties.jsonl`` and the summary.
+
+The ``truth`` rule (the ceiling of issue #28) needs world prompts: each candidate is also
+judged by the exact alignment scorer (analyses/world_alignment.py) and recorded with
+``aligned`` and its ``truth_score`` (analyses/selection.py); the prompts where fewer than
+k candidates are aligned go to ``truth_short.jsonl`` and the summary.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from typing import Sequence
 import torch
 
 from ..adaptive import Precision
-from ..analyses.selection import ON_TIE, RULES, candidate_mi, select
+from ..analyses.selection import ON_TIE, RULES, candidate_mi, select, truth_score
+from ..analyses.world_alignment import parse_prompt, score_alignment_batch
 from ..io import json_line, log_scalars
 from ..metrics.samples import SampleRows, mean_and_stderr
 from .records import Field, Schema
@@ -50,6 +56,8 @@ class CandidateSelection(TextToImageJob):
             trajectory, random).
         on_tie: what mi_separated does with a tie: "random" (among the tied), "best"
             (the argmax anyway) or "drop" (leave the prompt out).
+        truth_check_dot: whether the truth rule's alignment counts the world's centre dot
+            (world_alignment.score_alignment's check_dot).
         n_draws, seed: (alpha, eps) draws per candidate, keyed by (seed, candidate id);
             with a target, the draws of each round.
         target_stderr, target_relative, max_draws: adaptive precision (adaptive.py).
@@ -60,7 +68,7 @@ class CandidateSelection(TextToImageJob):
     def __init__(self, pretrained: str, lora: str | None = None, k: int = 1, rules: Sequence[str] = RULES,
                  on_tie: str = "random", n_draws: int = 32, seed: int = 0, target_stderr: float | None = None,
                  target_relative: float | None = None, max_draws: int = 256, microbatch: int | None = None,
-                 torch_dtype: str | None = None, fail_fast: bool = False):
+                 truth_check_dot: bool = True, torch_dtype: str | None = None, fail_fast: bool = False):
         if k < 1:
             raise ValueError(f"k must be >= 1 (candidates kept per prompt), got {k}")
         rules = tuple(rules)
@@ -80,9 +88,12 @@ class CandidateSelection(TextToImageJob):
         super().__init__(pretrained, lora, torch_dtype, 0, fail_fast)
         self.k, self.rules, self.on_tie, self.n_draws, self.seed = k, rules, on_tie, n_draws, seed
         self.microbatch = microbatch
-        self.rows = SampleRows(5)  # prompt, candidate, MI, its stderr, trajectory score
+        self.truth, self.truth_check_dot = "truth" in rules, truth_check_dot
+        self.rows = SampleRows(6)  # prompt, candidate, MI, its stderr, trajectory score, truth score (0 without truth)
+        truth_fields = [Field("aligned", "flag"), Field("truth_score")] if self.truth else []
         self.schema = Schema([Field("prompt", "count"), Field("candidate", "count"), Field("caption", "text"),
-                              Field("mi", stderr=True), Field("draws", "count"), Field("trajectory_score")])
+                              Field("mi", stderr=True), Field("draws", "count"), Field("trajectory_score"),
+                              *truth_fields])
 
     def check_data(self, datamodule) -> None:
         if not hasattr(datamodule, "candidates_per_prompt"):
@@ -91,6 +102,13 @@ class CandidateSelection(TextToImageJob):
         m = datamodule.candidates_per_prompt()
         if self.k > m:
             raise ValueError(f"k: {self.k} per prompt asked, but the generation run has {m} candidates per prompt")
+        if self.truth:
+            for caption in dict.fromkeys(datamodule.test_captions()):
+                try:
+                    parse_prompt(caption)
+                except ValueError as e:
+                    raise ValueError(f"rules: 'truth' needs world prompts (the exact alignment scorer reads only "
+                                     f"the world's captions): {e}") from None
 
     def describe_run(self, datamodule) -> str:
         how = f"{self.n_draws} draws" if self.precision is None else f"adaptive draws (rounds of {self.n_draws})"
@@ -101,27 +119,34 @@ class CandidateSelection(TextToImageJob):
         captions = [batch["caption"][k] for k in keep]
         value, stderr, draws = candidate_mi(self.denoiser, batch["image"][keep].to(self.device), captions, ids,
                                             self.n_draws, self.seed, self.precision, self.microbatch)
-        return [{"id": i, "prompt": int(batch["prompt"][k]), "candidate": int(batch["candidate"][k]),
-                 "caption": captions[j], "mi": (float(value[j]), float(stderr[j])), "draws": int(draws[j]),
-                 "trajectory_score": float(batch["trajectory_score"][k])}
-                for j, (i, k) in enumerate(zip(ids, keep))]
+        out = [{"id": i, "prompt": int(batch["prompt"][k]), "candidate": int(batch["candidate"][k]),
+                "caption": captions[j], "mi": (float(value[j]), float(stderr[j])), "draws": int(draws[j]),
+                "trajectory_score": float(batch["trajectory_score"][k])}
+               for j, (i, k) in enumerate(zip(ids, keep))]
+        if self.truth:  # the exact verdict, on the same pixels the MI was measured on
+            verdicts = score_alignment_batch(batch["image"][keep], captions, self.truth_check_dot)
+            for record, v in zip(out, verdicts):
+                record.update(aligned=v["aligned"], truth_score=truth_score(v, self.truth_check_dot))
+        return out
 
     def update_metrics(self, records: list[dict]) -> None:
         if records:
             self.rows.update(torch.tensor([[r["prompt"], r["candidate"], r["mi"], r["mi_stderr"],
-                                            r["trajectory_score"]] for r in records], dtype=torch.float64),
+                                            r["trajectory_score"], r.get("truth_score", 0.0)]
+                                           for r in records], dtype=torch.float64),
                              [r["id"] for r in records])
 
     # ---- the selection ------------------------------------------------------------
     def results(self) -> dict:
         got = self.rows.compute()  # the one collective: every rank has every candidate, in id order
         ids = got["ids"].to(torch.long).reshape(-1).tolist()
-        rows = got["values"].reshape(-1, 5)
+        rows = got["values"].reshape(-1, 6)
+        truth = rows[:, 5] if self.truth else None
         out: dict = {"k": self.k, "candidates": len(ids), "prompts": int(torch.unique(rows[:, 0]).numel()),
                      "rules": {}}
         ties: list[dict] = []
         for rule in self.rules:
-            kept, rule_ties = select(rows, rule, self.k, self.seed, self.on_tie)
+            kept, rule_ties = select(rows[:, :5], rule, self.k, self.seed, self.on_tie, truth)
             mi_mean, mi_se = mean_and_stderr(rows[kept, 2]) if kept else (torch.tensor(float("nan")),) * 2
             tr_mean, _ = mean_and_stderr(rows[kept, 4]) if kept else (torch.tensor(float("nan")),) * 2
             out["rules"][rule] = {"images": len(kept), "mi": float(mi_mean), "mi_stderr": float(mi_se),
@@ -129,8 +154,15 @@ class CandidateSelection(TextToImageJob):
             if rule == "mi_separated":
                 out["rules"][rule]["ties"] = len(rule_ties)
                 ties = rule_ties
+            if rule == "truth":
+                out["rules"][rule]["short"] = len(rule_ties)  # prompts with fewer than k aligned candidates
+                out["rules"][rule]["aligned_candidates"] = int((truth == 1).sum())
+                if self.trainer.is_global_zero:
+                    path = Path(self._out) / "truth_short.jsonl"
+                    path.write_text("".join(json_line(t) for t in rule_ties))
+                    os.chmod(path, 0o644)
             if self.trainer.is_global_zero:
-                self._write_folder(rule, [ids[j] for j in kept], rows[kept])
+                self._write_folder(rule, [ids[j] for j in kept], rows[kept, :5])
         if self.trainer.is_global_zero and "mi_separated" in self.rules:
             path = Path(self._out) / "ties.jsonl"
             path.write_text("".join(json_line(t) for t in ties))
@@ -164,4 +196,9 @@ class CandidateSelection(TextToImageJob):
             lines.append(f"| {rule} | {r['images']} | {r['mi']:.4f} | {r['mi_stderr']:.4f} | "
                          f"{r['trajectory_score']:.4g} | {r.get('ties', '')} | `{r['folder']}/` |")
         lines += ["", "The trajectory score is MI-TUNE's ranking heuristic, not a calibrated MI."]
+        if "truth" in results["rules"]:
+            t = results["rules"]["truth"]
+            lines += [f"truth: {t['aligned_candidates']} of {results['candidates']} candidates aligned; {t['short']} "
+                      f"prompts had fewer than {results['k']} aligned (filled by the next best truth scores, "
+                      "`truth_short.jsonl`)."]
         return lines
