@@ -1,8 +1,9 @@
 """Information-guided fine-tuning (MI-TUNE, Wang et al. ICLR 2025) on the embedded world, end to end.
 
     python mi_tune.py                                   # the configs' sizes (docs/mi_tune.md)
-    python mi_tune.py --out /work/i28/exp --train_steps 150
+    python mi_tune.py --out runs/mi_tune --candidates 12 --eval_candidates 4   # the experiment of docs/mi_tune.md
     python mi_tune.py --prompts 6 --candidates 2 --sampler_steps 2 --train_steps 2 ...   # a tiny smoke run
+    python mi_tune.py --out runs/mi_tune --report_only        # the tables of what has finished so far
 
 One round (``--rounds`` repeats it):
 
@@ -185,8 +186,33 @@ class Loop:
                     shutil.copyfile(p, folder / f"r{r}_{p.name}")
         return folder
 
+    def write_report(self, scores: dict[str, dict]) -> dict:
+        from infodiff_lightning.analyses.mi_tune_report import report
+
+        results = report(scores, self.a.rounds, list(self.a.arms), self.cost)
+        (self.out / "results.json").write_text(json.dumps(results["json"], indent=2))
+        (self.out / "results.md").write_text(results["markdown"])
+        print(results["markdown"])
+        return results["json"]
+
+    def report_only(self) -> dict:
+        """The tables from the score files already written (a run cut short: what finished)."""
+        scores = {}
+        folder = self.out / "scores"
+        if (folder / "eval_base.json").is_file():
+            scores["base"] = json.loads((folder / "eval_base.json").read_text())
+        for r in range(1, self.a.rounds + 1):
+            for arm in self.a.arms:
+                for key, name in ((f"round{r}/selected/{arm}", f"round{r}_selected_{arm}"),
+                                  (f"round{r}/{arm}", f"round{r}_eval_{arm}")):
+                    if (folder / f"{name}.json").is_file():
+                        scores[key] = json.loads((folder / f"{name}.json").read_text())
+        return self.write_report(scores)
+
     def main(self) -> dict:
         a = self.a
+        # the control and the ceiling first: a run cut short still has what every arm is compared with
+        a.arms = sorted(a.arms, key=lambda arm: (arm not in ("random", "truth"), ARMS.index(arm)))
         adapters: dict[str, Path | None] = {arm: None for arm in a.arms}
         selected: dict[str, list[Path]] = {arm: [] for arm in a.arms}
         scores: dict[str, dict] = {}
@@ -213,13 +239,7 @@ class Loop:
             for arm in a.arms:
                 ev = self.generate(rd / "eval" / arm, adapters[arm], True, f"round{r}/evaluate/{arm}")
                 scores[f"round{r}/{arm}"] = self.score(f"round{r}_eval_{arm}", ev, f"round{r}/score/eval_{arm}")
-        from infodiff_lightning.analyses.mi_tune_report import report
-
-        results = report(scores, a.rounds, list(a.arms), self.cost)
-        (self.out / "results.json").write_text(json.dumps(results["json"], indent=2))
-        (self.out / "results.md").write_text(results["markdown"])
-        print(results["markdown"])
-        return results["json"]
+        return self.write_report(scores)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sampler_steps", type=int, default=20, help="DDIM steps (selection and evaluation)")
     ap.add_argument("--eval_prompts", type=int, default=None, help="evaluation prompts (default: all)")
     ap.add_argument("--eval_candidates", type=int, default=2, help="images per evaluation prompt")
+    ap.add_argument("--report_only", action="store_true",
+                    help="run nothing: write results.md from the score files already in --out")
     args = ap.parse_args(argv)
     for name in ("rounds", "candidates", "train_steps", "sampler_steps", "eval_candidates", "n_probe"):
         if getattr(args, name) < 1:
@@ -248,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if "random" not in args.arms:
         ap.error("--arms must include random: every comparison is against the random control")
     args.model = str(Path(args.model).resolve())
-    Loop(args).main()
+    loop = Loop(args)
+    loop.report_only() if args.report_only else loop.main()
     return 0
 
 
