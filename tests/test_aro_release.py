@@ -18,6 +18,7 @@ from infodiff_lightning.data.aro_order import (case_rng, order_candidates, pre_c
                                               shuffle_nouns_and_adj, shuffle_trigrams, shuffle_within_trigrams,
                                               treebank_tokens, trigrams)
 from infodiff_lightning.data.ranking_files import RankingFiles
+from job_helpers import records
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)
@@ -239,11 +240,6 @@ def rank(aro: Path, tmp: Path, name: str, devices: int) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = (tmp / name).glob("run-*")
     return run
-
-
-def records(run: Path) -> list[dict]:
-    rows = [json.loads(line) for p in sorted(run.glob("per_image.rank*.jsonl")) for line in p.read_text().splitlines()]
-    return sorted(rows, key=lambda r: r["id"])
 
 
 @pytest.fixture(scope="module")

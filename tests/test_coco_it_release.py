@@ -16,6 +16,7 @@ from PIL import Image
 from infodiff_lightning.data.coco_it import COCO_IT_COLUMNS, read_coco_it
 from infodiff_lightning.data.localization_files import LocalizationData
 from infodiff_lightning.data.world_export import rle_encode
+from job_helpers import records
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 32  # square images at the world model's size: masks and images are compared pixel for pixel
@@ -167,11 +168,6 @@ def job(config: str, tmp: Path, name: str, devices: int, *extra: str) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = (tmp / name).glob("run-*")
     return run
-
-
-def records(run: Path) -> list[dict]:
-    rows = [json.loads(line) for p in sorted(run.glob("per_image.rank*.jsonl")) for line in p.read_text().splitlines()]
-    return sorted(rows, key=lambda r: r["id"])
 
 
 LOCALIZE = ("--model.init_args.attention_steps", "0", "--data.init_args.selection_root", "null",

@@ -10,44 +10,22 @@ UnrepeatedDistributedSampler instead: rank 0 gets items 0, 2, 4, 6 and rank 1 ge
 The 2-process runs are `analyze.py` in a subprocess (Lightning re-launches sys.argv for
 rank 1); the 1-process reference runs the same CLI entry point in this process.
 """
-import contextlib
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+from job_helpers import records, untouched_global_state
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ITEMS, BATCH = 7, 3
 N_DRAWS = 8
 WORDS = ["a", "on", "the", "red", "green", "blue", "yellow", "square", "circle", "cross", "left", "right", "top", "bottom"]
-
-
-@contextlib.contextmanager
-def untouched_global_state():
-    """The job calls seed_everything (global RNGs and PL_GLOBAL_SEED): keep them from leaking.
-    sys.argv is pytest's; the CLI gets its arguments explicitly. One torch thread, as each
-    DDP rank has on 2 cores (Lightning gives a CPU rank cpu_count / world_size threads)."""
-    env, py, npy, argv, threads = dict(os.environ), random.getstate(), np.random.get_state(), sys.argv, torch.get_num_threads()
-    sys.argv = [str(ROOT / "analyze.py")]
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(env)
-        random.setstate(py)
-        np.random.set_state(npy)
 
 
 #: The held-out split of the captioned shapes at 16x16: 7 items (ids 32..38), batches of 3.
@@ -241,12 +219,6 @@ def world_files(tmp_path_factory):
     # window (CLIP's) keeps every localized word inside it (a word beyond would be a failure)
     model = save_components(build_tiny_text_to_image(TinyTextToImageSpec(words=WORDS, max_tokens=77)), tmp / "model")
     return tmp, model
-
-
-def records(run: Path) -> list[dict]:
-    """Every rank's per-sample records, in id order."""
-    rows = [json.loads(line) for p in sorted(run.glob("per_image.rank*.jsonl")) for line in p.read_text().splitlines()]
-    return sorted(rows, key=lambda r: r["id"])
 
 
 def one_and_two(tmp: Path, name: str, *args: str) -> tuple[dict, dict]:

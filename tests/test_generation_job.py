@@ -1,10 +1,7 @@
 """Generation as a job (modules/generation.py) and selection as a job (modules/selection.py)
 on a tiny model: the caption folder they write, reproducibility by id (resume and two
 processes give the same images bit for bit), and the selected folders train.py reads."""
-import contextlib
 import json
-import os
-import random
 import shutil
 import subprocess
 import sys
@@ -15,31 +12,13 @@ import pytest
 import torch
 
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
+from job_helpers import records, untouched_global_state
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["a", "on", "the", "red", "blue", "square", "circle", "left", "right"]
 #: line 1 is blank: prompt ids are line numbers, 0, 2 and 3
 PROMPTS = "a red square on the left\n\na blue circle on the right\na blue square on the left\n"
 CANDIDATES, STEPS, CHUNK = 3, 4, 2
-
-
-@contextlib.contextmanager
-def cli_state():
-    """analyze.main in this process on one torch thread (as each of two DDP ranks has on 2
-    cores), leaving the global RNGs, the environment and sys.argv as they were."""
-    env, py, npy, argv, threads = dict(os.environ), random.getstate(), np.random.get_state(), sys.argv, torch.get_num_threads()
-    sys.argv = [str(ROOT / "analyze.py")]
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(env)
-        random.setstate(py)
-        np.random.set_state(npy)
 
 
 def common(root: Path, name: str) -> list[str]:
@@ -60,7 +39,7 @@ def run_job(root: Path, name: str, args: list[str], devices: int = 1) -> Path:
     if devices == 1:
         import analyze
 
-        with cli_state():
+        with untouched_global_state():
             assert analyze.main([*args, *common(root, name)]) == 0
     else:
         root.mkdir(parents=True, exist_ok=True)
@@ -70,11 +49,6 @@ def run_job(root: Path, name: str, args: list[str], devices: int = 1) -> Path:
         assert proc.returncode == 0, proc.stderr[-4000:]
     [folder] = (root / name).glob("run-*")
     return folder
-
-
-def records(run: Path) -> list[dict]:
-    rows = [json.loads(line) for p in sorted(run.glob("per_image.rank*.jsonl")) for line in p.read_text().splitlines()]
-    return sorted(rows, key=lambda r: r["id"])
 
 
 def pixels(run: Path) -> dict[str, np.ndarray]:
@@ -185,7 +159,7 @@ def test_the_selected_folder_is_read_by_train_py_s_caption_folder_data(selected,
 def test_selection_refuses_to_keep_more_candidates_than_were_generated(files, generated, tmp_path, capsys):
     import analyze
 
-    with cli_state():
+    with untouched_global_state():
         code = analyze.main(["--config", str(ROOT / "configs/analyze/select.yaml"), "--model.init_args.pretrained",
                              str(files / "model"), "--model.init_args.k", "4", "--data.init_args.run", str(generated),
                              *common(tmp_path, "select")])

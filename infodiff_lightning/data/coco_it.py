@@ -28,24 +28,13 @@ its instances file, is an error of the whole job.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 from .coco import read_instances
+from .mask_row import MaskRow
 from .rows import RowError, inside, read_table, some_usable
 
-__all__ = ["read_coco_it", "CocoItRow", "COCO_IT_COLUMNS", "COCO_IT_TABLES", "COCO_IT_IMAGES", "COCO_IT_INSTANCES"]
+__all__ = ["read_coco_it", "COCO_IT_COLUMNS", "COCO_IT_TABLES", "COCO_IT_IMAGES", "COCO_IT_INSTANCES"]
 
-
-class CocoItRow(NamedTuple):
-    """One CSV row: what data/localization_files.MaskRow is made of (``error`` "" if usable)."""
-
-    image: Path
-    caption: str
-    word: str
-    segmentations: tuple = ()
-    height: int = 0
-    width: int = 0
-    error: str = ""
 
 #: The CSV's columns, in the released order.
 COCO_IT_COLUMNS = ("Image ID", "Label", "correct_obj+context", "context", "correct_obj")
@@ -56,7 +45,7 @@ COCO_IT_IMAGES = "val2017"
 COCO_IT_INSTANCES = "annotations/instances_val2017.json"
 
 
-def _row(root: Path, r: dict, name: str, images: dict, segs: dict, categories: set) -> CocoItRow:
+def _row(root: Path, r: dict, name: str, images: dict, segs: dict, categories: set) -> MaskRow:
     where = f"{name} line {r['line']}"
     try:
         if r["error"]:
@@ -77,12 +66,12 @@ def _row(root: Path, r: dict, name: str, images: dict, segs: dict, categories: s
             image = inside(root / COCO_IT_IMAGES, file_name, "file_name")
         except RowError as e:
             raise RowError(f"{where}: image {image_id}'s {e}") from None
-        return CocoItRow(image, r["correct_obj+context"], r["correct_obj"], tuple(segs[(image_id, label)]), h, w)
+        return MaskRow(image, r["correct_obj+context"], r["correct_obj"], tuple(segs[(image_id, label)]), h, w)
     except RowError as e:
-        return CocoItRow(root, "", "", error=str(e))
+        return MaskRow(root, "", "", error=str(e))
 
 
-def read_coco_it(root: str | Path, table: str | None = None) -> list[CocoItRow]:
+def read_coco_it(root: str | Path, table: str | None = None) -> list[MaskRow]:
     """The rows of a COCO-IT-layout CSV under ``root`` (module doc), in file order;
     ``table``: its name (default: the first of :data:`COCO_IT_TABLES` present)."""
     root = Path(root)

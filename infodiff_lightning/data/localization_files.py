@@ -31,60 +31,26 @@ first ``n_selection_images`` images of the source itself (any layout).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .caption_folder import fit_mask, load_image
 from ..conditions import shorten
 from .rows import RowError, inside, read_json, read_table, some_usable, text_field
-from .coco import coco_localization_rows, union_mask
+from .coco import coco_localization_rows
 from .coco_it import COCO_IT_TABLES, read_coco_it
+from .mask_row import MaskRow
 from .loaders import evaluation_loader
 
 __all__ = ["LocalizationRows", "LocalizationData", "collate_localization", "MaskRow", "read_localization_json",
            "read_mask_table", "MASK_TABLE_FIELDS"]
 
 MASK_TABLE_FIELDS = ("file_name", "caption", "word", "mask")
-
-
-@dataclass(frozen=True)
-class MaskRow:
-    """One localization row; the mask is decoded when the item is read. ``segmentations``
-    (COCO, with the image's height and width) or ``mask_file`` (an image) says where it is."""
-
-    image: Path
-    caption: str
-    word: str
-    segmentations: tuple = ()
-    height: int = 0
-    width: int = 0
-    mask_file: Path | None = None
-    split: str = "eval"
-    error: str = ""  # why the row cannot be used ("" if it can): recorded as its failure
-
-    def mask(self) -> torch.Tensor:
-        """The (height, width) bool mask of the word, at the image file's resolution."""
-        if self.mask_file is not None:
-            from PIL import Image
-
-            try:
-                with Image.open(self.mask_file) as m:
-                    mask = torch.from_numpy(np.asarray(m.convert("L")) > 0)
-                with Image.open(self.image) as im:
-                    width, height = im.size
-            except Exception as e:  # PIL raises several types; one message naming the file
-                raise ValueError(f"cannot read mask {self.mask_file.name} or its image: {type(e).__name__}: {e}") from e
-            if tuple(mask.shape) != (height, width):
-                raise ValueError(f"mask {self.mask_file.name} is {mask.shape[1]}x{mask.shape[0]}, "
-                                 f"its image {self.image.name} {width}x{height}")
-            return mask
-        return union_mask(list(self.segmentations), self.height, self.width)
 
 
 def read_localization_json(root: str | Path) -> list[MaskRow]:
@@ -233,7 +199,7 @@ class LocalizationData(L.LightningDataModule):
             rows = read_mask_table(root, masks)
         elif table is not None or (not (Path(root) / "localization.json").is_file()
                                    and any((Path(root) / t).is_file() for t in COCO_IT_TABLES)):
-            rows = [MaskRow(*r[:6], error=r.error) for r in read_coco_it(root, table)]
+            rows = read_coco_it(root, table)
         else:
             rows = read_localization_json(root)
         if not rows:
