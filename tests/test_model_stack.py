@@ -119,4 +119,4 @@ def test_training_the_text_encoder_sends_gradients_through_the_shared_prompt_enc
 def test_the_monitor_gets_the_adapter_the_fine_tuner_trains(ddim_folder):
     tuner = DiffusionFineTuner(pretrained=str(ddim_folder))
     den = tuner.denoiser
-    assert den.backbone is tuner.backbone and den.text_encoder in list(tuner.frozen)
+    assert den.backbone is tuner.backbone and den.text_encoder in list(tuner.others)

@@ -110,10 +110,11 @@ class DiffusionFineTuner(L.LightningModule):
             raise ValueError(f"flow_time_density applies to flow-matching models; {pretrained or 'this model'} has a "
                              "DDPM-type schedule (its timesteps are drawn uniformly)")
         # Registered here so that Lightning moves, trains and checkpoints them: the backbone,
-        # and every other module of the adapter (text encoders, VAE), frozen.
+        # and every other network of the adapter (text encoders, VAE), frozen unless
+        # train_text_encoder unfreezes the first text encoder below.
         self.backbone = adapter.backbone
-        self.frozen = torch.nn.ModuleList([m for m in adapter.modules() if m is not adapter.backbone])
-        self.frozen.requires_grad_(False)
+        self.others = torch.nn.ModuleList([m for m in adapter.modules() if m is not adapter.backbone])
+        self.others.requires_grad_(False)
         if lora_rank > 0:
             from peft import LoraConfig
 
@@ -129,7 +130,7 @@ class DiffusionFineTuner(L.LightningModule):
             if trained_text is not None:
                 trained_text.gradient_checkpointing_enable()
         # from_pretrained returns eval-mode modules; train what is trained, keep the rest in eval.
-        self.frozen.eval()
+        self.others.eval()
         self.backbone.train()
         if trained_text is not None:
             trained_text.train()
@@ -218,10 +219,12 @@ class DiffusionFineTuner(L.LightningModule):
             self.ema.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # checkpoints written before the backbone was named generically keep it under "unet."
+        # checkpoints written before the modules were named generically keep the backbone
+        # under "unet." and a trained text encoder (the adapter's second network) under "text_encoder."
         state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith("unet.")]:
-            state["backbone." + key[len("unet."):]] = state.pop(key)
+        for old, new in (("unet.", "backbone."), ("text_encoder.", "others.0.")):
+            for key in [k for k in state if k.startswith(old)]:
+                state[new + key[len(old):]] = state.pop(key)
         if self.ema is not None:
             self.ema.load(checkpoint)
 
