@@ -113,7 +113,8 @@ class Loop:
 
     def generate(self, root: Path, lora: Path | None, evaluation: bool, stage: str) -> Path:
         a = self.a
-        opts = ["--model.init_args.pretrained", a.model, "--model.init_args.steps", a.sampler_steps]
+        opts = ["--model.init_args.pretrained", a.model, "--model.init_args.steps", a.sampler_steps,
+                "--model.init_args.guidance", a.guidance]
         if evaluation:
             opts += ["--model.init_args.candidates", a.eval_candidates]
             if a.eval_prompts is not None:
@@ -255,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch_size", type=int, default=16, help="the fine-tuning batch of configs/mi_tune/finetune.yaml")
     ap.add_argument("--n_probe", type=int, default=4, help="images of each set kept as the monitor's probe")
     ap.add_argument("--sampler_steps", type=int, default=20, help="DDIM steps (selection and evaluation)")
+    ap.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance of generation and evaluation (default 1: at 3 the bundled model "
+                         "loses most of its alignment, docs/mi_tune.md)")
     ap.add_argument("--eval_prompts", type=int, default=None, help="evaluation prompts (default: all)")
     ap.add_argument("--eval_candidates", type=int, default=2, help="images per evaluation prompt")
     ap.add_argument("--report_only", action="store_true",
