@@ -3,6 +3,7 @@ order sets are built from), with ARO's own aggregates beside the job's: fixtures
 here in the released layouts, read with ``root`` alone."""
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from infodiff_lightning.data.aro_order import (case_rng, order_candidates, pre_c
                                               treebank_tokens, trigrams)
 from infodiff_lightning.data.ranking_files import RankingFiles
 from job_helpers import records
+from test_coco_it_release import save_tiny_sd
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)
@@ -225,11 +227,11 @@ def test_pos_tagger_that_is_not_installed_is_a_one_line_error(aro, monkeypatch):
         RankingFiles(aro, ["coco_karpathy_test.json"], pos_tagger="en_core_web_sm")
 
 
-# ---- the job on the released layout, bundled world model, 1 and 2 processes ---------------------
+# ---- the job on the released layout: bundled world model (1 and 2 processes), tiny SD -----------
 
-def rank(aro: Path, tmp: Path, name: str, devices: int) -> Path:
+def rank(aro: Path, tmp: Path, name: str, devices: int, pretrained: Path = ROOT / "models/world") -> Path:
     cmd = [sys.executable, str(ROOT / "analyze.py"), "--config", str(ROOT / "configs/analyze/ranking.yaml"),
-           "--model.init_args.pretrained", str(ROOT / "models/world"), "--model.init_args.n_draws", "2",
+           "--model.init_args.pretrained", str(pretrained), "--model.init_args.n_draws", "2",
            "--model.init_args.log_images", "0", "--data.init_args.root", str(aro),
            "--data.init_args.image_size", "32", "--data.init_args.crop_to_bbox", "true",
            "--data.init_args.batch_size", "8", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
@@ -248,9 +250,7 @@ def ranked(aro, tmp_path_factory):
     return rank(aro, tmp, "one", 1), rank(aro, tmp, "two", 2)
 
 
-@pytest.mark.slow
-def test_the_job_measures_every_released_row_and_reports_aro_figures_beside_its_own(ranked):
-    run = ranked[0]
+def assert_every_row_measured_with_aro_figures_beside_the_jobs(run: Path) -> None:
     summary, recs = json.loads((run / "summary.json").read_text()), records(run)
     assert summary["samples"]["measured"] == summary["samples"]["total"] == len(recs) == 34 + 5
     # ARO's VG-Relation macro by hand: per relation, symmetric ones dropped, then the mean
@@ -278,8 +278,25 @@ def test_the_job_measures_every_released_row_and_reports_aro_figures_beside_its_
 
 
 @pytest.mark.slow
+def test_the_job_measures_every_released_row_and_reports_aro_figures_beside_its_own(ranked):
+    assert_every_row_measured_with_aro_figures_beside_the_jobs(ranked[0])
+
+
+@pytest.mark.slow
 def test_the_job_on_the_released_layout_gives_the_same_summary_on_2_processes(ranked):
     one, two = ranked
     assert records(two) == records(one)
     a, b = (json.loads((r / "summary.json").read_text()) for r in ranked)
     assert a == b
+
+
+@pytest.mark.slow
+def test_the_job_reads_the_released_layout_with_a_tiny_stable_diffusion_pipeline(aro, tmp_path):
+    # the same files through a latent model with a VAE, its tokenizer holding every word of
+    # the fixture's captions (perturbations reorder the same words): the same rows, the
+    # same figures, computed from that model's scores
+    captions = [row[k] for f in ("visual_genome_relation.json", "visual_genome_attribution.json")
+                for row in json.loads((aro / f).read_text()) for k in ("true_caption", "false_caption")]
+    captions += [c for entry in COCO + FLICKR for c in entry["caption"]]
+    sd = save_tiny_sd(tmp_path / "sd", re.findall(r"[a-z]+", " ".join(captions).lower()))
+    assert_every_row_measured_with_aro_figures_beside_the_jobs(rank(aro, tmp_path, "sd", 1, pretrained=sd))

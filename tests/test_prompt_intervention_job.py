@@ -97,3 +97,18 @@ def test_a_word_in_no_caption_is_a_configuration_error(job, capsys):
                        "--trainer.default_root_dir", str(tmp / "bad"), "--trainer.logger.init_args.save_dir",
                        str(tmp / "bad")])
     assert rc == 2 and "the word 'zebra' occurs in none of the" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    # row_words takes each row's word from the data: a word list beside it would be ignored
+    (("--model.init_args.row_words", "true"), "words: with row_words each row's own word is removed; give words: []"),
+    # the world's captioned scenes name no word per row
+    (("--model.init_args.row_words", "true", "--model.init_args.words", "[]"),
+     "row_words: needs rows that name their word, grouped by it"),
+])
+def test_row_words_without_rows_that_name_their_word_is_a_configuration_error(job, capsys, extra, message):
+    tmp, _ = job
+    rc = analyze.main(["--config", str(ROOT / "configs/analyze/intervention.yaml"), "--data.init_args.limit_test", "6",
+                       "--trainer.default_root_dir", str(tmp / "bad"), "--trainer.logger.init_args.save_dir",
+                       str(tmp / "bad"), *extra])
+    assert rc == 2 and message in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The prompt-intervention job: does removing a word change the image as its CMI says?
 
-For every captioned image of the test split and every tracked word in its caption:
+For every captioned image of the test split and every tracked word in its caption (or,
+with ``row_words``, for every row and the row's own word: Kong et al.'s protocol on
+COCO-IT, where each CSV row names the word removed from its caption):
 
 1. the word's conditional information io(x; w | caption without w) and its per-pixel
    map, through the shared measurement path (measurement.py; the word removed by
@@ -24,18 +26,20 @@ ATT) in place of the CMI map, and its total in place of the CMI. The reference f
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import replace
+from typing import Any, Sequence
 
 import torch
 
 from ..analyses.attention_maps import word_attention
-from ..contrasts import cmi_tag, contains_word, without_words
+from ..contrasts import cmi_tag, contains_word, unmeasurable_word, without_words
 from ..draws import id_generator
 from ..analyses.intervention import change_correlations, image_change, pearson
 from ..analyses.regeneration import regenerate, regeneration_grid, sampler_name
 from ..io import log_scalars
 from ..measurement import MeasurementSpec, measure_captions
 from ..metrics.samples import SampleRows
+from ..protocols import LocalizationEvaluationData
 from ..runs.viz import map_figure
 from .records import Field, Group, Schema
 from .text_to_image_job import TextToImageJob
@@ -55,6 +59,10 @@ class PromptIntervention(TextToImageJob):
     Args:
         pretrained: diffusers folder or hub id; lora: optional LoRA adapter folder.
         words: the words removed (each measured on the images whose caption contains it).
+        row_words: instead of ``words``, each row's own word (the batch's "word", as
+            LocalizationData gives it: COCO-IT's correct_obj), removed from that row's caption
+            only; the words reported are the datamodule's ``groups()``. A row whose word is not
+            in its caption (or lies beyond the text window) is a failed sample.
         condition: how a word is removed: "delete", "placeholder" or "mask".
         n_draws: (alpha, eps) draws per image for the CMI.
         steps: sampler steps of each regeneration (DDIM, or Euler for flow models).
@@ -75,25 +83,52 @@ class PromptIntervention(TextToImageJob):
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  condition: str = "delete", n_draws: int = 32, steps: int = 50, seed: int = 0, n_boot: int = 2000,
                  level: float = 0.95, log_images: int = 4, attention_steps: int = 0, microbatch: int | None = None,
-                 torch_dtype: str | None = None, fail_fast: bool = False):
-        if not words:
-            raise ValueError("words: give at least one word to remove")
-        spec = MeasurementSpec(tuple(words), (), condition, n_draws, seed, True, microbatch)
+                 torch_dtype: str | None = None, fail_fast: bool = False, row_words: bool = False):
+        if row_words and words:
+            raise ValueError("words: with row_words each row's own word is removed; give words: [] (got "
+                             f"{list(words)})")
+        if not words and not row_words:
+            raise ValueError("words: give at least one word to remove (or row_words: true, each row's own word)")
+        # with row_words the words are the rows' (known once the datamodule is): a template
+        # spec holds the options, and each batch measures its rows' words with it
+        spec = MeasurementSpec(tuple(words) or ("word",), (), condition, n_draws, seed, True, microbatch)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if n_boot < 100:
             raise ValueError(f"n_boot must be >= 100 for a percentile interval, got {n_boot}")
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
-        self.spec, self.steps, self.n_boot, self.level = spec, steps, n_boot, level
+        self.row_words, self.template = row_words, spec
+        self.spec = None if row_words else spec  # what validate checks against the captions
+        self.steps, self.n_boot, self.level = steps, n_boot, level
         self.grid = regeneration_grid(self.denoiser, steps)
         self.attention_steps = self.check_attention(attention_steps)
-        # Per word: (cmi, change) per image, and the within-image r where it is defined.
-        self.image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in self.spec.words})
-        self.pixel_rows = torch.nn.ModuleDict({w: SampleRows(1) for w in self.spec.words})
-        # The baseline: (attention total, change) per image and the attention map's within-image r.
-        baseline = self.spec.words if attention_steps else ()
-        self.attention_image_rows = torch.nn.ModuleDict({w: SampleRows(2) for w in baseline})
-        self.attention_pixel_rows = torch.nn.ModuleDict({w: SampleRows(1) for w in baseline})
+        # Per word: (cmi, change) per image, and the within-image r where it is defined;
+        # the baseline: (attention total, change) per image and the attention map's within-image r.
+        self.image_rows, self.pixel_rows = torch.nn.ModuleDict(), torch.nn.ModuleDict()
+        self.attention_image_rows, self.attention_pixel_rows = torch.nn.ModuleDict(), torch.nn.ModuleDict()
+        self.words: tuple[str, ...] = ()
+        if not row_words:
+            self._add_metrics(spec.words)
+
+    def _add_metrics(self, words: Sequence[str]) -> None:
+        """The per-word metrics of ``words`` (in order: the order of every rank's collectives)."""
+        self.words = tuple(words)
+        for w in self.words:
+            self.image_rows[w], self.pixel_rows[w] = SampleRows(2), SampleRows(1)
+            if self.attention_steps:
+                self.attention_image_rows[w], self.attention_pixel_rows[w] = SampleRows(2), SampleRows(1)
+
+    def check_data(self, datamodule: Any) -> None:
+        if self.row_words and not isinstance(datamodule, LocalizationEvaluationData):
+            raise ValueError(f"row_words: needs rows that name their word, grouped by it (the "
+                             f"{LocalizationEvaluationData.__name__} protocol, e.g. LocalizationData); "
+                             f"{type(datamodule).__name__} is not")
+
+    def make_metrics(self) -> None:
+        if self.row_words and not self.words:  # every rank reads the same groups(), in the same order
+            self._add_metrics(self.trainer.datamodule.groups())
+            for metrics in (self.image_rows, self.pixel_rows, self.attention_image_rows, self.attention_pixel_rows):
+                metrics.to(self.device)
 
     # ---- one batch ------------------------------------------------------------
     def regenerate(self, sample_id: int, prompts: list, shape: tuple[int, ...]) -> torch.Tensor:
@@ -101,40 +136,65 @@ class PromptIntervention(TextToImageJob):
         one image's seeded noise (the same for each prompt).
         One image per call: the result does not depend on which images share a batch, so a
         resumed or multi-device run regenerates the same bits."""
-        noise = torch.randn(shape, generator=id_generator(self.spec.seed + 1, sample_id))
+        noise = torch.randn(shape, generator=id_generator(self.template.seed + 1, sample_id))
         return regenerate(self.denoiser, noise.expand(len(prompts), *shape).to(self.device), prompts, self.grid)
+
+    def _measured_words(self, batch, keep: list[int], ids: list[int], images: torch.Tensor,
+                        captions: list[str]) -> list[dict]:
+        """Per kept item, {word: (its CMI estimate, the item's index in it, its attention map or
+        None)} for the words removed from its caption: the listed words its caption holds, or
+        with ``row_words`` the row's own word (measured per word, rows lacking it failed)."""
+        tok = self.denoiser.tokenizer
+        if self.row_words:
+            own = [batch["word"][k] for k in keep]
+            groups = [(replace(self.template, words=(w,)), [j for j, o in enumerate(own) if o == w])
+                      for w in dict.fromkeys(own)]
+        else:
+            groups = [(self.template, list(range(len(keep))))]
+        found, missing = [{} for _ in keep], []
+        for spec, js in groups:
+            sub_ids, sub_captions = [ids[j] for j in js], [captions[j] for j in js]
+            res = measure_captions(self.denoiser, images[js], sub_ids, sub_captions, spec)
+            attention = word_attention(self.denoiser, self.denoiser.encode(images[js], ids=sub_ids), sub_ids,
+                                       sub_captions, spec.words, steps=self.attention_steps, seed=spec.seed) \
+                if self.attention_steps else {}
+            for n, j in enumerate(js):
+                for w in spec.words:
+                    if self.row_words and not bool(res.present[w][n]):
+                        missing.append({"id": ids[j], "error": unmeasurable_word(captions[j], w, tok)})
+                    elif self.row_words or contains_word(captions[j], w, tok):
+                        found[j][w] = (res.cmi[w], n, attention[w][0][n] if attention else None)
+        if missing:
+            self._fail(missing)
+        return found
 
     def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep].to(self.device)
         captions = [batch["caption"][k] for k in keep]
-        res = measure_captions(self.denoiser, images, ids, captions, self.spec)
         shape = tuple(self.denoiser.encode(images[:1], ids=ids[:1]).shape[1:])
-        attention = word_attention(self.denoiser, self.denoiser.encode(images, ids=ids), ids, captions,
-                                   self.spec.words, steps=self.attention_steps, seed=self.spec.seed) \
-            if self.attention_steps else {}
         tok = self.denoiser.tokenizer
         samples = []
-        for k, (i, caption) in enumerate(zip(ids, captions)):
-            words = [w for w in self.spec.words if contains_word(caption, w, tok)]
-            out = self.regenerate(i, [caption] + [without_words(caption, [w], self.spec.condition, tok) for w in words],
-                                  shape)
+        for k, (i, caption, words) in enumerate(zip(ids, captions, self._measured_words(batch, keep, ids, images,
+                                                                                          captions))):
+            if not words:  # a row_words row whose word could not be measured: failed above
+                continue
+            out = self.regenerate(i, [caption] + [without_words(caption, [w], self.template.condition, tok)
+                                                  for w in words], shape)
             sample = {"id": i, "words": {}}
-            for j, w in enumerate(words):
-                est = res.cmi[w]
+            for j, (w, (est, n, att)) in enumerate(words.items()):
                 change, change_map = image_change(out[:1], out[j + 1:j + 2])
-                r_pixel = float(pearson(est.map[k].flatten().cpu(), change_map[0].flatten().cpu()))
-                sample["words"][w] = {"cmi": (est.value[k], est.stderr[k]), "change": change[0],
+                r_pixel = float(pearson(est.map[n].flatten().cpu(), change_map[0].flatten().cpu()))
+                sample["words"][w] = {"cmi": (est.value[n], est.stderr[n]), "change": change[0],
                                       "r_pixel": r_pixel if r_pixel == r_pixel else None}  # None: a map is constant
-                if attention:
-                    att = attention[w][0][k]
+                if att is not None:
                     r_att = float(pearson(att.flatten().cpu(), change_map[0].flatten().cpu()))
                     sample["words"][w].update(attention=att.sum(), r_pixel_attention=r_att if r_att == r_att else None)
-                self._log_example(images[k], i, out[0], out[j + 1], change_map[0], est.map[k], w)
+                self._log_example(images[k], i, out[0], out[j + 1], change_map[0], est.map[n], w)
             samples.append(sample)
         return samples
 
     def update_metrics(self, records: list[dict]) -> None:
-        for w in self.spec.words:
+        for w in self.words:
             got = [(r["id"], r["words"][w]) for r in records if w in r["words"]]
             if not got:
                 continue
@@ -153,10 +213,10 @@ class PromptIntervention(TextToImageJob):
     # ---- the correlations ----------------------------------------------------------
     def results(self) -> dict:
         def correlations(image: torch.Tensor, pixel: torch.Tensor) -> dict:
-            return change_correlations(image, pixel, self.n_boot, self.level, self.spec.seed)
+            return change_correlations(image, pixel, self.n_boot, self.level, self.template.seed)
 
         per_word, images, pixels, att_images, att_pixels = {}, [], [], [], []
-        for w in self.spec.words:  # every rank, same order: each compute is one synchronisation
+        for w in self.words:  # every rank, same order: each compute is one synchronisation
             im, px = self.image_rows[w].rows(), self.pixel_rows[w].rows()
             per_word[w] = correlations(im, px)
             images.append(im)
@@ -178,7 +238,7 @@ class PromptIntervention(TextToImageJob):
                 if "attention" in r and r["attention"][level] is not None:
                     logged[f"{prefix}/attention_{level}_r"] = r["attention"][level]["r"]
         log_scalars(self.trainer, logged, step=0)
-        return {"sampler": sampler_name(self.denoiser), "steps": self.steps, "condition": self.spec.condition,
+        return {"sampler": sampler_name(self.denoiser), "steps": self.steps, "condition": self.template.condition,
                 "all_words": pooled, "words": per_word}
 
     def report_lines(self, results: dict) -> list[str]:
