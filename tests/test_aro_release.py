@@ -20,7 +20,7 @@ from infodiff_lightning.data.aro_order import (case_rng, order_candidates, pre_c
                                               treebank_tokens, trigrams)
 from infodiff_lightning.data.ranking_files import RankingFiles
 from job_helpers import records
-from test_coco_it_release import save_tiny_sd
+from tiny_families import save_tiny_sd
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)

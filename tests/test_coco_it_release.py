@@ -19,8 +19,7 @@ from infodiff_lightning.data.coco_it import COCO_IT_COLUMNS, read_coco_it
 from infodiff_lightning.data.localization_files import LocalizationData
 from infodiff_lightning.data.world_export import rle_encode
 from job_helpers import records
-import tiny_families
-import tiny_models
+from tiny_families import save_tiny_sd
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 32  # square images at the world model's size: masks and images are compared pixel for pixel
@@ -160,21 +159,6 @@ def test_coco100_it_is_read_by_name_with_the_same_columns(coco_it, tmp_path):
 
 
 # ---- the jobs on the released layout: bundled world model (1 and 2 processes), tiny SD ---------
-
-def save_tiny_sd(folder: Path, words) -> Path:
-    """tiny_models' Stable Diffusion pipeline (VAE, 2-layer CLIP, cross-attention UNet, PNDM)
-    whose tokenizer holds ``words`` and tiny_families' job words as single tokens in a
-    32-token window: the released fixtures' captions reach the model whole (the adapter
-    tests' pipeline knows 13 words in 16 tokens and would cut them off)."""
-    from diffusers import StableDiffusionPipeline
-
-    tok = tiny_families.clip_tokenizer(tiny_families.JOB_TOKENS, sorted(set(tiny_families.JOB_WORDS) | set(words)))
-    parts = {**tiny_models.build_sd_components(), "tokenizer": tok,
-             "text_encoder": tiny_models.build_text_encoder(tok, max_tokens=tiny_families.JOB_TOKENS)}
-    StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(folder)
-    return folder
-
 
 def job(config: str, tmp: Path, name: str, devices: int, *extra: str, pretrained: Path = ROOT / "models/world",
         status: int = 0, threads: int | None = None) -> Path:

@@ -105,3 +105,18 @@ def save_flux_for_jobs(folder: str | Path, max_tokens: int = JOB_TOKENS) -> Path
              "transformer": tiny_flux.build_flux_transformer()}
     FluxPipeline(**parts).save_pretrained(folder)
     return Path(folder)
+
+
+def save_tiny_sd(folder: Path, words) -> Path:
+    """tiny_models' Stable Diffusion pipeline (VAE, 2-layer CLIP, cross-attention UNet, PNDM)
+    whose tokenizer holds ``words`` and tiny_families' job words as single tokens in a
+    32-token window: the released fixtures' captions reach the model whole (the adapter
+    tests' pipeline knows 13 words in 16 tokens and would cut them off)."""
+    from diffusers import StableDiffusionPipeline
+
+    tok = clip_tokenizer(JOB_TOKENS, sorted(set(JOB_WORDS) | set(words)))
+    parts = {**tiny_models.build_sd_components(), "tokenizer": tok,
+             "text_encoder": tiny_models.build_text_encoder(tok, max_tokens=JOB_TOKENS)}
+    StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return folder
