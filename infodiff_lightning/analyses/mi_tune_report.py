@@ -23,11 +23,11 @@ def _per_prompt(score: dict, category: str) -> dict[int, float]:
     return per_prompt_rates([it["outcomes"] for it in items], [it["prompt"] for it in items], category)
 
 
-def compare(scores: dict[str, dict], prefix: str, arms: list[str]) -> dict:
-    """Per category and arm (and the base model): rate and interval, the paired difference
-    from random, and (for MI-type arms, with a truth arm) the recovered share."""
+def compare(scores: dict[str, dict], prefix: str, arms: list[str], base: bool = True) -> dict:
+    """Per category and arm (and the base model when ``base``): rate and interval, the paired
+    difference from random, and (for MI-type arms, with a truth arm) the recovered share."""
     out: dict = {}
-    names = ["base"] + [f"{prefix}/{a}" for a in arms]
+    names = (["base"] if base else []) + [f"{prefix}/{a}" for a in arms]
     for c in CATEGORIES:
         row: dict = {}
         control = _per_prompt(scores[f"{prefix}/random"], c) if f"{prefix}/random" in scores else {}
@@ -61,6 +61,7 @@ def report(scores: dict[str, dict], rounds: int, arms: list[str], cost: dict) ->
     for r in range(1, rounds + 1):
         prefix = f"round{r}"
         table = compare(scores, prefix, arms)
+        chosen = compare(scores, f"{prefix}/selected", arms, base=False)
         diversity = {a: {**scores[f"{prefix}/selected/{a}"]["diversity"],
                          "selected_aligned": scores[f"{prefix}/selected/{a}"]["categories"]["aligned"]["rate"],
                          "selected_aligned_no_dot":
@@ -69,7 +70,7 @@ def report(scores: dict[str, dict], rounds: int, arms: list[str], cost: dict) ->
                      for a in arms if f"{prefix}/selected/{a}" in scores}
         eval_diversity = {name.split("/")[-1]: scores[name]["diversity"]["within_prompt_distance"]
                           for name in ["base"] + [f"{prefix}/{a}" for a in arms] if name in scores}
-        result["rounds"][prefix] = {"categories": table, "selected_sets": diversity,
+        result["rounds"][prefix] = {"categories": table, "selected_categories": chosen, "selected_sets": diversity,
                                     "evaluation_within_prompt_distance": eval_diversity}
         md += [f"## Round {r}: alignment on the evaluation prompts (% of images, Wilson 95%)", "",
                "| category | " + " | ".join(["base", *arms]) + " |", "|---|" + "---:|" * (len(arms) + 1)]
@@ -104,6 +105,16 @@ def report(scores: dict[str, dict], rounds: int, arms: list[str], cost: dict) ->
                    "| category | truth gain (pp) | " + " | ".join(scored) + " |",
                    "|---|---:|" + "---:|" * len(scored)]
             for c, row in table.items():
+                rec = [row.get(a, {}).get("recovered") for a in scored]
+                gain = next((x["truth_gain"] for x in rec if x), None)
+                cells = ["-" if x is None or x["recovered"] is None else
+                         f"{_pct(x['recovered'])}% [{_pct(x['low'])}, {_pct(x['high'])}]" for x in rec]
+                md.append(f"| {c} | {'-' if gain is None else f'{100 * gain:+.1f}'} | " + " | ".join(cells) + " |")
+        if scored and "truth" in arms:
+            md += ["", "### The selected sets themselves: share of the truth set's alignment gain over the random set "
+                   "(95% bootstrap over prompts)", "", "| category | truth gain (pp) | " + " | ".join(scored) + " |",
+                   "|---|---:|" + "---:|" * len(scored)]
+            for c, row in chosen.items():
                 rec = [row.get(a, {}).get("recovered") for a in scored]
                 gain = next((x["truth_gain"] for x in rec if x), None)
                 cells = ["-" if x is None or x["recovered"] is None else
