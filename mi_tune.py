@@ -1,7 +1,7 @@
 """Information-guided fine-tuning (MI-TUNE, Wang et al. ICLR 2025) on the embedded world, end to end.
 
     python mi_tune.py                                   # the configs' sizes (docs/mi_tune.md)
-    python mi_tune.py --out runs/mi_tune --candidates 12 --eval_candidates 4   # the experiment of docs/mi_tune.md
+    OMP_NUM_THREADS=1 python mi_tune.py --out runs/mi_tune --candidates 8 --eval_candidates 2   # docs/mi_tune.md
     python mi_tune.py --prompts 6 --candidates 2 --sampler_steps 2 --train_steps 2 ...   # a tiny smoke run
     python mi_tune.py --out runs/mi_tune --report_only        # the tables of what has finished so far
 
