@@ -102,7 +102,7 @@ def test_the_macro_accuracy_is_the_mean_over_subgroups_not_over_items():
 # images a far class was dropped at 8 draws on 55-75% of them and by 16 draws on 98-99%
 # (iid and paired). Both designs of the draws are run, whatever the library's default is.
 
-SAMPLER_OF_DESIGN = {"iid": TruncatedLogistic(), "paired": TruncatedLogistic(stratified=True)}
+SAMPLER_OF_SCHEME = {"iid": TruncatedLogistic(), "paired": TruncatedLogistic(stratified=True)}
 FAR = 20.0
 
 
@@ -129,11 +129,11 @@ def test_the_elimination_rule_drops_a_candidate_only_beyond_z_standard_errors_of
     assert separated_from_leader(scores, active, "iid", z=0.1).tolist() == [[False, True, True, False]]
 
 
-@pytest.mark.parametrize("design", SAMPLER_OF_DESIGN)
+@pytest.mark.parametrize("design", SAMPLER_OF_SCHEME)
 def test_a_far_candidate_is_dropped_early_and_a_close_one_kept_to_the_maximum(design):
     denoiser, x, candidates = known_answer()
     r = rank_adaptively(denoiser, x, list(range(len(x))), candidates, round_draws=4, min_draws=8, max_draws=32,
-                        sampler=SAMPLER_OF_DESIGN[design])
+                        sampler=SAMPLER_OF_SCHEME[design])
     # 200 nats behind: dropped at one of the first looks (8, 12 or 16 draws), never before 8
     assert ((r.draws[:, 2:] >= 8) & (r.draws[:, 2:] <= 16)).all()
     # 0.00125 nats apart: never separated, both measured on every draw up to the maximum
@@ -143,12 +143,12 @@ def test_a_far_candidate_is_dropped_early_and_a_close_one_kept_to_the_maximum(de
     assert torch.equal(r.n_evals, r.draws.sum(1)) and r.total_evals == int(r.n_evals.sum())
 
 
-@pytest.mark.parametrize("design", SAMPLER_OF_DESIGN)
+@pytest.mark.parametrize("design", SAMPLER_OF_SCHEME)
 def test_an_image_with_one_clear_winner_stops_long_before_the_maximum(design):
     denoiser, x, candidates = known_answer()
     clear = [[c[0], c[2], c[3]] for c in candidates]  # "zero" against the two far classes only
     r = rank_adaptively(denoiser, x, list(range(len(x))), clear, round_draws=4, min_draws=8, max_draws=64,
-                        sampler=SAMPLER_OF_DESIGN[design])
+                        sampler=SAMPLER_OF_SCHEME[design])
     assert (r.image_draws <= 16).all() and (r.prediction == 0).all()
     assert correct(r.decision_scores(), [0] * len(x)).all()
     # the scores are relative to the choice: 0 for it, far below for the far classes
