@@ -101,25 +101,10 @@ def report(scores: dict[str, dict], rounds: int, arms: list[str], cost: dict) ->
             md.append(f"| {c} | " + " | ".join(cells) + " |")
         scored = [a for a in arms if a in SCORED_ARMS]
         if scored and "truth" in arms:
-            md += ["", "### Share of the truth-selected gain over random recovered (95% bootstrap over prompts)", "",
-                   "| category | truth gain (pp) | " + " | ".join(scored) + " |",
-                   "|---|---:|" + "---:|" * len(scored)]
-            for c, row in table.items():
-                rec = [row.get(a, {}).get("recovered") for a in scored]
-                gain = next((x["truth_gain"] for x in rec if x), None)
-                cells = ["-" if x is None or x["recovered"] is None else
-                         f"{_pct(x['recovered'])}% [{_pct(x['low'])}, {_pct(x['high'])}]" for x in rec]
-                md.append(f"| {c} | {'-' if gain is None else f'{100 * gain:+.1f}'} | " + " | ".join(cells) + " |")
-        if scored and "truth" in arms:
-            md += ["", "### The selected sets themselves: share of the truth set's alignment gain over the random set "
-                   "(95% bootstrap over prompts)", "", "| category | truth gain (pp) | " + " | ".join(scored) + " |",
-                   "|---|---:|" + "---:|" * len(scored)]
-            for c, row in chosen.items():
-                rec = [row.get(a, {}).get("recovered") for a in scored]
-                gain = next((x["truth_gain"] for x in rec if x), None)
-                cells = ["-" if x is None or x["recovered"] is None else
-                         f"{_pct(x['recovered'])}% [{_pct(x['low'])}, {_pct(x['high'])}]" for x in rec]
-                md.append(f"| {c} | {'-' if gain is None else f'{100 * gain:+.1f}'} | " + " | ".join(cells) + " |")
+            md += _recovered_table("Share of the truth-selected gain over random recovered (95% bootstrap over prompts)",
+                                   table, scored)
+            md += _recovered_table("The selected sets themselves: share of the truth set's alignment gain over the "
+                                   "random set (95% bootstrap over prompts)", chosen, scored)
         md += ["", "### Selected sets", "",
                "| arm | images | aligned (dot) | aligned (no dot) | pairwise distance | distinct readings |",
                "|---|---:|---:|---:|---:|---:|"]
@@ -132,3 +117,17 @@ def report(scores: dict[str, dict], rounds: int, arms: list[str], cost: dict) ->
     for stage, c in cost.items():
         md.append(f"| {stage} | {c['unet_inputs']} | {c['seconds'] / 60:.1f} |")
     return {"json": result, "markdown": "\n".join(md) + "\n"}
+
+
+def _recovered_table(title: str, rows: dict, scored: list) -> list[str]:
+    """Markdown lines of a recovered-share table: per category, the truth gain and each
+    scored arm's recovered share with its bootstrap interval."""
+    md = ["", f"### {title}", "", "| category | truth gain (pp) | " + " | ".join(scored) + " |",
+          "|---|---:|" + "---:|" * len(scored)]
+    for c, row in rows.items():
+        rec = [row.get(a, {}).get("recovered") for a in scored]
+        gain = next((x["truth_gain"] for x in rec if x), None)
+        cells = ["-" if x is None or x["recovered"] is None else
+                 f"{_pct(x['recovered'])}% [{_pct(x['low'])}, {_pct(x['high'])}]" for x in rec]
+        md.append(f"| {c} | {'-' if gain is None else f'{100 * gain:+.1f}'} | " + " | ".join(cells) + " |")
+    return md
