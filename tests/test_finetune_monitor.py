@@ -16,6 +16,8 @@ from infodiff_lightning.callbacks import InformationMonitor
 from infodiff_lightning.data import CaptionedShapesData
 from infodiff_lightning.denoisers import load_text_to_image
 from infodiff_lightning.integrate import Piecewise
+from infodiff_lightning.measurement import CaptionMetrics
+from infodiff_lightning.metrics import InformationMap
 from infodiff_lightning.measure import reference_range
 from infodiff_lightning.proposal import PROPOSAL_FILE, save_proposal
 from infodiff_lightning.models import TinyTextToImageSpec, build_tiny_text_to_image, save_components
@@ -226,6 +228,35 @@ def test_mmse_figure_curves_are_the_same_on_one_or_two_ranks(scratch_module, pro
     assert torch.allclose(rank0, whole[0::2], rtol=1e-6, atol=0)
     assert torch.allclose(rank1, whole[1::2], rtol=1e-6, atol=0)
 
+
+
+def test_mmse_figure_is_the_mean_over_the_first_mmse_images_probe_images(scratch_module, probe):
+    # mmse_images=2 of a 4-image probe: the logged curves are the mean of images 0 and 1
+    # only, also when the probe is split over two ranks (rank 0 holds images 0 and 2, rank 1
+    # images 1 and 3, so each rank contributes one image and the summed states hold two).
+    monitor = InformationMonitor(words=["blue"], probe_size=4, mmse_points=3, mmse_eps=1, mmse_images=2,
+                                 maps=False, n_draws=2)
+    monitor._probe = probe
+    denoiser = scratch_module.denoiser
+    alphas = torch.linspace(-3.0, 3.0, 3, dtype=torch.float64)
+    x = denoiser.encode(torch.stack([it["image"] for it in probe]))
+    with torch.no_grad():
+        per_image = monitor.mmse_per_image(denoiser, x, probe, alphas)
+        totals = []
+        for rank in (0, 1):
+            curve = InformationMap((2, 3))
+            monitor._measure_local(denoiser, probe[rank::2], CaptionMetrics(monitor.spec), curve, alphas)
+            totals.append((curve.total, curve.count))
+    total, count = totals[0][0] + totals[1][0], totals[0][1] + totals[1][1]
+    assert float(count) == 2
+    per_image = per_image.double()
+    assert torch.allclose(total / count, per_image[:2].mean(0), rtol=1e-6, atol=0)
+    assert not torch.allclose(total / count, per_image.mean(0), rtol=1e-3, atol=0)  # images 2, 3 left out
+
+
+def test_mmse_images_below_one_is_refused():
+    with pytest.raises(ValueError, match="mmse_images must be >= 1"):
+        InformationMonitor(words=["blue"], mmse_images=0)
 
 def test_single_probe_image_logs_its_own_stderr_never_zero(scratch_module, probe):
     # One probe image ("a blue square on the bottom"): with one image there is no spread

@@ -10,8 +10,9 @@ only because the model changed:
 - info/pid/<w1>+<w2>/<term>/value, ...      conditional PID terms of word pairs (if pairs)
 - figure info/maps/<word>                   image | CMI map (colour scale in nats) | overlay,
                                             for the first probe image with the word
-- figure info/mmse                          MMSE of null and full caption over log-SNR
-                                            (eps keyed by probe id: the same on any number of ranks)
+- figure info/mmse                          MMSE of null and full caption over log-SNR, mean over
+                                            the first ``mmse_images`` probe images (eps keyed by
+                                            probe id: the same on any number of ranks)
 - info/monitor/time_share, info/monitor/ema share of wall time spent here; 1 if EMA weights measured
 
 Each measurement is also appended to ``monitor.jsonl`` in the run folder (step, EMA flag,
@@ -19,7 +20,8 @@ the summary {tag: {mean, stderr, images}}): the curves as data. ``at_fit_start``
 measurement at step 0, the "before" of a fine-tuning run.
 
 Cost: ``max_time_share`` (default 0.05) bounds the monitor's share of the run's wall time.
-The monitor times its own work (measurements and the start-up check of the probe) and the
+The monitor times its own work (measurements, their logging and figures, and the start-up
+check of the probe) and the
 wall time since fit start; a scheduled measurement is skipped when taking it, at the cost
 of the previous measurement, would lift the cumulative share above ``max_time_share``.
 The run's first measurement and a final one at the last step are always taken, so the
@@ -88,6 +90,10 @@ class InformationMonitor(Callback):
             ``max_draws``); None (both): a fixed ``n_draws``.
         condition: how a word is removed: "delete", "placeholder" or "mask".
         maps: log CMI heat-map overlays; mmse_points: alpha grid size for the MMSE figure (0: off).
+        mmse_images: the MMSE figure's curves are the mean over the first this many probe
+            images (default 8; None: every probe image). The figure shows the curves' shape;
+            at every probe image it cost as much as a fifth of a measurement of the demo's
+            48-image probe (BENCHMARKS.md "The monitor's share").
         use_ema: measure the EMA weights when the module keeps them.
         seed, microbatch: draws seed; denoiser inputs per call (None: the model's default).
     """
@@ -96,6 +102,7 @@ class InformationMonitor(Callback):
                  every_n_steps: int | None = 50, at_validation_end: bool = False, at_fit_start: bool = False,
                  max_time_share: float | None = 0.05, n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
+                 mmse_images: int | None = 8,
                  use_ema: bool = True, seed: int = 0, microbatch: int | None = None,
                  target_stderr: float | None = None, target_relative: float | None = None, max_draws: int = 256):
         if every_n_steps is not None and every_n_steps < 1:
@@ -104,6 +111,9 @@ class InformationMonitor(Callback):
             raise ValueError("InformationMonitor: no cadence: set every_n_steps and/or at_validation_end")
         if probe_size < 1:
             raise ValueError(f"InformationMonitor: probe_size must be >= 1, got {probe_size}")
+        if mmse_images is not None and mmse_images < 1:
+            raise ValueError(f"InformationMonitor: mmse_images must be >= 1 (or null for every probe image), "
+                             f"got {mmse_images}")
         if max_time_share is not None and not 0 < max_time_share <= 1:
             raise ValueError(f"InformationMonitor: max_time_share must be in (0, 1] (or null for the fixed cadence), "
                              f"got {max_time_share}")
@@ -114,7 +124,7 @@ class InformationMonitor(Callback):
             raise ValueError(f"InformationMonitor: {e}") from None
         self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
         self.at_fit_start, self.max_time_share = at_fit_start, max_time_share
-        self.mmse_points, self.mmse_eps, self.use_ema = mmse_points, mmse_eps, use_ema
+        self.mmse_points, self.mmse_eps, self.mmse_images, self.use_ema = mmse_points, mmse_eps, mmse_images, use_ema
         # Saved with the checkpoint, so a resumed run neither repeats a point nor restarts
         # its time accounting (the share is over the whole run, across resumes).
         self.history: list[int] = []  # steps measured
@@ -235,13 +245,16 @@ class InformationMonitor(Callback):
     def measure(self, trainer, pl_module, record: bool = True) -> dict:
         """Measure the probe now; returns the summary {tag: {"mean", "stderr", "images"}}.
 
-        Its time is added to the monitor's (and is the predicted cost of the next one)
-        before logging, so the logged share includes it."""
+        Its time, logging and figures included, is added to the monitor's and is the
+        predicted cost of the next one. The logged share counts the measurement and the
+        previous measurements' logging (this one's is still under way when it is logged)."""
         t0 = self.clock()
         summary, mmse, local_maps, alphas, on_ema = self._measure_probe(trainer, pl_module)
-        self.last_seconds = self.clock() - t0
-        self.monitor_seconds += self.last_seconds
+        self.monitor_seconds += self.clock() - t0
+        t_log = self.clock()
         self._log(trainer, summary, mmse, local_maps, alphas, on_ema)
+        self.monitor_seconds += self.clock() - t_log
+        self.last_seconds = self.clock() - t0
         if record:
             self.history.append(trainer.global_step)
         return summary
@@ -285,7 +298,12 @@ class InformationMonitor(Callback):
                          f"(probe image {ids[k]})")
                 local_maps[w] = (items[k]["image"], est.map[k], title)
         if curve is not None:
-            curve.update(self.mmse_per_image(denoiser, denoiser.encode(images, ids=ids), items, alphas))
+            # the first mmse_images of the whole probe, wherever their rank measures them
+            first = {it["id"] for it in self._probe[:self.mmse_images]}
+            rows = [k for k, it in enumerate(items) if it["id"] in first]
+            if rows:
+                x = denoiser.encode(images[rows], ids=[ids[k] for k in rows])
+                curve.update(self.mmse_per_image(denoiser, x, [items[k] for k in rows], alphas))
         return local_maps
 
     def mmse_per_image(self, denoiser, x, items, alphas) -> torch.Tensor:
