@@ -56,6 +56,10 @@ class DiffusionFineTuner(L.LightningModule):
         lora_alpha: LoRA scaling numerator (default: lora_rank).
         lora_targets: module names to adapt (default: the adapter's ``lora_targets``, the
             attention projections of its family).
+        init_lora: start the LoRA from this adapter (a ``unet_lora/`` or ``transformer_lora/``
+            folder exported by an earlier LoRA run of the same base model) instead of a fresh
+            one: its weights, rank and targets are continued (MI-TUNE's later rounds).
+            ``lora_rank`` must equal the adapter's rank; ``lora_targets`` must be unset.
         train_text_encoder: also train the (first) text encoder (frozen by default; the VAE always is).
         ema_decay: keep an EMA of the trained weights (None: off).
         min_snr_gamma: Min-SNR loss weighting (None: uniform; DDPM-type models only).
@@ -74,8 +78,8 @@ class DiffusionFineTuner(L.LightningModule):
 
     def __init__(self, pretrained: str | None = None, revision: str | None = None, variant: str | None = None,
                  scratch: TinyTextToImageSpec | None = None, lora_rank: int = 0, lora_alpha: float | None = None,
-                 lora_targets: Sequence[str] | None = None, train_text_encoder: bool = False,
-                 ema_decay: float | None = None, min_snr_gamma: float | None = None,
+                 lora_targets: Sequence[str] | None = None, init_lora: str | None = None,
+                 train_text_encoder: bool = False, ema_decay: float | None = None, min_snr_gamma: float | None = None,
                  flow_time_density: str | None = None, logit_mean: float = 0.0, logit_std: float = 1.0,
                  gradient_checkpointing: bool = False, learning_rate: float = 1e-4, weight_decay: float = 1e-2,
                  warmup_steps: int = 0, lr_schedule: str = "constant", caption_dropout: float = 0.1,
@@ -88,6 +92,9 @@ class DiffusionFineTuner(L.LightningModule):
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
         if lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
+        if init_lora is not None and (lora_rank == 0 or lora_targets is not None):
+            raise ValueError("init_lora continues an adapter: set lora_rank to its rank and leave lora_targets unset "
+                             f"(got lora_rank={lora_rank}, lora_targets={lora_targets})")
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
         self.save_hyperparameters()
@@ -119,9 +126,12 @@ class DiffusionFineTuner(L.LightningModule):
             from peft import LoraConfig
 
             self.backbone.requires_grad_(False)
-            targets = list(lora_targets if lora_targets is not None else adapter.lora_targets)
-            self.backbone.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
-                                                 init_lora_weights="gaussian", target_modules=targets))
+            if init_lora is not None:
+                self._continue_lora(init_lora, lora_rank)
+            else:
+                targets = list(lora_targets if lora_targets is not None else adapter.lora_targets)
+                self.backbone.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
+                                                     init_lora_weights="gaussian", target_modules=targets))
         trained_text = adapter.text_encoders()[0] if train_text_encoder else None
         if trained_text is not None:
             trained_text.requires_grad_(True)
@@ -137,6 +147,17 @@ class DiffusionFineTuner(L.LightningModule):
         self.ema = EMAWeights(self.trainable_parameters(), ema_decay) if ema_decay is not None else None
         # Frozen weights come from `pretrained`; checkpoints keep only what training changes.
         self.strict_loading = False
+
+    def _continue_lora(self, folder: str, rank: int) -> None:
+        """Load the adapter in ``folder`` as the trained LoRA (named "default", the name the
+        export saves) and make its weights trainable; its rank must be ``rank``."""
+        self.adapter.load_lora(folder, adapter_name="default")
+        got = self.backbone.peft_config["default"].r
+        if got != rank:
+            raise ValueError(f"init_lora: the adapter in {folder} has rank {got}, but lora_rank is {rank}")
+        for name, p in self.backbone.named_parameters():
+            if "lora_" in name:  # peft's lora_A / lora_B weights of the "default" adapter
+                p.requires_grad_(True)
 
     # ---- what is trained ------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
