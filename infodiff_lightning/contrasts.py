@@ -6,7 +6,7 @@ For images x with captions c and tracked words / word pairs, the condition colum
 
 and the contrasts (reference -> condition) give, with shared draws:
 
-    MI        io(x; c)             null      -> c
+    MI        io(x; c)             null      -> c          (unless mi=False: no null column then)
     CMI       io(x; w | c - w)     c - w     -> c
     CPID      i1 = io(x; w1 | c - w1 - w2): c - w1 - w2 -> c - w2,  i2 likewise,
               i12 = io(x; w1, w2 | c - w1 - w2): c - w1 - w2 -> c; then pid_from_terms.
@@ -113,7 +113,7 @@ class Measured:
 class ContrastResult:
     """MI, per-word CMI and per-pair PID of a batch, keyed by word / pair."""
 
-    mi: Estimate
+    mi: Estimate | None = None  # None: the caption MI was not measured (mi=False)
     cmi: dict[str, Estimate] = field(default_factory=dict)
     pid: dict[tuple[str, str], PIDEstimate] = field(default_factory=dict)
     present: dict = field(default_factory=dict)  # word or (w1, w2) -> (N,) bool
@@ -121,8 +121,9 @@ class ContrastResult:
     draws: Tensor | None = None  # (N,) draws each image took
 
     def measured(self) -> Iterator[Measured]:
-        """Every quantity under its tag, in a fixed order (MI, words, pairs)."""
-        yield Measured(mi_tag(), self.mi, torch.ones(self.mi.value.shape[0], dtype=torch.bool))
+        """Every quantity measured, under its tag, in a fixed order (MI, words, pairs)."""
+        if self.mi is not None:
+            yield Measured(mi_tag(), self.mi, torch.ones(self.mi.value.shape[0], dtype=torch.bool))
         for w, est in self.cmi.items():
             yield Measured(cmi_tag(w), est, self.present[w])
         for (w1, w2), est in self.pid.items():
@@ -130,23 +131,26 @@ class ContrastResult:
 
 
 def caption_columns(denoiser: TextDenoiser, captions: Sequence[str], words: Sequence[str] = (),
-                    pairs: Sequence[Sequence[str]] = (), method: str = "delete"):
+                    pairs: Sequence[Sequence[str]] = (), method: str = "delete", mi: bool = True):
     """The condition columns and named contrasts of MI, per-word CMI and per-pair PID of
     captioned images, and where each word is seen: (columns, contrasts, sees) with
-    contrasts "mi", ("cmi", w), ("i1"|"i2"|"i12", w1, w2) -> (reference, condition)."""
+    contrasts "mi", ("cmi", w), ("i1"|"i2"|"i12", w1, w2) -> (reference, condition).
+    ``mi`` False: no null column and no "mi" contrast (the other columns and contrasts are
+    the same)."""
     tok = denoiser.tokenizer
     # whether the model sees each tracked word in each caption: tokenized once, used for the
     # columns and for the masks of where each quantity is defined
     sees = {w: [measurable(c, w, tok) for c in captions] for w in dict.fromkeys(list(words) + [w for p in pairs
                                                                                           for w in p])}
-    cols = {"null": denoiser.null_conditions(len(captions)), "full": list(captions)}
+    cols = {"null": denoiser.null_conditions(len(captions))} if mi else {}
+    cols["full"] = list(captions)
     for w, seen in sees.items():
         cols[f"-{w}"] = [_removed(c, [w] if s else [], method, tok) for c, s in zip(captions, seen)]
     for w1, w2 in pairs:
         cols[f"-{w1}-{w2}"] = [_removed(c, [w for w in (w1, w2) if sees[w][i]], method, tok)
                                for i, c in enumerate(captions)]
     # Each contrast by key: (reference column, condition column).
-    contrasts = {"mi": ("null", "full")}
+    contrasts = {"mi": ("null", "full")} if mi else {}
     contrasts.update({("cmi", w): (f"-{w}", "full") for w in words})
     for w1, w2 in pairs:
         ref = f"-{w1}-{w2}"
@@ -158,19 +162,24 @@ def caption_columns(denoiser: TextDenoiser, captions: Sequence[str], words: Sequ
 def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
                       pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws | DrawSpec,
                       ids: Sequence[int] | None = None, maps: bool = False,
-                      microbatch: int | None = None, precision: Precision | None = None) -> ContrastResult:
+                      microbatch: int | None = None, precision: Precision | None = None,
+                      mi: bool = True) -> ContrastResult:
     """MI, per-word CMI and per-pair conditional PID (orthogonal estimator, "mmi"
     redundancy) of captioned images, all from one pass over the shared ``draws`` (a
     :class:`~infodiff_lightning.measure.DrawSpec` keys them by ``ids``). Words are matched
     with the denoiser's tokenizer. With ``precision`` (adaptive.py), each image draws
-    rounds of ``draws.n_draws`` until every quantity meets it (``draws`` a DrawSpec, ``ids`` given)."""
+    rounds of ``draws.n_draws`` until every quantity meets it (``draws`` a DrawSpec, ``ids`` given).
+    ``mi`` False: the caption MI is not measured (no null column: N x S fewer denoiser
+    inputs, and not watched under ``precision``); ``mi`` of the result is None."""
     captions = list(captions)
     pairs = [tuple(p) for p in pairs]
-    cols, contrasts, sees = caption_columns(denoiser, captions, words, pairs, method)
+    if not (mi or words or pairs):
+        raise ValueError("caption_contrasts: nothing to measure (mi=False and no words or pairs)")
+    cols, contrasts, sees = caption_columns(denoiser, captions, words, pairs, method, mi)
     map_kind = "orthogonal" if maps else None
     if precision is None:
         m = measure(denoiser, cols, contrasts, x=x, ids=ids, draws=draws, maps=map_kind, microbatch=microbatch)
-        out = _contrast_result(m, words, pairs)
+        out = _contrast_result(m, words, pairs, mi)
         out.draws = torch.full((len(captions),), m.errors.mse.shape[1], dtype=torch.long)
     else:
         if not isinstance(draws, DrawSpec) or ids is None:
@@ -178,7 +187,7 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
                              "and the images' ids")
         am = measure_adaptively(denoiser, cols, contrasts, precision=precision, ids=ids, seed=draws.seed,
                                 sampler=draws.sampler, x=x, maps=map_kind, microbatch=microbatch)
-        out = am.per_group(lambda m: _contrast_result(m, words, pairs))
+        out = am.per_group(lambda m: _contrast_result(m, words, pairs, mi))
         out.n_evals, out.draws = am.n_evals, am.draws
     for w in words:
         out.present[w] = torch.tensor(sees[w])
@@ -187,10 +196,11 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
     return out
 
 
-def _contrast_result(m: Measurement, words: Sequence[str], pairs: Sequence[tuple[str, str]]) -> ContrastResult:
-    """MI, CMI and PID estimates of one measurement of :func:`caption_columns`' contrasts
-    (every image with the same draw count)."""
-    out = ContrastResult(mi=m.estimate("mi"), n_evals=m.n_evals)
+def _contrast_result(m: Measurement, words: Sequence[str], pairs: Sequence[tuple[str, str]],
+                     mi: bool) -> ContrastResult:
+    """MI (when measured), CMI and PID estimates of one measurement of
+    :func:`caption_columns`' contrasts (every image with the same draw count)."""
+    out = ContrastResult(mi=m.estimate("mi") if mi else None, n_evals=m.n_evals)
     for w in words:
         out.cmi[w] = m.estimate(("cmi", w))
     for w1, w2 in pairs:

@@ -52,9 +52,13 @@ class MeasurementSpec:
             rounds of ``n_draws`` until every quantity's standard error is at most
             ``target_stderr`` nats or ``target_relative`` times its |value|, or
             ``max_draws`` is reached. None (both): a fixed ``n_draws`` per image. The
-            quantities watched are MI, each CMI and the three informations of each PID
-            (its terms' errors follow from theirs).
+            quantities watched are MI (when measured), each CMI and the three informations
+            of each PID (its terms' errors follow from theirs).
         max_draws: the most draws an image takes under a target.
+        mi: also measure the caption MI io(x; caption). False: no null-prompt column is
+            evaluated (one denoiser input fewer per image and draw), the MI is neither
+            measured nor watched, and it has no tag, metric or per-image column; the other
+            quantities come from the same draws and columns as with it.
     """
 
     words: tuple[str, ...] = ()
@@ -67,6 +71,7 @@ class MeasurementSpec:
     target_stderr: float | None = None
     target_relative: float | None = None
     max_draws: int = 256
+    mi: bool = True
 
     def __post_init__(self):
         words = tuple(str(w) for w in self.words)
@@ -86,6 +91,8 @@ class MeasurementSpec:
             raise ValueError(f"n_draws must be >= 2 for a standard error, got {self.n_draws}")
         if self.microbatch is not None and self.microbatch < 1:
             raise ValueError(f"microbatch must be >= 1 (or null for the model's default), got {self.microbatch}")
+        if not (self.mi or words or pairs):
+            raise ValueError("nothing to measure: mi is off and no words or pairs are given")
         self.precision  # validates the target options now, with their names
 
     @property
@@ -101,7 +108,7 @@ class MeasurementSpec:
     @property
     def tags(self) -> list[str]:
         """The tags measured, in the order they are reduced (every rank the same)."""
-        return [mi_tag()] + [cmi_tag(w) for w in self.words] + [pid_tag(*p) for p in self.pairs]
+        return ([mi_tag()] if self.mi else []) + [cmi_tag(w) for w in self.words] + [pid_tag(*p) for p in self.pairs]
 
     def check_captions(self, captions: Sequence[str], tokenizer: Any, what: str = "captions") -> None:
         """Raise a ValueError naming the word (or pair) that occurs in none of ``captions``:
@@ -117,13 +124,14 @@ class MeasurementSpec:
 
 def measure_captions(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], captions: Sequence[str],
                      spec: MeasurementSpec) -> ContrastResult:
-    """MI, CMI and PID of ``spec`` for captioned images: x = denoiser.encode(images), draws
-    keyed by (spec.seed, image id), one :func:`caption_contrasts` pass."""
+    """MI (unless ``spec.mi`` is False), CMI and PID of ``spec`` for captioned images:
+    x = denoiser.encode(images), draws keyed by (spec.seed, image id), one
+    :func:`caption_contrasts` pass."""
     ids = [int(i) for i in ids]
     x = denoiser.encode(images, ids=ids)
     return caption_contrasts(denoiser, x, captions, spec.words, spec.pairs, method=spec.condition, ids=ids,
                              draws=DrawSpec(spec.n_draws, spec.seed), maps=spec.maps, microbatch=spec.microbatch,
-                             precision=spec.precision)
+                             precision=spec.precision, mi=spec.mi)
 
 
 class CaptionMetrics(torch.nn.Module):
@@ -140,7 +148,7 @@ class CaptionMetrics(torch.nn.Module):
     def __init__(self, spec: MeasurementSpec):
         super().__init__()
         self.tags = spec.tags
-        metrics = {mi_tag(): PointwiseInformation()}
+        metrics = {mi_tag(): PointwiseInformation()} if spec.mi else {}
         metrics.update({cmi_tag(w): PointwiseInformation() for w in spec.words})
         metrics.update({pid_tag(*p): PartialInformation() for p in spec.pairs})
         self.metrics = torch.nn.ModuleDict(metrics)

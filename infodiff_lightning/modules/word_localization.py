@@ -62,8 +62,8 @@ class WordLocalization(TextToImageJob):
         condition: how the word is removed ("delete", "placeholder", "mask").
         n_draws, seed: draws per image, keyed by (seed, row id); with a target, per round.
         target_stderr, target_relative, max_draws: adaptive precision of each row (as for
-            CaptionAnalysis: its caption's MI and the word's CMI are both watched); the
-            record says how many draws the row took.
+            CaptionAnalysis, but only the word's CMI is watched: the caption's MI is not
+            measured); the record says how many draws the row took.
         threshold: one of THRESHOLDS to use as given (None: chosen on the selection rows).
         word_types: {type name: [words]}: each type's rows pooled (a word may be in several types).
         attention_steps: noise levels of the cross-attention baseline (0: no baseline).
@@ -85,8 +85,12 @@ class WordLocalization(TextToImageJob):
         if threshold is not None and threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(map(str, THRESHOLDS))} (or null: chosen on "
                              f"data.selection_root), got {threshold}")
+        # mi off: the job reads only the word's CMI and its map, so the caption's MI (a null
+        # column, one more denoiser input per draw, and under a target one more quantity to
+        # wait for) is not measured
         spec_args = {"condition": condition, "n_draws": n_draws, "seed": seed, "maps": True, "microbatch": microbatch,
-                     "target_stderr": target_stderr, "target_relative": target_relative, "max_draws": max_draws}
+                     "target_stderr": target_stderr, "target_relative": target_relative, "max_draws": max_draws,
+                     "mi": False}
         MeasurementSpec(("word",), **spec_args)  # validates condition, draws and targets, microbatch now
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
         self.word_types = {f"{TYPE}/{name}": frozenset(words) for name, words in (word_types or {}).items()}
