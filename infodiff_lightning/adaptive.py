@@ -135,11 +135,12 @@ def measure_adaptively(denoiser: Denoiser, columns: Mapping[str, Column],
                        contrasts: Mapping[Hashable, tuple[str, str]], *, precision: Precision, ids: Sequence[int],
                        seed: int = 0, sampler: AlphaSampler | None = None, x: Tensor | None = None,
                        images: Tensor | None = None, watch: Sequence[Hashable] | None = None,
-                       estimator: str = "orthogonal", maps: str | None = None,
+                       estimator: str | Sequence[str] = "orthogonal", maps: str | None = None,
                        microbatch: int | None = None) -> AdaptiveMeasurement:
     """:func:`~infodiff_lightning.measure.measure` in rounds until every ``watch``-ed
-    contrast (default: all) of each image meets ``precision`` (module docstring).
-    ``ids`` are required: they key each round's draws."""
+    contrast (default: all) of each image meets ``precision`` (module docstring), under
+    ``estimator`` (or under each of several estimators). ``ids`` are required: they key
+    each round's draws."""
     ids = [int(i) for i in ids]
     if (x is None) == (images is None):
         raise ValueError("measure_adaptively: give either x (clean inputs) or images (to encode), not both or neither")
@@ -149,6 +150,7 @@ def measure_adaptively(denoiser: Denoiser, columns: Mapping[str, Column],
     if len(ids) != n:
         raise ValueError(f"measure_adaptively: {len(ids)} ids for {n} images")
     watch = list(contrasts) if watch is None else list(watch)
+    estimators = [estimator] if isinstance(estimator, str) else list(estimator)
     if not watch or any(k not in contrasts for k in watch):
         raise ValueError(f"measure_adaptively: watch must name measured contrasts {list(contrasts)}, got {watch}")
 
@@ -175,7 +177,8 @@ def measure_adaptively(denoiser: Denoiser, columns: Mapping[str, Column],
         current = Measurement(x[active], acc, column_index, contrast_index, pairs)
         stop = torch.ones(active.numel(), dtype=torch.bool)
         for key in watch:
-            stop &= precise_enough(current.estimate(key, estimator), precision)
+            for name in estimators:
+                stop &= precise_enough(current.estimate(key, name), precision)
         if int(draws[active[0]]) + precision.round_draws > precision.max_draws:
             stop[:] = True
         if bool(stop.any()):
