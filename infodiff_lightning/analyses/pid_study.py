@@ -15,11 +15,16 @@ Pairs come as a list, or as two word lists whose cross product is studied (for
 example occupations x gendered words). The dataset value of a term is its mean over
 the images of the pair, with the standard error over images (which holds the draw
 noise of each image) and a normal interval; pairs are ranked by one term.
+
+Adaptive precision (adaptive.py): with a target, each image draws rounds of ``n_draws``
+until the three informations i1, i2, i12 of every pair measured in its pass meet it (or
+``max_draws``); the PID terms' errors follow from theirs. :class:`PairPID` says how many
+draws each image took for the pair.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Collection, Mapping, Sequence
 
@@ -88,11 +93,12 @@ def measure_pair(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], cap
                  pair: tuple[str, str], *, context: str = "caption", condition: str = "delete", n_draws: int = 32,
                  seed: int = 0, maps: bool = False, microbatch: int | None = None) -> PIDEstimate:
     """Per-image PID of ``pair`` (every caption must hold both words), draws keyed by
-    (seed, image id) through the shared measurement path."""
+    (seed, image id) through the shared measurement path (the caption MI, which the PID
+    does not use, is not measured)."""
     missing = [c for c in captions if not holds_pair(c, pair, denoiser.tokenizer)]
     if missing:
         raise ValueError(f"measure_pair: {len(missing)} captions lack a word of {list(pair)}, e.g. {missing[0]!r}")
-    spec = MeasurementSpec((), (pair,), condition, n_draws, seed, maps, microbatch)
+    spec = MeasurementSpec((), (pair,), condition, n_draws, seed, maps, microbatch, mi=False)
     return measure_captions(denoiser, images, ids, pair_captions(captions, pair, context), spec).pid[pair]
 
 
@@ -100,31 +106,44 @@ def measure_pair(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], cap
 class PairPID:
     """The PID of one pair on the images of a batch whose caption holds both words:
     ``rows`` (their positions in the batch, in batch order), ``values`` and ``stderrs``
-    (n, 4) in the order of ``PID_TERMS``, ``maps`` (n, 4, *map_shape) or None."""
+    (n, 4) in the order of ``PID_TERMS``, ``maps`` (n, 4, *map_shape) or None, ``draws``
+    (n,) the draws each image took for the pair (``n_draws`` without a target)."""
 
     rows: list[int]
     values: Tensor
     stderrs: Tensor
     maps: Tensor | None
+    draws: Tensor
 
 
 def measure_pairs(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], captions: Sequence[str],
                   pairs: Sequence[tuple[str, str]], *, context: str = "caption", condition: str = "delete",
                   n_draws: int = 32, seed: int = 0, maps: Collection[tuple[str, str]] = (),
-                  microbatch: int | None = None) -> dict[tuple[str, str], PairPID]:
+                  microbatch: int | None = None, target_stderr: float | None = None,
+                  target_relative: float | None = None,
+                  max_draws: int = MeasurementSpec.max_draws) -> dict[tuple[str, str], PairPID]:
     """Per-image PID of every pair of ``pairs`` on the images whose caption holds both of
     its words, draws keyed by (seed, image id); a pair no caption holds is left out.
 
     ``context="caption"``: every pair of an image is measured in one pass, with shared
     draws (:func:`measure_captions`); images are grouped by the set of pairs their caption
-    holds and each group is one pass, so an image costs its own columns only (null,
-    caption, the caption without each of its pair words, without each of its pairs).
+    holds and each group is one pass, so an image costs its own columns only (caption, the
+    caption without each of its pair words, without each of its pairs; no null column: the
+    caption MI is not measured).
     ``context="none"``: each pair has its own captions (the two words alone), so each
     pair is one pass. The numbers are those of :func:`measure_pair` per pair (the same
     draws; only the micro-batches the denoiser sees differ). ``maps``: the pairs whose
-    maps are computed."""
+    maps are computed.
+
+    ``target_stderr``, ``target_relative``, ``max_draws``: adaptive precision (as
+    :class:`~infodiff_lightning.measurement.MeasurementSpec`, which validates them): each
+    image draws rounds of ``n_draws`` until the informations i1, i2, i12 of every pair of
+    its pass meet the target. With ``context="caption"`` that is every pair its caption
+    holds, so its pairs share its draw count; with ``"none"`` each pair stops on its own."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    template = MeasurementSpec((), tuple(pairs), condition, n_draws, seed, False, microbatch, target_stderr,
+                               target_relative, max_draws, mi=False)
     ids = [int(i) for i in ids]
     held = [tuple(p for p in pairs if holds_pair(c, p, denoiser.tokenizer)) for c in captions]
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
@@ -137,25 +156,26 @@ def measure_pairs(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], ca
             rows = [j for j, h in enumerate(held) if p in h]
             if rows:
                 groups[(p,)] = rows
-    parts: dict[tuple[str, str], list[tuple[list[int], PIDEstimate]]] = {}
+    parts: dict[tuple[str, str], list[tuple[list[int], PIDEstimate, Tensor]]] = {}
     for group, rows in groups.items():
-        spec = MeasurementSpec((), group, condition, n_draws, seed, any(p in maps for p in group), microbatch)
+        spec = replace(template, pairs=group, maps=any(p in maps for p in group))
         texts = [captions[j] for j in rows]
         if context == "none":
             texts = pair_captions(texts, group[0], context)
         result = measure_captions(denoiser, images[rows], [ids[j] for j in rows], texts, spec)
         for p in group:
-            parts.setdefault(p, []).append((rows, result.pid[p]))
+            parts.setdefault(p, []).append((rows, result.pid[p], result.draws))
     out = {}
     for p in pairs:
         if p not in parts:
             continue
-        rows = [j for r, _ in parts[p] for j in r]
+        rows = [j for r, _, _ in parts[p] for j in r]
         order = sorted(range(len(rows)), key=rows.__getitem__)
-        pid_maps = [est.maps() for _, est in parts[p]]
-        out[p] = PairPID([rows[k] for k in order], torch.cat([e.values() for _, e in parts[p]])[order],
-                         torch.cat([e.stderrs() for _, e in parts[p]])[order],
-                         None if any(m is None for m in pid_maps) else torch.cat(pid_maps)[order])
+        pid_maps = [est.maps() for _, est, _ in parts[p]]
+        out[p] = PairPID([rows[k] for k in order], torch.cat([e.values() for _, e, _ in parts[p]])[order],
+                         torch.cat([e.stderrs() for _, e, _ in parts[p]])[order],
+                         None if any(m is None for m in pid_maps) else torch.cat(pid_maps)[order],
+                         torch.cat([d for _, _, d in parts[p]])[order])
     return out
 
 

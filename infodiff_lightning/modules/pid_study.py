@@ -2,9 +2,13 @@
 unique, synergy) over the images whose captions hold both words, ranked, with
 intervals, and the four maps of the first images (pid_study.py holds the math).
 
-Each image's record holds, per pair its caption holds, the four terms with their own
-standard errors; an image whose caption holds no pair is recorded with none (so a
-resumed run does not measure it again). Records, resume, failures and the report are
+Each image's record holds, per pair its caption holds, the draws the image took for the
+pair and the four terms with their own standard errors; an image whose caption holds no
+pair is recorded with none (so a resumed run does not measure it again). With a target
+(``target_stderr`` / ``target_relative``, adaptive.py) each image draws rounds of
+``n_draws`` until the three informations of each of its pairs meet it (or
+``max_draws``): with ``context="caption"`` its pairs share one pass and one draw count,
+with ``"none"`` each pair stops on its own. Records, resume, failures and the report are
 those of every analysis job (analysis_job.py). The four maps of the first
 ``log_images`` images of each pair go to TensorBoard (``pid_maps/<w1>+<w2>/<n>``) and
 to ``figures/`` in the run folder, linked from the report.
@@ -42,21 +46,31 @@ class PIDStudy(TextToImageJob):
         context: "caption" (PID given the rest of the caption) or "none" (the caption cut
             to the two words).
         condition: how words are removed: "delete", "placeholder" or "mask".
-        n_draws, seed: draws per image, keyed by (seed, image id).
+        n_draws, seed: draws per image, keyed by (seed, image id); with a target, the draws
+            of each round.
+        target_stderr, target_relative, max_draws: adaptive precision: each image draws
+            rounds of ``n_draws`` until the three informations (i1, i2, i12) of each of its
+            pairs have a standard error of at most ``target_stderr`` nats or
+            ``target_relative`` x |value| (or ``max_draws``); each pair's entry of the
+            record says how many draws the image took for it ("draws").
         rank_by: the term pairs are ranked by in the report.
         level: level of the reported intervals.
         log_images: images per pair whose four maps are drawn.
         microbatch, torch_dtype, fail_fast: as for CaptionAnalysis.
     """
 
-    #: per image: its caption and, per pair it holds, the four terms, then their standard errors
+    #: per image: its caption and, per pair it holds, the draws the image took for it, the
+    #: four terms, then their standard errors
     schema = Schema([Field("caption", "text"),
-                     Group("pairs", tuple(Field(t, stderr=True, map=True) for t in PID_TERMS), stderrs_last=True)])
+                     Group("pairs", (Field("draws", "count"), *(Field(t, stderr=True, map=True) for t in PID_TERMS)),
+                           stderrs_last=True)])
 
     def __init__(self, pretrained: str, lora: str | None = None, pairs: Sequence[Sequence[str]] = (),
                  lists: Sequence[Sequence[str]] | None = None, context: str = "caption", condition: str = "delete",
                  n_draws: int = 32, seed: int = 0, rank_by: str = "synergy", level: float = 0.95,
-                 log_images: int = 2, microbatch: int | None = None, torch_dtype: str | None = None, fail_fast: bool = False):
+                 log_images: int = 2, microbatch: int | None = None, torch_dtype: str | None = None,
+                 fail_fast: bool = False, target_stderr: float | None = None, target_relative: float | None = None,
+                 max_draws: int = MeasurementSpec.max_draws):
         study = study_pairs(pairs, lists)
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
@@ -64,7 +78,8 @@ class PIDStudy(TextToImageJob):
             raise ValueError(f"rank_by must be one of {', '.join(PID_TERMS)}, got {rank_by!r}")
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
-        spec = MeasurementSpec((), study, condition, n_draws, seed, log_images > 0, microbatch)
+        spec = MeasurementSpec((), study, condition, n_draws, seed, log_images > 0, microbatch, target_stderr,
+                               target_relative, max_draws, mi=False)
         super().__init__(pretrained, lora, torch_dtype, log_images, fail_fast)
         self.pairs, self.spec, self.context, self.rank_by, self.level = study, spec, context, rank_by, level
         self.metrics = torch.nn.ModuleDict({_pair_key(p): PartialInformation() for p in self.pairs})
@@ -79,11 +94,14 @@ class PIDStudy(TextToImageJob):
         left = {p: self.figures_left(_pair_key(p)) for p in self.pairs}
         measured = measure_pairs(self.denoiser, images, ids, captions, self.pairs, context=self.context,
                                  condition=self.spec.condition, n_draws=self.spec.n_draws, seed=self.spec.seed,
-                                 maps=[p for p in self.pairs if left[p] > 0], microbatch=self.spec.microbatch)
+                                 maps=[p for p in self.pairs if left[p] > 0], microbatch=self.spec.microbatch,
+                                 target_stderr=self.spec.target_stderr, target_relative=self.spec.target_relative,
+                                 max_draws=self.spec.max_draws)
         for pair, est in measured.items():
             key = _pair_key(pair)
             for n, j in enumerate(est.rows):
-                samples[j]["pairs"][key] = {t: (est.values[n, q], est.stderrs[n, q]) for q, t in enumerate(PID_TERMS)}
+                terms = {t: (est.values[n, q], est.stderrs[n, q]) for q, t in enumerate(PID_TERMS)}
+                samples[j]["pairs"][key] = {"draws": est.draws[n], **terms}
             for n, j in enumerate(est.rows[:left[pair]]):
                 fig = pid_figure(images[j], est.maps[n], est.values[n].tolist(),
                                  f"PID of ({pair[0]}, {pair[1]}), image {ids[j]}")

@@ -6,7 +6,10 @@ COCO-IT, where each CSV row names the word removed from its caption):
 
 1. the word's conditional information io(x; w | caption without w) and its per-pixel
    map, through the shared measurement path (measurement.py; the word removed by
-   ``condition``, the same edit as below);
+   ``condition``, the same edit as below); with a target (``target_stderr`` /
+   ``target_relative``, adaptive.py) each image draws rounds of ``n_draws`` until the
+   CMI of every word removed from it meets it (or ``max_draws``), and its record says how
+   many draws it took;
 2. two images generated from the same seeded noise (keyed by seed and image id) with
    the family's deterministic sampler (regeneration.py: DDIM, or Euler for flow-matching
    models; the model's scheduler config, ``steps`` steps): one from the caption, one
@@ -64,7 +67,11 @@ class PromptIntervention(TextToImageJob):
             only; the words reported are the datamodule's ``groups()``. A row whose word is not
             in its caption (or lies beyond the text window) is a failed sample.
         condition: how a word is removed: "delete", "placeholder" or "mask".
-        n_draws: (alpha, eps) draws per image for the CMI.
+        n_draws: (alpha, eps) draws per image for the CMI; with a target, the draws of each round.
+        target_stderr, target_relative, max_draws: adaptive precision of the CMI: each image
+            draws rounds of ``n_draws`` until the CMI of every word removed from it has a
+            standard error of at most ``target_stderr`` nats or ``target_relative`` x
+            |value| (or ``max_draws``); the record says how many draws the image took ("draws").
         steps: sampler steps of each regeneration (DDIM, or Euler for flow models).
         seed: keys the CMI draws and the regeneration noise, with the image id.
         n_boot, level: bootstrap resamples and interval level of the correlations.
@@ -74,16 +81,19 @@ class PromptIntervention(TextToImageJob):
         fail_fast: stop at the first failed image.
     """
 
-    #: per image and word its caption holds: the CMI, the change, their within-image r, and
-    #: with attention_steps the attention total and its within-image r
-    schema = Schema([Group("words", (Field("cmi", stderr=True, map=True), Field("change", map=True),
+    #: per image: the draws its CMI took; per word its caption holds: the CMI, the change,
+    #: their within-image r, and with attention_steps the attention total and its within-image r
+    schema = Schema([Field("draws", "count"),
+                     Group("words", (Field("cmi", stderr=True, map=True), Field("change", map=True),
                                      Field("r_pixel", optional=True), Field("attention", map=True),
                                      Field("r_pixel_attention", optional=True)))])
 
     def __init__(self, pretrained: str, lora: str | None = None, words: Sequence[str] = (),
                  condition: str = "delete", n_draws: int = 32, steps: int = 50, seed: int = 0, n_boot: int = 2000,
                  level: float = 0.95, log_images: int = 4, attention_steps: int = 0, microbatch: int | None = None,
-                 torch_dtype: str | None = None, fail_fast: bool = False, row_words: bool = False):
+                 torch_dtype: str | None = None, fail_fast: bool = False, row_words: bool = False,
+                 target_stderr: float | None = None, target_relative: float | None = None,
+                 max_draws: int = MeasurementSpec.max_draws):
         if row_words and words:
             raise ValueError("words: with row_words each row's own word is removed; give words: [] (got "
                              f"{list(words)})")
@@ -91,7 +101,8 @@ class PromptIntervention(TextToImageJob):
             raise ValueError("words: give at least one word to remove (or row_words: true, each row's own word)")
         # with row_words the words are the rows' (known once the datamodule is): a template
         # spec holds the options, and each batch measures its rows' words with it
-        spec = MeasurementSpec(tuple(words) or ("word",), (), condition, n_draws, seed, True, microbatch)
+        spec = MeasurementSpec(tuple(words) or ("word",), (), condition, n_draws, seed, True, microbatch, target_stderr,
+                               target_relative, max_draws, mi=False)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if n_boot < 100:
@@ -140,10 +151,11 @@ class PromptIntervention(TextToImageJob):
         return regenerate(self.denoiser, noise.expand(len(prompts), *shape).to(self.device), prompts, self.grid)
 
     def _measured_words(self, batch, keep: list[int], ids: list[int], images: torch.Tensor,
-                        captions: list[str]) -> list[dict]:
-        """Per kept item, {word: (its CMI estimate, the item's index in it, its attention map or
-        None)} for the words removed from its caption: the listed words its caption holds, or
-        with ``row_words`` the row's own word (measured per word, rows lacking it failed)."""
+                        captions: list[str]) -> list[tuple[int, dict]]:
+        """Per kept item, (the draws its CMI took, {word: (its CMI estimate, the item's index in
+        it, its attention map or None)}) for the words removed from its caption: the listed
+        words its caption holds, or with ``row_words`` the row's own word (measured per word,
+        rows lacking it failed). Each item is in one measurement, so it has one draw count."""
         tok = self.denoiser.tokenizer
         if self.row_words:
             own = [batch["word"][k] for k in keep]
@@ -151,7 +163,7 @@ class PromptIntervention(TextToImageJob):
                       for w in dict.fromkeys(own)]
         else:
             groups = [(self.template, list(range(len(keep))))]
-        found, missing = [{} for _ in keep], []
+        found, draws, missing = [{} for _ in keep], [0 for _ in keep], []
         for spec, js in groups:
             sub_ids, sub_captions = [ids[j] for j in js], [captions[j] for j in js]
             res = measure_captions(self.denoiser, images[js], sub_ids, sub_captions, spec)
@@ -159,6 +171,7 @@ class PromptIntervention(TextToImageJob):
                                        sub_captions, spec.words, steps=self.attention_steps, seed=spec.seed) \
                 if self.attention_steps else {}
             for n, j in enumerate(js):
+                draws[j] = int(res.draws[n])
                 for w in spec.words:
                     if self.row_words and not bool(res.present[w][n]):
                         missing.append({"id": ids[j], "error": unmeasurable_word(captions[j], w, tok)})
@@ -166,7 +179,7 @@ class PromptIntervention(TextToImageJob):
                         found[j][w] = (res.cmi[w], n, attention[w][0][n] if attention else None)
         if missing:
             self._fail(missing)
-        return found
+        return list(zip(draws, found))
 
     def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
         images = batch["image"][keep].to(self.device)
@@ -174,13 +187,13 @@ class PromptIntervention(TextToImageJob):
         shape = tuple(self.denoiser.encode(images[:1], ids=ids[:1]).shape[1:])
         tok = self.denoiser.tokenizer
         samples = []
-        for k, (i, caption, words) in enumerate(zip(ids, captions, self._measured_words(batch, keep, ids, images,
-                                                                                          captions))):
+        measured = self._measured_words(batch, keep, ids, images, captions)
+        for k, (i, caption, (draws, words)) in enumerate(zip(ids, captions, measured)):
             if not words:  # a row_words row whose word could not be measured: failed above
                 continue
             out = self.regenerate(i, [caption] + [without_words(caption, [w], self.template.condition, tok)
                                                   for w in words], shape)
-            sample = {"id": i, "words": {}}
+            sample = {"id": i, "draws": draws, "words": {}}
             for j, (w, (est, n, att)) in enumerate(words.items()):
                 change, change_map = image_change(out[:1], out[j + 1:j + 2])
                 r_pixel = float(pearson(est.map[n].flatten().cpu(), change_map[0].flatten().cpu()))

@@ -6,7 +6,8 @@
 The pairs come from a VectorPairData datamodule (by default its held-out split, which
 the denoiser was not trained on); the measurement is the shared pair-information path
 (pair_information.py), with resume, per-sample failures and exact coverage on any
-number of devices.
+number of devices, and optionally adaptive precision (as many draws per pair as its
+target needs; each record says how many it took).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from ..denoisers.base import Denoiser
 from ..denoisers.vector import load_vector_denoiser
 from ..integrate import AlphaSampler
+from ..measurement import MeasurementSpec
 from ..protocols import VectorPairSource
 from ..training import default_vector_sampler
 from .pair_information import PairInformationJob
@@ -30,20 +32,26 @@ class VectorInformation(PairInformationJob):
     Args:
         model: a folder saved by VectorMITrainer (config.json, model.safetensors).
         estimators: any of "standard", "orthogonal" (one denoiser pass for both).
-        n_draws: (alpha, eps) draws per pair.
+        n_draws: (alpha, eps) draws per pair; with a target, the draws of each round.
         sampler: log-SNR proposal (default: the training default, Logistic(0, 2) on [-8, 8]),
             restricted to the model's trained range.
         truth: the true I(X;Y) in nats where it is known (benchmarks): adds z and relative error.
         seed: keys each pair's draws, with its row number.
         microbatch: denoiser inputs per call.
         fail_fast: stop at the first failed batch.
+        target_stderr, target_relative, max_draws: adaptive precision: each pair draws
+            rounds of ``n_draws`` until its i(x; y) under every estimator has a standard
+            error of at most ``target_stderr`` nats or ``target_relative`` x |value| (or
+            ``max_draws``); the record says how many draws the pair took ("draws").
     """
 
     def __init__(self, model: str, estimators: Sequence[str] = ("standard", "orthogonal"), n_draws: int = 32,
                  sampler: AlphaSampler | None = None, truth: float | None = None, seed: int = 0,
-                 microbatch: int = 16384, fail_fast: bool = False):
+                 microbatch: int = 16384, fail_fast: bool = False, target_stderr: float | None = None,
+                 target_relative: float | None = None, max_draws: int = MeasurementSpec.max_draws):
         super().__init__(estimators, n_draws, sampler if sampler is not None else default_vector_sampler(), seed,
-                         microbatch, fail_fast=fail_fast)
+                         microbatch, fail_fast=fail_fast, target_stderr=target_stderr,
+                         target_relative=target_relative, max_draws=max_draws)
         self.model_path = str(model)
         # The network is registered as a submodule, so Lightning moves it to the job's device.
         self._denoiser, self.net, self.dims = self.load(model)
