@@ -14,6 +14,7 @@ meets no target: ``n_draws`` must give a defined error, as 4 iid draws do, but 4
 draws do not: eq. PAIR has S / 2 degrees of freedom and needs more than 2, so the vector
 job, whose default draws are paired, takes 8.)
 """
+import math
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,24 @@ def test_bad_targets_are_refused_before_the_model_is_loaded(job, args, options, 
     with pytest.raises(ValueError, match="target_stderr / target_relative / max_draws") as e:
         job(**args, **options)
     assert e.match(message)
+
+
+# ---- the ground-truth job: adaptive draws still estimate the planted truth ---------------------
+
+def test_ground_truth_job_under_a_target_stays_on_the_closed_form_mi(tmp_path):
+    # A 4-dim Gaussian with correlation 0.8: I = -4/2 log(1 - 0.64) = 2.043 nats, known
+    # exactly, measured with its exact denoiser. Each sample draws rounds of 8 until both
+    # estimators' errors are <= 0.3 nats (or 64 draws): the dataset mean must stay within
+    # 3 standard errors of the truth (optional stopping does not bias it measurably here),
+    # and samples stop at different rounds.
+    truth = -4 / 2 * math.log(1 - 0.8**2)
+    run = analyze(tmp_path, "target", 1, "--config", str(ROOT / "configs/analyze/gaussian.yaml"),
+                  "--model.system.init_args.dim", "4", "--model.system.init_args.correlation", "0.8",
+                  "--model.n_samples", "200", "--model.batch_size", "100", "--model.n_draws", "8",
+                  "--model.target_stderr", "0.3", "--model.max_draws", "64")
+    rows = records(run)
+    assert len(rows) == 200 and len({r["draws"] for r in rows}) > 1
+    assert all(r["draws"] in range(8, 65, 8) for r in rows)
+    for est, row in summary(run)["estimators"].items():
+        assert row["truth"] == pytest.approx(truth)
+        assert abs(row["estimate"] - truth) < 3 * row["stderr"], (est, row["estimate"], row["stderr"], truth)

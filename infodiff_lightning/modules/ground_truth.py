@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.loaders import evaluation_loader
 from ..denoisers.analytic import AnalyticSystem
 from ..integrate import AlphaSampler, TruncatedLogistic
+from ..measurement import MeasurementSpec
 from .pair_information import PairInformationJob
 
 __all__ = ["GroundTruthAnalysis"]
@@ -45,13 +46,18 @@ class GroundTruthAnalysis(PairInformationJob):
         seed: keys the samples and, with the sample id, each sample's draws.
         batch_size: samples per test step; microbatch: denoiser inputs per call.
         fail_fast: stop at the first failed batch instead of recording it and going on.
+        target_stderr, target_relative, max_draws: adaptive precision, as for VectorInformation:
+            each sample draws rounds of ``n_draws`` until its i(x; y) under every estimator
+            meets the target (or ``max_draws``); the record says how many draws it took.
     """
 
     def __init__(self, system: AnalyticSystem, n_samples: int = 2000, estimators: Sequence[str] = ("orthogonal", "standard"),
                  n_draws: int = 32, sampler: AlphaSampler | None = None, seed: int = 0, batch_size: int = 250,
-                 microbatch: int = 16384, fail_fast: bool = False):
+                 microbatch: int = 16384, fail_fast: bool = False, target_stderr: float | None = None,
+                 target_relative: float | None = None, max_draws: int = MeasurementSpec.max_draws):
         super().__init__(estimators, n_draws, sampler if sampler is not None else TruncatedLogistic(0.0, 2.0, 6.0, stratified=True),
-                         seed, microbatch, fail_fast=fail_fast)
+                         seed, microbatch, fail_fast=fail_fast, target_stderr=target_stderr,
+                         target_relative=target_relative, max_draws=max_draws)
         if n_samples < 2:
             raise ValueError(f"n_samples must be >= 2 for a standard error, got {n_samples}")
         if batch_size < 1:
