@@ -32,15 +32,13 @@ selected sets, and the cost (UNet inputs and minutes) of every stage.
 Every stage is resumable: a stage whose output exists is skipped (an analysis run whose
 status.json says complete, an exported adapter, a score file), and an interrupted analysis
 run continues where it stopped when its command is run again. Round r > 1 generates and
-selects with each arm's adapter of round r - 1 and, because the fine-tuner starts every
-LoRA afresh (modules/finetune.py has no option to start from an adapter), trains a new
-LoRA of the base model on the union of the arm's selected sets of rounds 1..r.
+selects with each arm's adapter of round r - 1 and trains that adapter further on the
+round's selected set (the fine-tuner's ``init_lora``), as MI-TUNE repeats its rounds.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -135,8 +133,9 @@ class Loop:
             opts += ["--model.init_args.lora", lora]
         return self.analyze(stage, "select.yaml", root, opts)
 
-    def finetune(self, arm: str, data: Path, folder: Path, stage: str) -> Path:
-        """A LoRA of the base model on ``data`` (a caption folder); its adapter folder."""
+    def finetune(self, arm: str, data: Path, folder: Path, stage: str, start: Path | None) -> Path:
+        """A LoRA of the base model on ``data`` (a caption folder), continuing the adapter
+        ``start`` (the arm's previous round) when given; its adapter folder."""
         adapter = folder / "adapter"
         if (adapter / "unet_lora").is_dir():
             return adapter / "unet_lora"
@@ -151,6 +150,8 @@ class Loop:
                "--trainer.callbacks.init_args.words", json.dumps(words),
                "--trainer.callbacks.init_args.probe_size", self.a.n_probe,
                "--trainer.callbacks.init_args.every_n_steps", max(1, self.a.train_steps)]
+        if start is not None:
+            cmd += ["--model.init_args.init_lora", start]
         last = sorted(train_root.glob("finetune/version_*/checkpoints/last.ckpt"))
         if last:  # an interrupted fine-tuning continues from its last checkpoint
             cmd += ["--ckpt_path", last[-1]]
@@ -176,17 +177,6 @@ class Loop:
         return json.loads(path.read_text())
 
     # ---- the loop --------------------------------------------------------------------
-    def union(self, arm: str, rounds: list[Path], folder: Path) -> Path:
-        """The arm's selected sets of several rounds as one caption folder (names prefixed by round)."""
-        if len(rounds) == 1:
-            return rounds[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        for r, src in enumerate(rounds, 1):
-            for p in src.iterdir():
-                if p.suffix in (".png", ".txt"):
-                    shutil.copyfile(p, folder / f"r{r}_{p.name}")
-        return folder
-
     def write_report(self, scores: dict[str, dict]) -> dict:
         from infodiff_lightning.analyses.mi_tune_report import report
 
@@ -235,8 +225,8 @@ class Loop:
                 scores[f"round{r}/selected/{arm}"] = self.score(f"round{r}_selected_{arm}", selected[arm][-1],
                                                                 f"round{r}/score/selected_{arm}")
             for arm in a.arms:
-                data = self.union(arm, selected[arm], rd / "train_data" / arm)
-                adapters[arm] = self.finetune(arm, data, rd / "finetune" / arm, f"round{r}/finetune/{arm}")
+                adapters[arm] = self.finetune(arm, selected[arm][-1], rd / "finetune" / arm,
+                                              f"round{r}/finetune/{arm}", adapters[arm])
             for arm in a.arms:
                 ev = self.generate(rd / "eval" / arm, adapters[arm], True, f"round{r}/evaluate/{arm}")
                 scores[f"round{r}/{arm}"] = self.score(f"round{r}_eval_{arm}", ev, f"round{r}/score/eval_{arm}")

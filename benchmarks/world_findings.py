@@ -3,6 +3,7 @@ estimators against the planted truth (the README's "measured" column).
 
     python benchmarks/world_findings.py --model models/world --out world_findings.json
     python benchmarks/world_findings.py --model models/world --parts ranking --n_draws 64   # one part
+    python benchmarks/world_findings.py --model models/world --lora runs/mi_tune/round1/finetune/mi/adapter/unet_lora
 
 8 draws per image (the default) is a quick look; the README's figures also give 32 draws
 (localization, CMI, PID) and 64 (ranking), where the noise of the draws no longer hides
@@ -128,6 +129,7 @@ def pid_signatures(denoiser, data: CaptionedWorld, n_pair: int, n_draws: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a diffusers folder trained on the world")
+    ap.add_argument("--lora", help="a LoRA adapter of --model to measure with (e.g. an MI-TUNE arm's unet_lora)")
     ap.add_argument("--n_threshold", type=int, default=100, help="threshold-split scenes (localization)")
     ap.add_argument("--n_heldout", type=int, default=200, help="held-out scenes for localization and CMI")
     ap.add_argument("--n_rank", type=int, default=150, help="held-out scenes per ranking task (at most)")
@@ -138,7 +140,7 @@ def main() -> None:
     ap.add_argument("--out", help="write the findings as JSON here")
     args = ap.parse_args()
     t0 = time.time()
-    denoiser = load_text_to_image(args.model)
+    denoiser = load_text_to_image(args.model, lora=args.lora)
     held = CaptionedWorld("heldout", 32)
     loc, cmi, object_mean, rank, signatures, cache = {}, {}, None, {}, [], {}
     if "localization" in args.parts:

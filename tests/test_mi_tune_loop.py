@@ -73,3 +73,27 @@ def test_a_second_run_skips_every_finished_stage(loop):
     before = log.read_text()
     assert mi_tune.main(["--out", str(loop), *TINY]) == 0
     assert log.read_text() == before  # no command ran again
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mi_tune_rounds")
+    tiny = ["--prompts", "3", "--candidates", "2", "--n_draws", "4", "--train_steps", "2", "--batch_size", "2",
+            "--n_probe", "2", "--sampler_steps", "2", "--eval_prompts", "2", "--eval_candidates", "1"]
+    assert mi_tune.main(["--out", str(out), "--rounds", "2", "--arms", "random", *tiny]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_a_second_round_generates_with_and_trains_further_the_first_rounds_adapter(two_rounds):
+    # MI-TUNE's rounds: round 2 draws its candidates from round 1's adapter, and its
+    # fine-tuning starts from that adapter (init_lora) on round 2's own selected set.
+    first = two_rounds / "round1/finetune/random/adapter/unet_lora"
+    (gen,) = (two_rounds / "round2/candidates/random").glob("*/run-*/config.yaml")
+    assert yaml.safe_load(gen.read_text())["model"]["init_args"]["lora"] == str(first)
+    (train,) = (two_rounds / "round2/finetune/random/train").glob("finetune/version_*/config.yaml")
+    config = yaml.safe_load(train.read_text())
+    assert config["model"]["init_args"]["init_lora"] == str(first)
+    assert "round2/select/random" in config["data"]["init_args"]["root"]
+    results = json.loads((two_rounds / "results.json").read_text())["rounds"]
+    assert set(results) == {"round1", "round2"}

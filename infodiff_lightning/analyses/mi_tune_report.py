@@ -112,7 +112,8 @@ def report(scores: dict[str, dict], rounds: int, arms: list[str], cost: dict) ->
             md.append(f"| {a} | {d['images']} | {_pct(d['selected_aligned'])}% | {_pct(d['selected_aligned_no_dot'])}% "
                       f"| {d['pairwise_distance']:.3f} | {_pct(d['distinct_readings'])}% |")
         md += ["", "Evaluation images, mean RMS distance between the images of one prompt: "
-               + ", ".join(f"{a} {v:.3f}" for a, v in eval_diversity.items()), ""]
+               + ", ".join(f"{a} {'n/a (one image per prompt)' if v is None else f'{v:.3f}'}"
+                           for a, v in eval_diversity.items()), ""]
     md += ["## Cost (this run)", "", "| stage | UNet inputs | minutes |", "|---|---:|---:|"]
     for stage, c in cost.items():
         md.append(f"| {stage} | {c['unet_inputs']} | {c['seconds'] / 60:.1f} |")
