@@ -67,3 +67,11 @@ def test_init_lora_needs_a_lora_run(exported):
     root, _ = exported
     with pytest.raises(ValueError, match="init_lora continues an adapter"):
         DiffusionFineTuner(pretrained=str(root / "base"), init_lora=str(root / "round1" / "unet_lora"))
+
+
+def test_init_lora_refuses_a_scaling_of_its_own(exported):
+    # the adapter's lora_alpha is continued with its weights; another one would be ignored
+    root, _ = exported
+    with pytest.raises(ValueError, match="leave lora_targets and lora_alpha unset"):
+        DiffusionFineTuner(pretrained=str(root / "base"), lora_rank=4, lora_alpha=8.0,
+                           init_lora=str(root / "round1" / "unet_lora"))

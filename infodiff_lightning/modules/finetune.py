@@ -59,7 +59,8 @@ class DiffusionFineTuner(L.LightningModule):
         init_lora: start the LoRA from this adapter (a ``unet_lora/`` or ``transformer_lora/``
             folder exported by an earlier LoRA run of the same base model) instead of a fresh
             one: its weights, rank and targets are continued (MI-TUNE's later rounds).
-            ``lora_rank`` must equal the adapter's rank; ``lora_targets`` must be unset.
+            ``lora_rank`` must equal the adapter's rank; ``lora_targets`` and ``lora_alpha``
+            must be unset.
         train_text_encoder: also train the (first) text encoder (frozen by default; the VAE always is).
         ema_decay: keep an EMA of the trained weights (None: off).
         min_snr_gamma: Min-SNR loss weighting (None: uniform; DDPM-type models only).
@@ -92,9 +93,11 @@ class DiffusionFineTuner(L.LightningModule):
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
         if lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
-        if init_lora is not None and (lora_rank == 0 or lora_targets is not None):
-            raise ValueError("init_lora continues an adapter: set lora_rank to its rank and leave lora_targets unset "
-                             f"(got lora_rank={lora_rank}, lora_targets={lora_targets})")
+        if init_lora is not None and (lora_rank == 0 or lora_targets is not None or lora_alpha is not None):
+            # the adapter's own targets and scaling are continued; a value given here would be ignored
+            raise ValueError("init_lora continues an adapter: set lora_rank to its rank and leave lora_targets and "
+                             f"lora_alpha unset (got lora_rank={lora_rank}, lora_targets={lora_targets}, "
+                             f"lora_alpha={lora_alpha})")
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
         self.save_hyperparameters()
