@@ -23,7 +23,7 @@ keys and TensorBoard tags are all built from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -117,13 +117,16 @@ class ContrastResult:
     cmi: dict[str, Estimate] = field(default_factory=dict)
     pid: dict[tuple[str, str], PIDEstimate] = field(default_factory=dict)
     present: dict = field(default_factory=dict)  # word or (w1, w2) -> (N,) bool
+    mi_present: Tensor | None = None  # (N,) bool: the images the MI was measured on (None: all)
     n_evals: int = 0
     draws: Tensor | None = None  # (N,) draws each image took
 
     def measured(self) -> Iterator[Measured]:
         """Every quantity measured, under its tag, in a fixed order (MI, words, pairs)."""
         if self.mi is not None:
-            yield Measured(mi_tag(), self.mi, torch.ones(self.mi.value.shape[0], dtype=torch.bool))
+            present = self.mi_present
+            yield Measured(mi_tag(), self.mi, torch.ones(self.mi.value.shape[0], dtype=torch.bool) if present is None
+                           else present)
         for w, est in self.cmi.items():
             yield Measured(cmi_tag(w), est, self.present[w])
         for (w1, w2), est in self.pid.items():
@@ -131,24 +134,50 @@ class ContrastResult:
 
 
 def caption_columns(denoiser: TextDenoiser, captions: Sequence[str], words: Sequence[str] = (),
-                    pairs: Sequence[Sequence[str]] = (), method: str = "delete", mi: bool = True):
+                    pairs: Sequence[Sequence[str]] = (), method: str = "delete", mi: bool = True,
+                    where: Mapping[str, Sequence[bool]] | None = None):
     """The condition columns and named contrasts of MI, per-word CMI and per-pair PID of
-    captioned images, and where each word is seen: (columns, contrasts, sees) with
-    contrasts "mi", ("cmi", w), ("i1"|"i2"|"i12", w1, w2) -> (reference, condition).
-    ``mi`` False: no null column and no "mi" contrast (the other columns and contrasts are
-    the same)."""
-    tok = denoiser.tokenizer
+    captioned images, and where each quantity is defined: (columns, contrasts, defined)
+    with contrasts "mi", ("cmi", w), ("i1"|"i2"|"i12", w1, w2) -> (reference, condition)
+    and ``defined`` {tag: [bool per image]}. ``mi`` False: no null column and no "mi"
+    contrast (the other columns and contrasts are the same).
+
+    ``where`` ({tag: [bool per image]}, tags of :func:`mi_tag`, :func:`cmi_tag`,
+    :func:`pid_tag`): measure a quantity only on the images marked True (a tag left out:
+    every image). On an unmarked image the quantity's reference entry is the condition
+    itself, so it shares that entry's prediction (evaluate.py): it costs no denoiser input
+    and its gap is exactly zero, and it is not defined there."""
+    n, tok = len(captions), denoiser.tokenizer
+    tags = ([mi_tag()] if mi else []) + [cmi_tag(w) for w in words] + [pid_tag(*p) for p in pairs]
+    wanted = {t: [True] * n for t in tags}
+    for tag, mask in (where or {}).items():
+        if tag not in wanted:
+            raise ValueError(f"where: {tag!r} is not a quantity measured here (those are {', '.join(tags)})")
+        if len(mask) != n:
+            raise ValueError(f"where[{tag!r}] has {len(mask)} entries for {n} images")
+        wanted[tag] = [bool(b) for b in mask]
     # whether the model sees each tracked word in each caption: tokenized once, used for the
     # columns and for the masks of where each quantity is defined
     sees = {w: [measurable(c, w, tok) for c in captions] for w in dict.fromkeys(list(words) + [w for p in pairs
                                                                                           for w in p])}
-    cols = {"null": denoiser.null_conditions(len(captions))} if mi else {}
+    defined = {t: list(wanted[t]) for t in tags if t == mi_tag()}
+    defined.update({cmi_tag(w): [a and b for a, b in zip(sees[w], wanted[cmi_tag(w)])] for w in words})
+    defined.update({pid_tag(w1, w2): [a and b and c for a, b, c in zip(sees[w1], sees[w2], wanted[pid_tag(w1, w2)])]
+                    for w1, w2 in pairs})
+    # a word is removed from an image's caption where its CMI, or a PID of a pair holding it, is measured
+    removed = {w: [False] * n for w in sees}
+    for tag, w in [(cmi_tag(w), w) for w in words] + [(pid_tag(*p), w) for p in pairs for w in p]:
+        removed[w] = [r or d for r, d in zip(removed[w], defined[tag])]
+    cols = {}
+    if mi:
+        nulls = denoiser.null_conditions(n)
+        cols["null"] = [nulls[i] if defined[mi_tag()][i] else captions[i] for i in range(n)]
     cols["full"] = list(captions)
-    for w, seen in sees.items():
-        cols[f"-{w}"] = [_removed(c, [w] if s else [], method, tok) for c, s in zip(captions, seen)]
+    for w, r in removed.items():
+        cols[f"-{w}"] = [_removed(c, [w] if ri else [], method, tok) for c, ri in zip(captions, r)]
     for w1, w2 in pairs:
-        cols[f"-{w1}-{w2}"] = [_removed(c, [w for w in (w1, w2) if sees[w][i]], method, tok)
-                               for i, c in enumerate(captions)]
+        on = defined[pid_tag(w1, w2)]
+        cols[f"-{w1}-{w2}"] = [_removed(c, [w1, w2] if on[i] else [], method, tok) for i, c in enumerate(captions)]
     # Each contrast by key: (reference column, condition column).
     contrasts = {"mi": ("null", "full")} if mi else {}
     contrasts.update({("cmi", w): (f"-{w}", "full") for w in words})
@@ -156,26 +185,28 @@ def caption_columns(denoiser: TextDenoiser, captions: Sequence[str], words: Sequ
         ref = f"-{w1}-{w2}"
         contrasts.update({("i1", w1, w2): (ref, f"-{w2}"), ("i2", w1, w2): (ref, f"-{w1}"),
                           ("i12", w1, w2): (ref, "full")})
-    return cols, contrasts, sees
+    return cols, contrasts, defined
 
 
 def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str], words: Sequence[str] = (),
                       pairs: Sequence[Sequence[str]] = (), *, method: str = "delete", draws: Draws | DrawSpec,
                       ids: Sequence[int] | None = None, maps: bool = False,
                       microbatch: int | None = None, precision: Precision | None = None,
-                      mi: bool = True) -> ContrastResult:
+                      mi: bool = True, where: Mapping[str, Sequence[bool]] | None = None) -> ContrastResult:
     """MI, per-word CMI and per-pair conditional PID (orthogonal estimator, "mmi"
     redundancy) of captioned images, all from one pass over the shared ``draws`` (a
     :class:`~infodiff_lightning.measure.DrawSpec` keys them by ``ids``). Words are matched
     with the denoiser's tokenizer. With ``precision`` (adaptive.py), each image draws
     rounds of ``draws.n_draws`` until every quantity meets it (``draws`` a DrawSpec, ``ids`` given).
     ``mi`` False: the caption MI is not measured (no null column: N x S fewer denoiser
-    inputs, and not watched under ``precision``); ``mi`` of the result is None."""
+    inputs, and not watched under ``precision``); ``mi`` of the result is None. ``where``:
+    measure each quantity only on the images it marks (:func:`caption_columns`); a
+    quantity's ``present`` mask is False elsewhere."""
     captions = list(captions)
     pairs = [tuple(p) for p in pairs]
     if not (mi or words or pairs):
         raise ValueError("caption_contrasts: nothing to measure (mi=False and no words or pairs)")
-    cols, contrasts, sees = caption_columns(denoiser, captions, words, pairs, method, mi)
+    cols, contrasts, defined = caption_columns(denoiser, captions, words, pairs, method, mi, where)
     map_kind = "orthogonal" if maps else None
     if precision is None:
         m = measure(denoiser, cols, contrasts, x=x, ids=ids, draws=draws, maps=map_kind, microbatch=microbatch)
@@ -189,10 +220,12 @@ def caption_contrasts(denoiser: TextDenoiser, x: Tensor, captions: Sequence[str]
                                 sampler=draws.sampler, x=x, maps=map_kind, microbatch=microbatch)
         out = am.per_group(lambda m: _contrast_result(m, words, pairs, mi))
         out.n_evals, out.draws = am.n_evals, am.draws
+    if mi:
+        out.mi_present = torch.tensor(defined[mi_tag()])
     for w in words:
-        out.present[w] = torch.tensor(sees[w])
+        out.present[w] = torch.tensor(defined[cmi_tag(w)])
     for w1, w2 in pairs:
-        out.present[(w1, w2)] = torch.tensor([a and b for a, b in zip(sees[w1], sees[w2])])
+        out.present[(w1, w2)] = torch.tensor(defined[pid_tag(w1, w2)])
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -123,15 +123,17 @@ class MeasurementSpec:
 
 
 def measure_captions(denoiser: TextDenoiser, images: Tensor, ids: Sequence[int], captions: Sequence[str],
-                     spec: MeasurementSpec) -> ContrastResult:
+                     spec: MeasurementSpec, where: Mapping[str, Sequence[bool]] | None = None) -> ContrastResult:
     """MI (unless ``spec.mi`` is False), CMI and PID of ``spec`` for captioned images:
     x = denoiser.encode(images), draws keyed by (spec.seed, image id), one
-    :func:`caption_contrasts` pass."""
+    :func:`caption_contrasts` pass. ``where`` ({tag: [bool per image]}): measure a
+    quantity only on the images it marks (the others cost no denoiser input for it); an
+    image's numbers do not depend on which other images or quantities share the pass."""
     ids = [int(i) for i in ids]
     x = denoiser.encode(images, ids=ids)
     return caption_contrasts(denoiser, x, captions, spec.words, spec.pairs, method=spec.condition, ids=ids,
                              draws=DrawSpec(spec.n_draws, spec.seed), maps=spec.maps, microbatch=spec.microbatch,
-                             precision=spec.precision, mi=spec.mi)
+                             precision=spec.precision, mi=spec.mi, where=where)
 
 
 class CaptionMetrics(torch.nn.Module):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..analyses.attention_maps import attention_times_information, daam_normalised, word_attention
-from ..contrasts import unmeasurable_word
+from ..contrasts import cmi_tag, unmeasurable_word
 from ..io import log_scalars
 from ..analyses.localization import THRESHOLDS, iou, map_to_mask, miou_at, select_threshold
 from ..measurement import MeasurementSpec, measure_captions
@@ -119,39 +119,50 @@ class WordLocalization(TextToImageJob):
                     self.metrics[f"{split}/{word}/{name}"] = SampleVectors(width).to(self.device)
 
     def measure_samples(self, batch, keep: list[int], ids: list[int]) -> list[dict]:
-        samples, missing = [], []
-        for word in sorted({batch["word"][k] for k in keep}):
-            ks = [k for k in keep if batch["word"][k] == word]
-            kids = [int(batch["id"][k]) for k in ks]
-            spec = MeasurementSpec((word,), **self.spec_args)
-            res = measure_captions(self.denoiser, batch["image"][ks].to(self.device), kids,
-                                   [batch["caption"][k] for k in ks], spec)
-            est, present = res.cmi[word], res.present[word]
-            masks = batch["mask"][ks].to(est.map.device)
-            maps = {"cmi": est.map}
-            if self.attention_steps:
-                x = self.denoiser.encode(batch["image"][ks].to(self.device), ids=kids)
-                att, _ = word_attention(self.denoiser, x, kids, [batch["caption"][k] for k in ks], [word],
-                                        steps=self.attention_steps, seed=self.spec_args["seed"])[word]
+        # One pass for the whole batch: each row's CMI is measured for its own word only
+        # (``where``), so a row costs what it cost alone, and the denoiser's calls are
+        # full micro-batches instead of one padded call per word (evaluate.py pads every
+        # call to the micro-batch so that an image's numbers never depend on its batch)
+        row_words = [batch["word"][k] for k in keep]
+        kids = [int(batch["id"][k]) for k in keep]
+        captions = [batch["caption"][k] for k in keep]
+        words = sorted(set(row_words))
+        spec = MeasurementSpec(tuple(words), **self.spec_args)
+        where = {cmi_tag(w): [rw == w for rw in row_words] for w in words}
+        images = batch["image"][keep].to(self.device)
+        res = measure_captions(self.denoiser, images, kids, captions, spec, where)
+        cmi = [res.cmi[w] for w in row_words]
+        present = [bool(res.present[w][j]) for j, w in enumerate(row_words)]
+        masks = batch["mask"][keep].to(cmi[0].map.device) if cmi else batch["mask"][keep]
+        maps = {"cmi": torch.stack([est.map[j] for j, est in enumerate(cmi)])}
+        if self.attention_steps:
+            attention = [None] * len(keep)  # at the attention's own resolution
+            for w in words:  # word_attention reads one word's tokens for a group of captions
+                js = [j for j, rw in enumerate(row_words) if rw == w]
+                x = self.denoiser.encode(images[js], ids=[kids[j] for j in js])
+                att, _ = word_attention(self.denoiser, x, [kids[j] for j in js], [captions[j] for j in js], [w],
+                                        steps=self.attention_steps, seed=self.spec_args["seed"])[w]
                 # DAAM's [0, 1] scaling first: a softmax's floor would keep the whole image at
                 # every threshold below floor / peak (attention_maps.daam_normalised)
-                maps["attention"] = daam_normalised(att).to(est.map.device)
-                maps["attention_x_cmi"] = attention_times_information(maps["attention"], est.map)
-            ious = {m: torch.stack([iou(map_to_mask(v, t, masks.shape[-2:]), masks) for t in THRESHOLDS], 1)
-                    for m, v in maps.items()}
-            whole = masks.flatten(1).double().mean(1)
-            for j, k in enumerate(ks):
-                if not bool(present[j]):
-                    missing.append({"id": kids[j], "error": unmeasurable_word(batch["caption"][k], word,
-                                                                              self.denoiser.tokenizer)})
-                    continue
-                if (n := self.figure_slot()) is not None:
-                    fig = localization_figure(batch["image"][k].cpu(), batch["mask"][k].cpu(),
-                                              {m: v[j].cpu() for m, v in maps.items()}, f"'{word}', row {kids[j]}")
-                    self.save_figure(fig, f"{kids[j]}_{word}", f"localization/{n}/{word}")
-                samples.append({"id": kids[j], "word": word, "split": batch["split"][k], "draws": int(res.draws[j]),
-                                "cmi": (est.value[j], est.stderr[j]),
-                                **{_iou_key(m): v[j] for m, v in ious.items()}, "whole_image": whole[j]})
+                for j, a in zip(js, daam_normalised(att).to(maps["cmi"].device)):
+                    attention[j] = a
+            maps["attention"] = torch.stack(attention)
+            maps["attention_x_cmi"] = attention_times_information(maps["attention"], maps["cmi"])
+        ious = {m: torch.stack([iou(map_to_mask(v, t, masks.shape[-2:]), masks) for t in THRESHOLDS], 1)
+                for m, v in maps.items()}
+        whole = masks.flatten(1).double().mean(1)
+        samples, missing = [], []
+        for j, (k, word) in enumerate(zip(keep, row_words)):
+            if not present[j]:
+                missing.append({"id": kids[j], "error": unmeasurable_word(captions[j], word, self.denoiser.tokenizer)})
+                continue
+            if (n := self.figure_slot()) is not None:
+                fig = localization_figure(batch["image"][k].cpu(), batch["mask"][k].cpu(),
+                                          {m: v[j].cpu() for m, v in maps.items()}, f"'{word}', row {kids[j]}")
+                self.save_figure(fig, f"{kids[j]}_{word}", f"localization/{n}/{word}")
+            samples.append({"id": kids[j], "word": word, "split": batch["split"][k], "draws": int(res.draws[j]),
+                            "cmi": (cmi[j].value[j], cmi[j].stderr[j]),
+                            **{_iou_key(m): v[j] for m, v in ious.items()}, "whole_image": whole[j]})
         if missing:
             self._fail(missing)
         return samples
