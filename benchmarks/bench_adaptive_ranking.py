@@ -64,7 +64,8 @@ def accuracy(hits: torch.Tensor) -> dict:
 def run_task(denoiser, data, rows, args) -> dict:
     """Fixed and adaptive ranking of every row of one task, batch by batch."""
     fixed_hits, fixed_pred, fixed_nfe, t_fixed = [], [], 0, 0.0
-    adaptive = {m: {"hits": [], "pred": [], "draws": [], "nfe": 0, "seconds": 0.0} for m in args.max_draws}
+    adaptive = {(m, z): {"hits": [], "pred": [], "draws": [], "nfe": 0, "seconds": 0.0}
+                for m in args.max_draws for z in args.z}
     for start in range(0, len(rows), args.batch):
         chunk = rows[start:start + args.batch]
         items = [data[i] for i, _, _ in chunk]
@@ -76,10 +77,10 @@ def run_task(denoiser, data, rows, args) -> dict:
         fixed_nfe += f.n_evals
         fixed_hits.append(correct(f.value[PREDICTION_ESTIMATOR], truth))
         fixed_pred.append(f.value[PREDICTION_ESTIMATOR].argmax(1))
-        for m, acc in adaptive.items():
+        for (m, z), acc in adaptive.items():
             t0 = time.time()
             a = rank_adaptively(denoiser, images, ids, cands, round_draws=args.round_draws, max_draws=m,
-                                min_draws=args.min_draws, z=args.z, seed=args.seed)
+                                min_draws=args.min_draws, z=z, seed=args.seed)
             acc["seconds"] += time.time() - t0
             acc["nfe"] += a.total_evals
             acc["hits"].append(correct(a.decision_scores(), truth))
@@ -88,9 +89,9 @@ def run_task(denoiser, data, rows, args) -> dict:
     fh, fp = torch.cat(fixed_hits), torch.cat(fixed_pred)
     out = {"n": len(rows), "fixed": {**accuracy(fh), "nfe": fixed_nfe, "nfe_per_image": fixed_nfe / len(rows),
                                      "seconds": t_fixed}, "adaptive": {}}
-    for m, acc in adaptive.items():
+    for (m, z), acc in adaptive.items():
         ah, ap, d = torch.cat(acc["hits"]), torch.cat(acc["pred"]), torch.cat(acc["draws"]).double()
-        out["adaptive"][m] = {
+        out["adaptive"][f"max {m}, z {z:g}"] = {
             **accuracy(ah), "nfe": acc["nfe"], "nfe_per_image": acc["nfe"] / len(rows),
             "nfe_ratio": acc["nfe"] / fixed_nfe, "seconds": acc["seconds"],
             "agreement": float((ap == fp).double().mean()),
@@ -104,8 +105,8 @@ def table(results: dict, args) -> str:
     def pct(r):
         return f"{100 * r['accuracy']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
 
-    lines = [f"| task | ranking | accuracy [95%] | NFE / image | NFE ratio | agreement with fixed | only fixed right / "
-             f"only adaptive right | draws per image: min, 10%, 25%, 50%, 75%, 90%, max (mean) | stopped before max |",
+    lines = ["| task | ranking | accuracy [95%] | NFE / image | NFE ratio | agreement with fixed | only fixed right / "
+             "only adaptive right | draws per image: min, 10%, 25%, 50%, 75%, 90%, max (mean) | stopped before max |",
              "|---|---|---|---:|---:|---:|---:|---|---:|"]
     for name, r in results.items():
         f = r["fixed"]
@@ -113,7 +114,7 @@ def table(results: dict, args) -> str:
                      f"| 1 | | | {args.fixed_draws} | |")
         for m, a in r["adaptive"].items():
             q = ", ".join(f"{v:g}" for v in a["draws_quantiles"].values())
-            lines.append(f"| | adaptive, max {m} | {pct(a)} | {a['nfe_per_image']:.1f} | {a['nfe_ratio']:.3f} | "
+            lines.append(f"| | adaptive, {m} | {pct(a)} | {a['nfe_per_image']:.1f} | {a['nfe_ratio']:.3f} | "
                          f"{100 * a['agreement']:.1f}% | {a['only_fixed_right']} / {a['only_adaptive_right']} | "
                          f"{q} ({a['draws_mean']:.1f}) | {100 * a['stopped_before_max']:.1f}% |")
     return "\n".join(lines)
@@ -127,7 +128,7 @@ def main() -> None:
     ap.add_argument("--round_draws", type=int, default=4)
     ap.add_argument("--min_draws", type=int, default=MIN_DRAWS)
     ap.add_argument("--max_draws", type=int, nargs="+", default=[32])
-    ap.add_argument("--z", type=float, default=ELIMINATION_Z)
+    ap.add_argument("--z", type=float, nargs="+", default=[ELIMINATION_Z])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32, help="images per call (results do not depend on it)")
     ap.add_argument("--tasks", nargs="+", type=int, default=[0, 1, 2], help="indices into TASKS")

@@ -23,7 +23,8 @@ padded with copies of its last input, whose outputs are dropped). On one thread 
 convolution can round an input's result differently depending on how many inputs share
 the call, so without this an image's numbers would depend on which images share its
 batch, and so on the number of processes of a job; with it they depend only on the image,
-its draws and the thread count.
+its draws and the thread count. (The noisy input itself is formed with float64
+coefficients for the same reason: logsnr.noise_channel.)
 """
 from __future__ import annotations
 

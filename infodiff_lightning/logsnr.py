@@ -36,8 +36,12 @@ def noise_channel(x: Tensor, alpha: Tensor, eps: Tensor) -> Tensor:
     """x_alpha of eq. (1). ``alpha`` has one entry per sample (leading dim of x)."""
     if x.shape != eps.shape:
         raise ValueError(f"noise_channel: x has shape {tuple(x.shape)} but eps has {tuple(eps.shape)}")
-    a = _expand_like(alpha, x).to(x.dtype)
-    return torch.sigmoid(a).sqrt() * x + torch.sigmoid(-a).sqrt() * eps
+    # The coefficients in float64, then in x's dtype: a vectorised sigmoid rounds an element
+    # differently from the scalar loop that takes a vector's tail, so in float32 an input's
+    # x_alpha would depend on its position in the batch (and so on which inputs share its
+    # call); a float64 result rounded to float32 does not, but for ties 2^-29 apart.
+    a = _expand_like(torch.as_tensor(alpha).to(torch.float64), x)
+    return torch.sigmoid(a).sqrt().to(x.dtype) * x + torch.sigmoid(-a).sqrt().to(x.dtype) * eps
 
 
 def logsnr_from_alphas_cumprod(alphas_cumprod: Tensor) -> Tensor:

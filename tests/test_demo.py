@@ -25,7 +25,7 @@ def test_the_new_words_monitored_information_rises_during_a_short_fine_tuning(tm
     monitor = base["trainer"]["callbacks"][0]
     # the 64 validation scenes hold about 10 crosses: the images whose caption now says "lovely"
     monitor["init_args"].update(words=["lovely"], every_n_steps=STEPS, probe_size=64, n_draws=8, mmse_points=0,
-                                maps=False)
+                                maps=False, word_images=None)
     override = {"trainer": {"max_steps": STEPS, "enable_progress_bar": False, "default_root_dir": str(tmp_path),
                             "logger": {"class_path": base["trainer"]["logger"]["class_path"],
                                        "init_args": {"save_dir": str(tmp_path), "name": "demo"}},

@@ -16,7 +16,7 @@ from infodiff_lightning.callbacks import InformationMonitor
 from infodiff_lightning.data import CaptionedShapesData
 from infodiff_lightning.denoisers import load_text_to_image
 from infodiff_lightning.integrate import Piecewise
-from infodiff_lightning.measurement import CaptionMetrics
+from infodiff_lightning.measurement import CaptionMetrics, measure_captions
 from infodiff_lightning.metrics import InformationMap
 from infodiff_lightning.measure import reference_range
 from infodiff_lightning.proposal import PROPOSAL_FILE, save_proposal
@@ -252,6 +252,51 @@ def test_mmse_figure_is_the_mean_over_the_first_mmse_images_probe_images(scratch
     per_image = per_image.double()
     assert torch.allclose(total / count, per_image[:2].mean(0), rtol=1e-6, atol=0)
     assert not torch.allclose(total / count, per_image.mean(0), rtol=1e-3, atol=0)  # images 2, 3 left out
+
+
+def test_mi_and_each_word_are_measured_on_their_first_probe_images_only(scratch_module):
+    # 8 probe images; yellow is in images 1, 2 and 6, right in 1, 2, 3 and 6. mi_images=3:
+    # the MI over images 0-2; word_images=2: each word over its first two images that hold
+    # it (yellow: 1, 2; right: 1, 2). Split over two ranks as the monitor splits it
+    # (probe[r::2]), the two halves together measure exactly those images, and their numbers
+    # are those of measuring the images alone.
+    probe = CaptionedShapesData(n_train=16, n_val=8, batch_size=8).probe_items(8)
+    monitor = InformationMonitor(words=["yellow", "right"], probe_size=8, mmse_points=0, maps=False, n_draws=2,
+                                 mi_images=3, word_images=2)
+    monitor._probe = probe
+    monitor._where = monitor.measured_on(probe, scratch_module.denoiser.tokenizer)
+    assert monitor._where == {"mi": {16, 17, 18}, "cmi/yellow": {17, 18}, "cmi/right": {17, 18}}
+    values = {}
+    with torch.no_grad():
+        for rank in (0, 1):
+            metrics = CaptionMetrics(monitor.spec)
+            monitor._measure_local(scratch_module.denoiser, probe[rank::2], metrics, None, None)
+            for tag, metric in metrics.metrics.items():  # each image's value under its id
+                if metric.ids:
+                    ids, vals = torch.cat(metric.ids).long().tolist(), torch.cat(metric.values).tolist()
+                    values.setdefault(tag, {}).update(zip(ids, vals))
+        alone = measure_captions(scratch_module.denoiser, torch.stack([it["image"] for it in probe[:3]]),
+                                 [16, 17, 18], [it["caption"] for it in probe[:3]], monitor.spec)
+    assert sorted(values["mi"]) == [16, 17, 18] and sorted(values["cmi/yellow"]) == [17, 18]
+    assert [values["mi"][i] for i in (16, 17, 18)] == alone.mi.value.double().tolist()
+    assert [values["cmi/yellow"][i] for i in (17, 18)] == alone.cmi["yellow"].value[1:].double().tolist()
+
+
+def test_mi_images_or_word_images_below_one_is_refused():
+    for option in ("mi_images", "word_images"):
+        with pytest.raises(ValueError, match=f"{option} must be >= 1"):
+            InformationMonitor(words=["blue"], **{option: 0})
+    with pytest.raises(ValueError, match="word_images.blue must be >= 1"):
+        InformationMonitor(words=["blue"], word_images={"blue": 0})
+
+
+def test_word_images_per_word_caps_the_words_named_and_no_other(scratch_module):
+    probe = CaptionedShapesData(n_train=16, n_val=8, batch_size=8).probe_items(8)
+    monitor = InformationMonitor(words=["yellow", "right"], probe_size=8, word_images={"right": 1})
+    # right: its first image only; yellow and the MI are not restricted (no entry: every image)
+    assert monitor.measured_on(probe, scratch_module.denoiser.tokenizer) == {"cmi/right": {17}}
+    with pytest.raises(ValueError, match="word_images names 'blue', which is not among the words tracked"):
+        InformationMonitor(words=["yellow"], word_images={"blue": 2})
 
 
 def test_mmse_images_below_one_is_refused():

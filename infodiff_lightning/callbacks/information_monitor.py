@@ -19,7 +19,9 @@ Each measurement is also appended to ``monitor.jsonl`` in the run folder (step, 
 the summary {tag: {mean, stderr, images}}): the curves as data. ``at_fit_start`` adds a
 measurement at step 0, the "before" of a fine-tuning run.
 
-Cost: ``max_time_share`` (default 0.05) bounds the monitor's share of the run's wall time.
+Cost: ``mi_images`` and ``word_images`` measure each quantity on its first probe images only
+(an image measuring nothing costs nothing), so a large probe can give a rare word many
+images cheaply; ``max_time_share`` (default 0.05) bounds the monitor's share of the run's wall time.
 The monitor times its own work (measurements, their logging and figures, and the start-up
 check of the probe) and the
 wall time since fit start; a scheduled measurement is skipped when taking it, at the cost
@@ -47,6 +49,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from ..contrasts import cmi_tag, measurable, mi_tag, pid_tag
 from ..estimators import default_sampler
 from ..io import json_line, log_scalars, run_dir
 from ..measurement import CaptionMetrics, MeasurementSpec, measure_captions, scalars
@@ -94,6 +97,14 @@ class InformationMonitor(Callback):
             images (default 8; None: every probe image). The figure shows the curves' shape;
             at every probe image it cost as much as a fifth of a measurement of the demo's
             48-image probe (BENCHMARKS.md "The monitor's share").
+        mi_images: the caption MI over the first this many probe images (None: every one).
+        word_images: each word's CMI, and each pair's PID, over at most the first this many
+            probe images that hold it (None: every one); or {word: count} for the words named
+            (the others, and the pairs, over every image that holds them). With both, a large probe gives a
+            tracked word many images at the cost of those images only: an image outside
+            the MI's and a word's first images costs no denoiser input (measurement.py
+            ``where``). The separation of a word's change over a run grows with the number
+            of images that hold it (BENCHMARKS.md "The monitor's share").
         use_ema: measure the EMA weights when the module keeps them.
         seed, microbatch: draws seed; denoiser inputs per call (None: the model's default).
     """
@@ -102,7 +113,8 @@ class InformationMonitor(Callback):
                  every_n_steps: int | None = 50, at_validation_end: bool = False, at_fit_start: bool = False,
                  max_time_share: float | None = 0.05, n_draws: int = 32,
                  condition: str = "delete", maps: bool = True, mmse_points: int = 9, mmse_eps: int = 2,
-                 mmse_images: int | None = 8,
+                 mmse_images: int | None = 8, mi_images: int | None = None,
+                 word_images: int | dict[str, int] | None = None,
                  use_ema: bool = True, seed: int = 0, microbatch: int | None = None,
                  target_stderr: float | None = None, target_relative: float | None = None, max_draws: int = 256):
         if every_n_steps is not None and every_n_steps < 1:
@@ -114,6 +126,13 @@ class InformationMonitor(Callback):
         if mmse_images is not None and mmse_images < 1:
             raise ValueError(f"InformationMonitor: mmse_images must be >= 1 (or null for every probe image), "
                              f"got {mmse_images}")
+        caps = word_images.items() if isinstance(word_images, dict) else [("", word_images)]
+        for name, value in [("mi_images", mi_images)] + [(f"word_images{'.' + w if w else ''}", v) for w, v in caps]:
+            if value is not None and value < 1:
+                raise ValueError(f"InformationMonitor: {name} must be >= 1 (or null for every probe image), got {value}")
+        if isinstance(word_images, dict) and (unknown := sorted(set(word_images) - set(words))):
+            raise ValueError(f"InformationMonitor: word_images names {', '.join(map(repr, unknown))}, which is not "
+                             f"among the words tracked ({', '.join(words)})")
         if max_time_share is not None and not 0 < max_time_share <= 1:
             raise ValueError(f"InformationMonitor: max_time_share must be in (0, 1] (or null for the fixed cadence), "
                              f"got {max_time_share}")
@@ -125,6 +144,7 @@ class InformationMonitor(Callback):
         self.probe_size, self.every_n_steps, self.at_validation_end = probe_size, every_n_steps, at_validation_end
         self.at_fit_start, self.max_time_share = at_fit_start, max_time_share
         self.mmse_points, self.mmse_eps, self.mmse_images, self.use_ema = mmse_points, mmse_eps, mmse_images, use_ema
+        self.mi_images, self.word_images = mi_images, word_images
         # Saved with the checkpoint, so a resumed run neither repeats a point nor restarts
         # its time accounting (the share is over the whole run, across resumes).
         self.history: list[int] = []  # steps measured
@@ -134,6 +154,7 @@ class InformationMonitor(Callback):
         self._wall_before = 0.0  # wall seconds of earlier sessions of this run (from the checkpoint)
         self._fit_start = None
         self._probe: list[dict] | None = None
+        self._where: dict[str, set] = {}  # tag -> the probe ids it is measured on (mi_images, word_images)
         self._records: Path | None = None  # set in setup (the run folder is known then)
 
     # ---- start-up checks: fail before any training time is spent ---------------
@@ -153,7 +174,25 @@ class InformationMonitor(Callback):
         except ValueError as e:
             raise ValueError(f"InformationMonitor: {e}") from None
         self._probe = probe
+        self._where = self.measured_on(probe, pl_module.denoiser.tokenizer)
         self._records = run_dir(trainer) / MONITOR_RECORDS  # a broadcast under DDP: every rank asks
+
+    def measured_on(self, probe: list[dict], tokenizer) -> dict[str, set]:
+        """{tag: probe ids} of each quantity capped by ``mi_images`` / ``word_images``:
+        the MI's first probe images, and each word's (pair's) first probe images that hold
+        it (both words). Decided on the whole probe, so every rank measures the same images."""
+        where = {}
+        if self.mi_images is not None and self.spec.mi:
+            where[mi_tag()] = {it["id"] for it in probe[:self.mi_images]}
+        caps = self.word_images if isinstance(self.word_images, dict) else {}
+        groups = [(cmi_tag(w), (w,), caps.get(w)) for w in self.spec.words] + [(pid_tag(*p), p, None)
+                                                                                 for p in self.spec.pairs]
+        for tag, words, cap in groups:
+            cap = self.word_images if isinstance(self.word_images, int) else cap
+            if cap is not None:
+                holding = [it["id"] for it in probe if all(measurable(it["caption"], w, tokenizer) for w in words)]
+                where[tag] = set(holding[:cap])
+        return where
 
     #: The monitor's clock (seconds); a test replaces it on an instance with a fake one.
     clock: Callable[[], float] = staticmethod(time.perf_counter)
@@ -284,27 +323,36 @@ class InformationMonitor(Callback):
         return summary, mmse, local_maps, alphas, bool(on_ema)
 
     def _measure_local(self, denoiser, items, metrics, curve, alphas) -> dict:
-        ids, captions = [it["id"] for it in items], [it["caption"] for it in items]
-        images = torch.stack([it["image"] for it in items])
-        # Draws keyed by (seed, probe id), never by step or rank: fixed for the whole run.
-        res = measure_captions(denoiser, images, ids, captions, self.spec)
-        metrics.update(res, ids)
         local_maps = {}
-        for w, est in res.cmi.items():
-            has = res.present[w]
-            if est.map is not None and bool(has.any()):
-                k = int(has.nonzero()[0])
-                title = (f"cmi/{w} = {float(est.value[k]):.3f} +- {float(est.stderr[k]):.3f} nats "
-                         f"(probe image {ids[k]})")
-                local_maps[w] = (items[k]["image"], est.map[k], title)
+        measured = [it for it in items if self._measures_something(it["id"])]
+        if measured:
+            ids, captions = [it["id"] for it in measured], [it["caption"] for it in measured]
+            images = torch.stack([it["image"] for it in measured])
+            # Draws keyed by (seed, probe id), never by step or rank: fixed for the whole run.
+            where = {tag: [i in on for i in ids] for tag, on in self._where.items()}
+            res = measure_captions(denoiser, images, ids, captions, self.spec, where)
+            metrics.update(res, ids)
+            for w, est in res.cmi.items():
+                has = res.present[w]
+                if est.map is not None and bool(has.any()):
+                    k = int(has.nonzero()[0])
+                    title = (f"cmi/{w} = {float(est.value[k]):.3f} +- {float(est.stderr[k]):.3f} nats "
+                             f"(probe image {ids[k]})")
+                    local_maps[w] = (measured[k]["image"], est.map[k], title)
         if curve is not None:
             # the first mmse_images of the whole probe, wherever their rank measures them
             first = {it["id"] for it in self._probe[:self.mmse_images]}
-            rows = [k for k, it in enumerate(items) if it["id"] in first]
+            rows = [it for it in items if it["id"] in first]
             if rows:
-                x = denoiser.encode(images[rows], ids=[ids[k] for k in rows])
-                curve.update(self.mmse_per_image(denoiser, x, [items[k] for k in rows], alphas))
+                x = denoiser.encode(torch.stack([it["image"] for it in rows]), ids=[it["id"] for it in rows])
+                curve.update(self.mmse_per_image(denoiser, x, rows, alphas))
         return local_maps
+
+    def _measures_something(self, probe_id) -> bool:
+        """Whether any quantity is measured on this probe image: one not restricted by
+        ``mi_images`` / ``word_images`` (measured on every image), or one whose first
+        images include it. An image that measures nothing costs nothing (not even its caption)."""
+        return len(self._where) < len(self.spec.tags) or any(probe_id in on for on in self._where.values())
 
     def mmse_per_image(self, denoiser, x, items, alphas) -> torch.Tensor:
         """(N, 2, G) MMSE curves of the null and full caption of each probe item.
