@@ -163,11 +163,10 @@ def test_adaptive_ranking_records_the_draws_of_each_candidate_and_image(exported
 
 def test_adaptive_ranking_of_an_item_does_not_depend_on_its_batch_on_a_unet(exported):
     # The job's model and items, ranked all together and five at a time: other neighbours
-    # in every pass. The decisions (draws of each candidate, choice) must be the same; the
-    # scores agree to float32 rounding only: on CPU the UNet can round an input's output in
-    # the last bits differently at another position within a call of the same size (seen
-    # here up to 4e-5 relative on a score), which evaluate.py's fixed call size does not remove.
-    # (Bit-for-bit equality, given a denoiser without that effect, is tested in test_ranking.py.)
+    # in every pass. The decisions (draws of each candidate, choice) and the scores must be
+    # the same bits. (Until 2026-12-06 the scores differed by up to 4e-5 relative: the noisy
+    # input's float32 sigmoid coefficients were rounded differently at another position in
+    # the batch; logsnr.noise_channel now forms them in float64.)
     from infodiff_lightning.analyses.ranking import rank_adaptively
     from infodiff_lightning.denoisers import load_text_to_image
 
@@ -185,5 +184,4 @@ def test_adaptive_ranking_of_an_item_does_not_depend_on_its_batch_on_a_unet(expo
     for s in range(0, len(items), 5):
         part = rank_adaptively(denoiser, images[s:s + 5], ids[s:s + 5], cands[s:s + 5], **kw)
         assert torch.equal(part.draws, whole.draws[s:s + 5]) and torch.equal(part.prediction, whole.prediction[s:s + 5])
-        torch.testing.assert_close(part.value, whole.value[s:s + 5], rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(part.stderr, whole.stderr[s:s + 5], rtol=1e-4, atol=1e-4)
+        assert torch.equal(part.value, whole.value[s:s + 5]) and torch.equal(part.stderr, whole.stderr[s:s + 5])
