@@ -9,8 +9,15 @@ long-run value; z = (estimate - long run) / sqrt(stderr^2 + se_long_run^2).
 Also measured: the effective gain of stratification, the ratio of mean squared errors
 (plain / stratified) at equal S, i.e. how many times more plain draws reach the same error.
 
+``--proposal fitted``: instead of the wide truncated logistic, the library's default for a
+model folder with a fitted proposal: a proposal fitted (eq. OPT, proposal_fit.py, the
+defensive half included) on the first ``--pilot`` images of each system over the
+reference range, drawn iid ("plain") or stratified, the long run stratified from it. The
+pilot images are among those evaluated (the proposal is fixed before any evaluation
+draw, so each image's estimate stays unbiased given the image).
+
 Usage: python benchmarks/bench_calibration.py [--images 400] [--draws 8 16 32 64] [--out calibration.json]
-       [--only "Gaussian MI" "flow Gaussian MI"]
+       [--only "Gaussian MI" "flow Gaussian MI"] [--proposal fitted]
 Prints a markdown table (the one in BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -21,7 +28,10 @@ import time
 
 import torch
 
-from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
+from infodiff_lightning.analyses.calibration import STUDY_SAMPLER, calibration_stats, calibration_study
+from infodiff_lightning.denoisers.base import take
+from infodiff_lightning.pid import PID_CONTRASTS
+from infodiff_lightning.proposal_fit import fit_model_proposal
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
 from infodiff_lightning.denoisers.gaussian_flow import FlowMatchingGaussian
 from infodiff_lightning.denoisers.noisy import NoisyDenoiser
@@ -57,6 +67,18 @@ def cells(n_images: int, seed: int):
     yield "copy PID (I_min)", NoisyDenoiser(toy, NOISE, seed), xt, list(pid_columns(yt)), "imin", cands
 
 
+def fitted(system, x, cols, kind, pilot: int):
+    """The proposal fitted on the first ``pilot`` images of a cell (eq. OPT, 96 stratified
+    uniform draws each), over the reference range, as fit_proposal does for a model."""
+    idx = torch.arange(pilot)
+    if kind == "info":
+        columns, contrasts = {"ref": take(cols[0], idx), "cond": take(cols[1], idx)}, {"info": ("ref", "cond")}
+    else:  # the PID's four columns (I_min's candidate columns follow them)
+        columns = {k: take(c, idx) for k, c in zip(("ref", "y1", "y2", "y12"), cols)}
+        contrasts = PID_CONTRASTS
+    return fit_model_proposal(system, x[:pilot], columns, contrasts, ids=range(pilot), n_draws=96)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=400)
@@ -65,6 +87,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write all figures as JSON here")
     ap.add_argument("--only", nargs="+", default=None, help="run only these systems (e.g. 'flow Gaussian MI')")
+    ap.add_argument("--proposal", choices=["logistic", "fitted"], default="logistic",
+                    help="logistic: the wide truncated logistic (loc 0, scale 2, clip 6); fitted: see above")
+    ap.add_argument("--pilot", type=int, default=16, help="images the fitted proposal is fitted on")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -74,13 +99,14 @@ def main() -> None:
     for name, system, x, cols, kind, extra in cells(args.images, args.seed):
         if args.only and name not in args.only:
             continue
+        sampler = STUDY_SAMPLER if args.proposal == "logistic" else fitted(system, x, cols, kind, args.pilot)
         for s in args.draws:
             t0 = time.perf_counter()
             res = {}
             for strat in (False, True):
                 res[strat] = calibration_study(system, x, cols, kind=kind, n_draws=s, stratified=strat,
                                                long_run_draws=args.long_run, seed=args.seed + s,
-                                               candidates=extra)
+                                               candidates=extra, sampler=sampler)
             for q in res[False]:
                 a, b = calibration_stats(res[False][q]["z"]), calibration_stats(res[True][q]["z"])
                 gain = float(res[False][q]["sq_err"].mean() / res[True][q]["sq_err"].mean())

@@ -11,7 +11,9 @@ from infodiff_lightning import Grid, TruncatedLogistic, pointwise_mi
 from infodiff_lightning.analyses.calibration import calibration_stats, calibration_study
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
 from infodiff_lightning import uncertainty
+from infodiff_lightning.integrate import Piecewise
 from infodiff_lightning.pid import mmi_pid_statistic
+from infodiff_lightning.proposal_fit import fit_model_proposal
 from infodiff_lightning.uncertainty import (calibrated_stderr, degrees_of_freedom, mean_stderr, mean_variance,
                                             wild_bootstrap)
 
@@ -152,6 +154,24 @@ def test_mi_standard_errors_are_calibrated_on_a_heavy_tailed_mixture_at_32_plain
     # is large only for the rare eps that put x_alpha between components, so the terms
     # are heavy-tailed; the bootstrap-t error is what keeps this calibrated.
     stats = calibration_cell(GaussianMixture(4, 8), 32, False, seed=6)
+    assert 0.87 <= stats["sd"] <= 1.18, stats
+    assert 0.92 <= stats["coverage"] <= 0.98, stats
+
+
+def test_mi_standard_errors_are_calibrated_under_a_fitted_proposal_at_32_plain_draws():
+    # The default draws of a model folder with a fitted log-SNR proposal (eq. OPT, half of it
+    # the reference sampler's density): a piecewise-constant density, drawn iid, whose
+    # weights 1/q jump at the bin edges. Fitted on 16 other images of the same Gaussian; the
+    # long run draws the same proposal stratified, so both estimate the same integral.
+    system = CorrelatedGaussian(dim=8, correlation=0.9)
+    xp, yp = system.sample(16, torch.Generator().manual_seed(8))
+    proposal = fit_model_proposal(system, xp, {"null": system.null_conditions(16), "y": yp}, {"mi": ("null", "y")},
+                                  ids=range(16), n_draws=96)
+    assert isinstance(proposal, Piecewise) and not proposal.stratified
+    x, y = system.sample(1000, torch.Generator().manual_seed(7))
+    cell = calibration_study(system, x, [system.null_conditions(1000), y], kind="info", n_draws=32,
+                             stratified=False, long_run_draws=1024, seed=7, sampler=proposal)
+    stats = calibration_stats(cell["info"]["z"])
     assert 0.87 <= stats["sd"] <= 1.18, stats
     assert 0.92 <= stats["coverage"] <= 0.98, stats
 

@@ -13,6 +13,7 @@ cells at the draw counts the jobs use.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -65,7 +66,8 @@ def calibration_stats(z: Tensor) -> dict[str, float]:
 def calibration_study(system: Denoiser, x: Tensor, columns: list[Column], *, kind: str, n_draws: int,
                       stratified: bool, long_run_draws: int = 2048, sampler: AlphaSampler = STUDY_SAMPLER,
                       seed: int = 0, candidates: tuple | None = None) -> dict[str, Tensor]:
-    """z-scores per image of one calibration cell.
+    """z-scores per image of one calibration cell (draws of ``sampler``, iid or
+    ``stratified``; the long run of the same sampler, stratified).
 
     ``kind``: "info" (columns = [reference, condition]; orthogonal information) or
     "pid" (columns = [ref, y1, y2, y12]; MMI PID terms redundancy/unique1/unique2/synergy)
@@ -73,8 +75,10 @@ def calibration_study(system: Denoiser, x: Tensor, columns: list[Column], *, kin
     I_min redundancy). Returns {quantity: {"z": (N,), "sq_err": (N,) squared error
     against the long run}}.
     """
-    s_short = TruncatedLogistic(sampler.loc, sampler.scale, sampler.clip, stratified, sampler.lo, sampler.hi)
-    s_long = TruncatedLogistic(sampler.loc, sampler.scale, sampler.clip, True, sampler.lo, sampler.hi)
+    # any sampler with a stratified design (TruncatedLogistic, Uniform, Piecewise): the short
+    # run in the design asked, the long run stratified, both over the same density and range
+    s_short = dataclasses.replace(sampler, stratified=stratified)
+    s_long = dataclasses.replace(sampler, stratified=True)
     g = torch.Generator().manual_seed(seed)
     n = int(x.shape[0])
     dtype = x.dtype
