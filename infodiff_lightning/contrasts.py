@@ -124,9 +124,8 @@ class ContrastResult:
     def measured(self) -> Iterator[Measured]:
         """Every quantity measured, under its tag, in a fixed order (MI, words, pairs)."""
         if self.mi is not None:
-            present = self.mi_present
-            yield Measured(mi_tag(), self.mi, torch.ones(self.mi.value.shape[0], dtype=torch.bool) if present is None
-                           else present)
+            every = torch.ones(self.mi.value.shape[0], dtype=torch.bool)
+            yield Measured(mi_tag(), self.mi, every if self.mi_present is None else self.mi_present)
         for w, est in self.cmi.items():
             yield Measured(cmi_tag(w), est, self.present[w])
         for (w1, w2), est in self.pid.items():
@@ -160,7 +159,7 @@ def caption_columns(denoiser: TextDenoiser, captions: Sequence[str], words: Sequ
     # columns and for the masks of where each quantity is defined
     sees = {w: [measurable(c, w, tok) for c in captions] for w in dict.fromkeys(list(words) + [w for p in pairs
                                                                                           for w in p])}
-    defined = {t: list(wanted[t]) for t in tags if t == mi_tag()}
+    defined = {mi_tag(): wanted[mi_tag()]} if mi else {}
     defined.update({cmi_tag(w): [a and b for a, b in zip(sees[w], wanted[cmi_tag(w)])] for w in words})
     defined.update({pid_tag(w1, w2): [a and b and c for a, b, c in zip(sees[w1], sees[w2], wanted[pid_tag(w1, w2)])]
                     for w1, w2 in pairs})

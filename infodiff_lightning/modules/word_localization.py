@@ -133,8 +133,8 @@ class WordLocalization(TextToImageJob):
         res = measure_captions(self.denoiser, images, kids, captions, spec, where)
         cmi = [res.cmi[w] for w in row_words]
         present = [bool(res.present[w][j]) for j, w in enumerate(row_words)]
-        masks = batch["mask"][keep].to(cmi[0].map.device) if cmi else batch["mask"][keep]
         maps = {"cmi": torch.stack([est.map[j] for j, est in enumerate(cmi)])}
+        masks = batch["mask"][keep].to(maps["cmi"].device)
         if self.attention_steps:
             attention = [None] * len(keep)  # at the attention's own resolution
             for w in words:  # word_attention reads one word's tokens for a group of captions
