@@ -1,8 +1,9 @@
 """The MI-TUNE loop (mi_tune.py) end to end on the bundled world model at a tiny size:
 5 selection prompts x 2 candidates, 2 DDIM steps, 2 LoRA steps, 3 evaluation prompts
-(about 2 minutes on 2 CPU cores). What it checks is the plumbing: every stage ran on what
-the previous one wrote, the arms got equal sets, the truth arm kept the truest candidate,
-and a second run skips every finished stage."""
+(about 2 minutes on 2 CPU cores), then a second round of the random arm in the same
+folder. What it checks is the plumbing: every stage ran on what the previous one wrote,
+the arms got equal sets, the truth arm kept the truest candidate, a second run skips
+every finished stage, and round 2 continues round 1's adapter."""
 import json
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ sys.path.insert(0, str(ROOT))
 import mi_tune  # noqa: E402
 
 ARMS = ["mi", "random", "truth"]
-TINY = ["--prompts", "5", "--candidates", "2", "--n_draws", "4", "--train_steps", "2", "--batch_size", "2",
-        "--n_probe", "2", "--sampler_steps", "2", "--eval_prompts", "3", "--eval_candidates", "2", "--arms", *ARMS]
+SIZES = ["--prompts", "5", "--candidates", "2", "--n_draws", "4", "--train_steps", "2", "--batch_size", "2",
+         "--n_probe", "2", "--sampler_steps", "2", "--eval_prompts", "3"]
+TINY = [*SIZES, "--eval_candidates", "2", "--arms", *ARMS]
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +78,20 @@ def test_a_second_run_skips_every_finished_stage(loop):
 
 
 @pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mi_tune_rounds")
-    tiny = ["--prompts", "3", "--candidates", "2", "--n_draws", "4", "--train_steps", "2", "--batch_size", "2",
-            "--n_probe", "2", "--sampler_steps", "2", "--eval_prompts", "2", "--eval_candidates", "1"]
-    assert mi_tune.main(["--out", str(out), "--rounds", "2", "--arms", "random", *tiny]) == 0
-    return out
+def two_rounds(loop):
+    # Round 2 of the random arm, continued in the first run's folder: its finished round-1
+    # stages are reused (each stage is a process of its own, most of this file's time).
+    # One evaluation image per prompt in round 2: the report then has no within-prompt
+    # distance (n/a), which once crashed it.
+    assert mi_tune.main(["--out", str(loop), *SIZES, "--eval_candidates", "1", "--rounds", "2", "--arms", "random"]) == 0
+    return loop, json.loads((loop / "results.json").read_text())["rounds"]
 
 
 @pytest.mark.slow
 def test_a_second_round_generates_with_and_trains_further_the_first_rounds_adapter(two_rounds):
     # MI-TUNE's rounds: round 2 draws its candidates from round 1's adapter, and its
     # fine-tuning starts from that adapter (init_lora) on round 2's own selected set.
+    two_rounds, results = two_rounds
     first = two_rounds / "round1/finetune/random/adapter/unet_lora"
     (gen,) = (two_rounds / "round2/candidates/random").glob("*/run-*/config.yaml")
     assert yaml.safe_load(gen.read_text())["model"]["init_args"]["lora"] == str(first)
@@ -95,5 +99,4 @@ def test_a_second_round_generates_with_and_trains_further_the_first_rounds_adapt
     config = yaml.safe_load(train.read_text())
     assert config["model"]["init_args"]["init_lora"] == str(first)
     assert "round2/select/random" in config["data"]["init_args"]["root"]
-    results = json.loads((two_rounds / "results.json").read_text())["rounds"]
     assert set(results) == {"round1", "round2"}
