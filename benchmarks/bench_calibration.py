@@ -11,13 +11,13 @@ Also measured: the effective gain of stratification, the ratio of mean squared e
 
 ``--proposal fitted``: instead of the wide truncated logistic, the library's default for a
 model folder with a fitted proposal: a proposal fitted (eq. OPT, proposal_fit.py, the
-defensive half included) on the first ``--pilot`` images of each system over the
+defensive share included) on the first ``--pilot`` images of each system over the
 reference range, drawn iid ("plain") or stratified, the long run stratified from it. The
 pilot images are among those evaluated (the proposal is fixed before any evaluation
 draw, so each image's estimate stays unbiased given the image).
 
 Usage: python benchmarks/bench_calibration.py [--images 400] [--draws 8 16 32 64] [--out calibration.json]
-       [--only "Gaussian MI" "flow Gaussian MI"] [--proposal fitted]
+       [--only "Gaussian MI" "flow Gaussian MI"] [--proposal fitted [--floor 0.25]]
 Prints a markdown table (the one in BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from infodiff_lightning.analyses.calibration import STUDY_SAMPLER, calibration_stats, calibration_study
 from infodiff_lightning.denoisers.base import take
 from infodiff_lightning.pid import PID_CONTRASTS
+from infodiff_lightning.proposal import DEFAULT_FLOOR
 from infodiff_lightning.proposal_fit import fit_model_proposal
 from infodiff_lightning.denoisers import CorrelatedGaussian, GaussianMixture
 from infodiff_lightning.denoisers.gaussian_flow import FlowMatchingGaussian
@@ -67,7 +68,7 @@ def cells(n_images: int, seed: int):
     yield "copy PID (I_min)", NoisyDenoiser(toy, NOISE, seed), xt, list(pid_columns(yt)), "imin", cands
 
 
-def fitted(system, x, cols, kind, pilot: int):
+def fitted(system, x, cols, kind, pilot: int, floor: float = DEFAULT_FLOOR):
     """The proposal fitted on the first ``pilot`` images of a cell (eq. OPT, 96 stratified
     uniform draws each), over the reference range, as fit_proposal does for a model."""
     idx = torch.arange(pilot)
@@ -76,7 +77,7 @@ def fitted(system, x, cols, kind, pilot: int):
     else:  # the PID's four columns (I_min's candidate columns follow them)
         columns = {k: take(c, idx) for k, c in zip(("ref", "y1", "y2", "y12"), cols)}
         contrasts = PID_CONTRASTS
-    return fit_model_proposal(system, x[:pilot], columns, contrasts, ids=range(pilot), n_draws=96)
+    return fit_model_proposal(system, x[:pilot], columns, contrasts, ids=range(pilot), n_draws=96, floor=floor)
 
 
 def main() -> None:
@@ -90,6 +91,8 @@ def main() -> None:
     ap.add_argument("--proposal", choices=["logistic", "fitted"], default="logistic",
                     help="logistic: the wide truncated logistic (loc 0, scale 2, clip 6); fitted: see above")
     ap.add_argument("--pilot", type=int, default=16, help="images the fitted proposal is fitted on")
+    ap.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
+                    help="the fitted proposal's defensive share (the reference density mixed in)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -99,7 +102,7 @@ def main() -> None:
     for name, system, x, cols, kind, extra in cells(args.images, args.seed):
         if args.only and name not in args.only:
             continue
-        sampler = STUDY_SAMPLER if args.proposal == "logistic" else fitted(system, x, cols, kind, args.pilot)
+        sampler = STUDY_SAMPLER if args.proposal == "logistic" else fitted(system, x, cols, kind, args.pilot, args.floor)
         for s in args.draws:
             t0 = time.perf_counter()
             res = {}

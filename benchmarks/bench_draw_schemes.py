@@ -21,6 +21,13 @@ evaluated (the world's threshold split; fresh samples for the analytic systems).
 
     python benchmarks/bench_draw_schemes.py --out draw_schemes.json            # world + analytic
     python benchmarks/bench_draw_schemes.py --systems world --images 8 --repeats 4
+
+``--floors 0.5 0.25 0.1`` adds the fitted proposal at other defensive shares (the share of
+the reference sampler's density mixed in; 0.5 is the library's default). ``--model`` measures
+another model folder (e.g. the demo's fine-tuned export) with the proposal still fitted on
+``--fit_model`` (default: the same folder), and ``--word lovely`` measures the CMI of that
+word in the demo's shifted world (crosses named "lovely") instead of a colour word's: how
+much a proposal fitted before fine-tuning costs after it.
 """
 from __future__ import annotations
 
@@ -39,35 +46,44 @@ from infodiff_lightning.denoisers.pid_toys import copy_system, pid_columns
 from infodiff_lightning.integrate import Piecewise, TruncatedLogistic
 from infodiff_lightning.measure import REFERENCE_SAMPLER, DrawSpec, measure
 from infodiff_lightning.pid import PID_CONTRASTS, pid_from_terms
+from infodiff_lightning.proposal import DEFAULT_FLOOR
 from infodiff_lightning.proposal_fit import fit_model_proposal
 
 
-def world(n_images: int, pilot: int):
-    den = load_text_to_image("models/world")
-    den.alpha_proposal = None  # fitted below on the threshold split, whatever the folder holds
+def world(n_images: int, pilot: int, model: str = "models/world", fit_model: str | None = None,
+          word: str | None = None, floors=(DEFAULT_FLOOR,)):
+    """The world's cell: ``model`` measured, the proposal fitted (one per defensive share in
+    ``floors``) on ``fit_model``'s pilot; ``word``: the demo's shifted world and that word's
+    CMI instead of a colour word's."""
+    shift = {} if word is None else {"shift": "shape", "p_shift": 1.0, "new_word": word}
+    words = ("red", *(c for c in COLOURS if c != "red")) if word is None else (word,)
 
-    def scenes(split, n, need_colour):
-        data = CaptionedWorld(split, 32, limit=400)
-        idx = [i for i in range(len(data)) if not need_colour or any(c in data.caption(i).split() for c in COLOURS)]
+    def scenes(split, n, need_word):
+        data = CaptionedWorld(split, 32, limit=400, **shift)
+        idx = [i for i in range(len(data)) if not need_word or any(c in data.caption(i).split() for c in words)]
         return [data[i] for i in idx[:n]]
 
-    def setup(items):
+    def setup(den, items):
         caps = [it["caption"] for it in items]
-        word = [next((c for c in COLOURS if c in cap.split()), "red") for cap in caps]
+        chosen = [next((c for c in words if c in cap.split()), words[0]) for cap in caps]
         cols, _, _ = caption_columns(den, caps)
-        cols["-w"] = [c.replace(f" {w} ", " ") for c, w in zip(caps, word)]  # delete the colour word
+        cols["-w"] = [c.replace(f" {w} ", " ") for c, w in zip(caps, chosen)]  # delete the word
         ids = [int(it["id"]) for it in items]
         x = den.encode(torch.stack([it["image"] for it in items]), ids=ids)
         return x, cols, ids
 
-    xp, colsp, idsp = setup(scenes("threshold", pilot, False))
-    contrasts = {"MI": ("null", "full"), "CMI (colour word)": ("-w", "full")}
-    proposal = fit_model_proposal(den, xp, colsp, contrasts, ids=idsp, n_draws=96)
-    x, cols, ids = setup(scenes("heldout", n_images, True))
-    return "world model", den, x, cols, ids, contrasts, "info", proposal
+    contrasts = {"MI": ("null", "full"), f"CMI ({'colour word' if word is None else word})": ("-w", "full")}
+    fit_den = load_text_to_image(fit_model or model)
+    fit_den.alpha_proposal = None  # fitted below on the threshold split, whatever the folder holds
+    xp, colsp, idsp = setup(fit_den, scenes("threshold", pilot, word is not None))
+    proposals = {f: fit_model_proposal(fit_den, xp, colsp, contrasts, ids=idsp, n_draws=96, floor=f) for f in floors}
+    den = fit_den if fit_model in (None, model) else load_text_to_image(model)
+    x, cols, ids = setup(den, scenes("heldout", n_images, True))
+    name = "world model" if model == "models/world" else f"{model}"
+    return name, den, x, cols, ids, contrasts, "info", proposals
 
 
-def analytic(n_images: int, pilot: int):
+def analytic(n_images: int, pilot: int, floors=(DEFAULT_FLOOR,)):
     g = torch.Generator().manual_seed(0)
     gauss = CorrelatedGaussian(dim=8, correlation=0.9, spread=10.0)
     mix = GaussianMixture(4, 8)
@@ -84,8 +100,9 @@ def analytic(n_images: int, pilot: int):
             colsp, cols = dict(zip(("ref", "y1", "y2", "y12"), pid_columns(yp))), \
                 dict(zip(("ref", "y1", "y2", "y12"), pid_columns(y)))
             contrasts = PID_CONTRASTS
-        proposal = fit_model_proposal(system, xp, colsp, contrasts, ids=range(pilot), n_draws=96)
-        yield name, system, x, cols, list(range(10_000, 10_000 + n_images)), contrasts, kind, proposal
+        proposals = {f: fit_model_proposal(system, xp, colsp, contrasts, ids=range(pilot), n_draws=96, floor=f)
+                     for f in floors}
+        yield name, system, x, cols, list(range(10_000, 10_000 + n_images)), contrasts, kind, proposals
 
 
 def values(system, x, cols, ids, contrasts, kind, spec) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
@@ -99,12 +116,17 @@ def values(system, x, cols, ids, contrasts, kind, spec) -> tuple[dict[str, tuple
             for t in ("redundancy", "unique1", "unique2", "synergy")}, nfe
 
 
-def schemes(system, proposal: Piecewise) -> dict:
+def schemes(system, proposals: dict[float, Piecewise]) -> dict:
+    """label -> sampler; the fitted proposal at the default share is "fitted (default)", at
+    another share f "fitted floor f"."""
     ref = REFERENCE_SAMPLER.restricted(system.alpha_range)
     strat = TruncatedLogistic(ref.loc, ref.scale, ref.clip, True, ref.lo, ref.hi)
-    return {"reference (iid logistic)": ref, "stratified logistic": strat,
-            "fitted (default)": Piecewise(proposal.edges, proposal.mass, False),
-            "fitted stratified": Piecewise(proposal.edges, proposal.mass, True)}
+    out = {"reference (iid logistic)": ref, "stratified logistic": strat}
+    for floor, p in proposals.items():
+        tag = "" if floor == DEFAULT_FLOOR else f" floor {floor:g}"
+        out["fitted (default)" if not tag else f"fitted{tag}"] = Piecewise(p.edges, p.mass, False)
+        out[f"fitted stratified{tag}"] = Piecewise(p.edges, p.mass, True)
+    return out
 
 
 def bootstrap_ratio(err_ref: torch.Tensor, err: torch.Tensor, n_boot: int = 400) -> tuple[float, float, float]:
@@ -130,19 +152,26 @@ def main() -> None:
     ap.add_argument("--long_run", type=int, default=1024)
     ap.add_argument("--schemes", nargs="+", default=None,
                     help="only these schemes (by label prefix: reference, stratified, fitted, 'fitted stratified')")
+    ap.add_argument("--floors", type=float, nargs="+", default=[DEFAULT_FLOOR],
+                    help="defensive shares of the fitted proposal (each adds its fitted schemes)")
+    ap.add_argument("--model", default="models/world", help="world: the model folder measured")
+    ap.add_argument("--fit_model", default=None, help="world: the folder the proposal is fitted on (default --model)")
+    ap.add_argument("--word", default=None,
+                    help="world: the demo's shifted world (shape named WORD) and WORD's CMI instead of a colour's")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
     cells = []
     if "world" in args.systems:
-        cells.append(world(args.images, args.pilot))
+        cells.append(world(args.images, args.pilot, args.model, args.fit_model, args.word, args.floors))
     if "analytic" in args.systems:
-        cells.extend(analytic(args.analytic_images, args.pilot))
+        cells.extend(analytic(args.analytic_images, args.pilot, args.floors))
     rows = []
     print("| system | quantity | S | scheme | NFE / image | RMSE | MSE ratio to reference (95% CI) | SD(z) | cover |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, system, x, cols, ids, contrasts, kind, proposal in cells:
+    for name, system, x, cols, ids, contrasts, kind, proposals in cells:
         t0 = time.perf_counter()
+        proposal = proposals[max(args.floors)]  # the long run: the most defensive share
         best = Piecewise(proposal.edges, proposal.mass, True)
         truth, _ = values(system, x, cols, ids, contrasts, kind, DrawSpec(args.long_run, 99_999, best))
         truth_se = {q: v[1] for q, v in truth.items()}
@@ -151,9 +180,9 @@ def main() -> None:
             errs: dict[str, dict[str, torch.Tensor]] = {}
             zs: dict[str, dict[str, torch.Tensor]] = {}
             nfe = 0
-            chosen = {label: smp for label, smp in schemes(system, proposal).items()
+            chosen = {label: smp for label, smp in schemes(system, proposals).items()
                       if label.startswith("reference") or args.schemes is None
-                      or any(label.split(" (")[0] == want for want in args.schemes)}
+                      or any(label.split(" (")[0].split(" floor")[0] == want for want in args.schemes)}
             for label, sampler in chosen.items():
                 reps = []
                 for r in range(args.repeats):

@@ -3,8 +3,8 @@
 The pilot spreads its draws evenly over the reference range (stratified uniform, so every
 bin of the fit sees the same number of draws), measures the given contrasts with the
 orthogonal estimator (eq. 7), divides each draw's term by its weight to get the integrand
-value f_s, and fits eq. OPT, mixed half and half with the reference sampler's own mass
-per bin (the defensive half, proposal.py). The pilot is a few images: the shape of the integrand over
+value f_s, and fits eq. OPT, mixed with the reference sampler's own mass per bin (the
+defensive share ``floor``, proposal.py). The pilot is a few images: the shape of the integrand over
 log-SNR is the model's, not the image's (BENCHMARKS.md "Draw schemes" shows it on the
 world model).
 """
@@ -35,7 +35,7 @@ def fit_model_proposal(denoiser: Denoiser, x: Tensor, columns: Mapping[str, Colu
                          f"two per bin (n_draws >= {2 * n_bins})")
     lo, hi = reference_range(denoiser)
     spec = DrawSpec(n_draws, seed, Uniform(lo, hi, stratified=True))
-    # the defensive half of the proposal: the reference sampler's mass in each bin
+    # the defensive share of the proposal: the reference sampler's mass in each bin
     ref = REFERENCE_SAMPLER.restricted((lo, hi))
     edges = torch.linspace(lo, hi, n_bins + 1, dtype=torch.float64).tolist()
     guard = [ref.cdf(b) - ref.cdf(a) for a, b in zip(edges, edges[1:])]

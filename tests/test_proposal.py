@@ -9,7 +9,7 @@ from infodiff_lightning import measure
 from infodiff_lightning.denoisers import CorrelatedGaussian
 from infodiff_lightning.integrate import Piecewise, TruncatedLogistic
 from infodiff_lightning.measure import DrawSpec, default_sampler, reference_range
-from infodiff_lightning.proposal import PROPOSAL_FILE, fit_proposal, load_proposal, save_proposal
+from infodiff_lightning.proposal import DEFAULT_FLOOR, PROPOSAL_FILE, fit_proposal, load_proposal, save_proposal
 from infodiff_lightning.proposal_fit import fit_model_proposal
 from infodiff_lightning.uncertainty import mean_variance
 
@@ -140,10 +140,11 @@ def test_a_fitted_proposal_spans_the_reference_range_in_the_asked_bins():
     assert q.range == (-5.0, 7.0) and len(q.mass) == 6
 
 
-def test_a_fitted_proposal_keeps_half_the_reference_density_in_every_bin():
+def test_a_fitted_proposal_keeps_the_default_share_of_the_reference_density_in_every_bin():
     # Defensive mixture: wherever the pilot saw no information, the proposal still has at
-    # least half the reference sampler's mass, so no weight exceeds twice the reference's
-    # (bin-averaged) weight, whatever a later (fine-tuned) model's integrand does there.
+    # least DEFAULT_FLOOR (a quarter) of the reference sampler's mass, so no weight exceeds
+    # 1/DEFAULT_FLOOR = 4 times the reference's (bin-averaged) weight, whatever a later
+    # (fine-tuned) model's integrand does there.
     system = WithProposal(dim=2)
     x, y = system.sample(4, torch.Generator().manual_seed(0))
     q = fit_model_proposal(system, x, {"null": system.null_conditions(4), "y": y}, {"mi": ("null", "y")},
@@ -151,4 +152,4 @@ def test_a_fitted_proposal_keeps_half_the_reference_density_in_every_bin():
     edges = torch.tensor(q.edges, dtype=torch.float64)
     cdf = torch.sigmoid((edges - 1.0) / 2.0)  # the reference logistic (loc 1, scale 2) on [-5, 7]
     ref_mass = (cdf[1:] - cdf[:-1]) / (cdf[-1] - cdf[0])
-    assert bool((torch.tensor(q.mass, dtype=torch.float64) >= 0.5 * ref_mass - 1e-12).all())
+    assert bool((torch.tensor(q.mass, dtype=torch.float64) >= DEFAULT_FLOOR * ref_mass - 1e-12).all())
