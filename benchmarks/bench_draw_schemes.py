@@ -23,7 +23,7 @@ evaluated (the world's threshold split; fresh samples for the analytic systems).
     python benchmarks/bench_draw_schemes.py --systems world --images 8 --repeats 4
 
 ``--floors 0.5 0.25 0.1`` adds the fitted proposal at other defensive shares (the share of
-the reference sampler's density mixed in; 0.5 is the library's default). ``--model`` measures
+the reference sampler's density mixed in; the library's default is proposal.DEFAULT_FLOOR). ``--model`` measures
 another model folder (e.g. the demo's fine-tuned export) with the proposal still fitted on
 ``--fit_model`` (default: the same folder), and ``--word lovely`` measures the CMI of that
 word in the demo's shifted world (crosses named "lovely") instead of a colour word's: how
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
@@ -79,7 +78,7 @@ def world(n_images: int, pilot: int, model: str = "models/world", fit_model: str
     proposals = {f: fit_model_proposal(fit_den, xp, colsp, contrasts, ids=idsp, n_draws=96, floor=f) for f in floors}
     den = fit_den if fit_model in (None, model) else load_text_to_image(model)
     x, cols, ids = setup(den, scenes("heldout", n_images, True))
-    name = "world model" if model == "models/world" else f"{model}"
+    name = "world model" if model == "models/world" else model
     return name, den, x, cols, ids, contrasts, "info", proposals
 
 

@@ -6,10 +6,9 @@ variance per draw splits (law of total variance) into
     Var f = Var_alpha E[f | alpha]   +   E_alpha Var[f | alpha]
             (alpha part)                 (eps part)
 
-Only the alpha part can be removed by placing the alphas better (stratified or
-quasi-random alpha, a better proposal at fixed weights); the eps part stays whatever the
-alphas, so it bounds what any alpha design can gain over the proposal it is measured
-under. Measured with A alphas per image and K independent eps at each (A x K draws):
+Stratified or quasi-random alpha under the same proposal can remove at most the alpha
+part; the eps part stays, so it bounds what such a design can gain over the proposal it is
+measured under (another proposal reweights both parts). Measured with A alphas per image and K independent eps at each (A x K draws):
 eps part = mean within-alpha variance, alpha part = variance of the alpha means minus
 eps part / K (unbiased).
 

@@ -91,11 +91,11 @@ def two_rounds(loop):
 def test_a_second_round_generates_with_and_trains_further_the_first_rounds_adapter(two_rounds):
     # MI-TUNE's rounds: round 2 draws its candidates from round 1's adapter, and its
     # fine-tuning starts from that adapter (init_lora) on round 2's own selected set.
-    two_rounds, results = two_rounds
-    first = two_rounds / "round1/finetune/random/adapter/unet_lora"
-    (gen,) = (two_rounds / "round2/candidates/random").glob("*/run-*/config.yaml")
+    folder, results = two_rounds
+    first = folder / "round1/finetune/random/adapter/unet_lora"
+    (gen,) = (folder / "round2/candidates/random").glob("*/run-*/config.yaml")
     assert yaml.safe_load(gen.read_text())["model"]["init_args"]["lora"] == str(first)
-    (train,) = (two_rounds / "round2/finetune/random/train").glob("finetune/version_*/config.yaml")
+    (train,) = (folder / "round2/finetune/random/train").glob("finetune/version_*/config.yaml")
     config = yaml.safe_load(train.read_text())
     assert config["model"]["init_args"]["init_lora"] == str(first)
     assert "round2/select/random" in config["data"]["init_args"]["root"]

@@ -159,7 +159,7 @@ def test_mi_standard_errors_are_calibrated_on_a_heavy_tailed_mixture_at_32_plain
 
 
 def test_mi_standard_errors_are_calibrated_under_a_fitted_proposal_at_32_plain_draws():
-    # The default draws of a model folder with a fitted log-SNR proposal (eq. OPT, half of it
+    # The default draws of a model folder with a fitted log-SNR proposal (eq. OPT, mixed with
     # the reference sampler's density): a piecewise-constant density, drawn iid, whose
     # weights 1/q jump at the bin edges. Fitted on 16 other images of the same Gaussian; the
     # long run draws the same proposal stratified, so both estimate the same integral.
